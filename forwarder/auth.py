@@ -1,0 +1,140 @@
+"""Client-credentials authentication with msal, for every Microsoft cloud.
+
+One :class:`TokenProvider` per (tenant, client) is built from :class:`AuthSettings`; it keeps a
+single ``msal.ConfidentialClientApplication`` (and so msal's token cache), reuses a token until
+``refresh_margin`` seconds before it expires and then asks for a new one. Tokens and secrets
+never reach a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forwarder.clouds import CLOUDS, Cloud
+from forwarder.errors import FatalError, RetriableError
+from forwarder.settings import HttpSettings, Secret, setting
+
+
+@dataclass
+class AuthSettings:
+    """``[sources.auth]`` / ``[sinks.auth]``: an Entra ID app registration (client credentials)."""
+
+    tenant_id: str = setting(doc="the tenant (directory) id, a GUID")
+    client_id: str = setting(doc="the application (client) id of the app registration")
+    client_secret: Secret | None = setting(None, doc="client secret (use ${ENV} or file:); or a certificate")
+    certificate: str = setting("", doc="PEM file with the app's certificate (thumbprint derived from it)")
+    private_key: str = setting("", doc="PEM file with the certificate's private key (may be the same file)")
+    pfx: str = setting("", doc="PFX/PKCS#12 file holding key and certificate, instead of PEM files")
+    certificate_password: Secret | None = setting(None, doc="password of the private key or PFX file")
+    cloud: str = setting(
+        "public", doc="Microsoft cloud", choices=("public", "gcc", "gcc-high", "dod", "china")
+    )
+    authority: str = setting("", doc="override of the login host, e.g. the emulator", url=("https", "http"))
+    refresh_margin: float = setting(300.0, doc="seconds before expiry when a token is renewed", minimum=0)
+
+
+def cloud_of(settings: AuthSettings) -> Cloud:
+    return CLOUDS[settings.cloud]
+
+
+class TokenProvider:
+    """Hands out bearer tokens for a scope (``https://graph.microsoft.com/.default``...)."""
+
+    def __init__(self, settings: AuthSettings, http: HttpSettings | None = None) -> None:
+        import msal
+        import requests
+
+        self.settings = settings
+        http = http or HttpSettings()
+        session = requests.Session()
+        session.verify = (http.ca_bundle or True) if http.verify else False
+        if http.proxy:
+            session.proxies = {"http": http.proxy, "https": http.proxy}
+        authority_host = settings.authority or cloud_of(settings).login
+        self._app = msal.ConfidentialClientApplication(
+            settings.client_id,
+            client_credential=self._credential(),
+            authority=f"{authority_host.rstrip('/')}/{settings.tenant_id}",
+            http_client=session,
+            timeout=http.timeout,
+            instance_discovery=False if settings.authority else None,
+        )
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def _credential(self) -> Any:
+        s = self.settings
+        password = s.certificate_password.reveal() if s.certificate_password else None
+        if s.pfx:
+            cred: dict[str, Any] = {"private_key_pfx_path": s.pfx}
+            if password:
+                cred["passphrase"] = password
+            return cred
+        if s.certificate:
+            cert_pem = Path(s.certificate).read_bytes()
+            key_pem = Path(s.private_key or s.certificate).read_text()
+            cred = {
+                "private_key": key_pem,
+                "thumbprint": certificate_thumbprint(cert_pem),
+                "public_certificate": _first_certificate(cert_pem.decode()),
+            }
+            if password:
+                cred["passphrase"] = password
+            return cred
+        if s.client_secret:
+            return s.client_secret.reveal()
+        raise FatalError("auth: set client_secret, certificate (+ private_key) or pfx")
+
+    def token(self, scope: str) -> str:
+        """A bearer token for ``scope``, renewed ``refresh_margin`` seconds before it expires."""
+        with self._lock:
+            cached = self._cache.get(scope)
+            if cached and cached[1] - self.settings.refresh_margin > time.time():
+                return cached[0]
+            try:
+                result = self._app.acquire_token_for_client(scopes=[scope])
+            except Exception as exc:  # noqa: BLE001 - msal/requests transport failures
+                raise RetriableError(f"token request to the login host failed: {type(exc).__name__}") from None
+            if "access_token" not in result:
+                code = result.get("error", "error")
+                desc = str(result.get("error_description", "")).split("\n")[0][:300]
+                if code in ("temporarily_unavailable", "server_error"):
+                    raise RetriableError(f"token request failed: {code}: {desc}")
+                raise FatalError(f"token request for {scope} failed: {code}: {desc}")
+            expires_in = float(result.get("expires_in", 3599))
+            # msal may serve from its cache; never trust a cached token beyond our margin.
+            if result.get("token_source") == "cache" and expires_in <= self.settings.refresh_margin:
+                result = self._app.acquire_token_for_client(scopes=[scope], claims_challenge=None)
+            token = str(result["access_token"])
+            self._cache[scope] = (token, time.time() + expires_in)
+            return token
+
+    def invalidate(self, scope: str) -> None:
+        """Forget the token for ``scope`` (after a 401), so the next call fetches a new one."""
+        with self._lock:
+            self._cache.pop(scope, None)
+            for account_token in self._app.token_cache.search(self._app.token_cache.CredentialType.ACCESS_TOKEN):
+                self._app.token_cache.remove_at(account_token)
+
+
+def certificate_thumbprint(pem: bytes) -> str:
+    """SHA-1 thumbprint (hex, upper-case) of the first certificate in a PEM file."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(_first_certificate(pem.decode()).encode())
+    from cryptography.hazmat.primitives import serialization
+
+    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()  # noqa: S324
+
+
+def _first_certificate(pem: str) -> str:
+    begin = pem.find("-----BEGIN CERTIFICATE-----")
+    end = pem.find("-----END CERTIFICATE-----", begin)
+    if begin < 0 or end < 0:
+        raise FatalError("auth: no certificate found in the certificate file")
+    return pem[begin : end + len("-----END CERTIFICATE-----")] + "\n"

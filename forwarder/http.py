@@ -1,0 +1,78 @@
+"""HTTP plumbing shared by plugins: client construction from :class:`HttpSettings`, Retry-After
+parsing, and translation of httpx exceptions into :mod:`forwarder.errors`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import email.utils
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from forwarder import __version__
+from forwarder.errors import NotConnected, RetriableError
+from forwarder.settings import HttpSettings
+
+USER_AGENT = f"dlpfwd/{__version__}"
+
+
+def make_client(http: HttpSettings, **kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client`` honouring the CA bundle, proxy, verification, client certificate and timeout."""
+    verify: Any = http.verify
+    if http.verify and http.ca_bundle:
+        verify = http.ca_bundle
+    cert: Any = None
+    if http.client_cert:
+        cert = (http.client_cert, http.client_key) if http.client_key else http.client_cert
+    headers = {"User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
+    return httpx.Client(
+        verify=verify,
+        cert=cert,
+        proxy=http.proxy or None,
+        timeout=httpx.Timeout(http.timeout),
+        headers=headers,
+        **kwargs,
+    )
+
+
+def retry_after(response: httpx.Response, now: dt.datetime | None = None) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After`` as seconds or an HTTP date), or None."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+@contextlib.contextmanager
+def map_exceptions(what: str) -> Iterator[None]:
+    """Translate httpx transport errors into NotConnected / RetriableError naming ``what``.
+
+    The message never includes request headers, so tokens cannot leak through it.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise RetriableError(f"{what}: timed out ({type(exc).__name__})") from None
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise NotConnected(f"{what}: {type(exc).__name__}: {_short(exc)}") from None
+    except httpx.TransportError as exc:
+        raise RetriableError(f"{what}: {type(exc).__name__}: {_short(exc)}") from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text[:300]
