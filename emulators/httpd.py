@@ -113,8 +113,9 @@ def _make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             length = int(headers.get("content-length", "0") or 0)
             if length > app.max_body:
-                self._send(Response.json({"error": {"code": "PayloadTooLarge", "message": "body too large"}}, 413),
-                           close=True)
+                self._send(
+                    Response.json({"error": {"code": "PayloadTooLarge", "message": "body too large"}}, 413), close=True
+                )
                 return
             body = self.rfile.read(length) if length else b""
             if headers.get("content-encoding", "").lower() == "gzip" and getattr(app, "auto_gunzip", True):
@@ -185,7 +186,8 @@ class EmulatorServer:
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(str(cert), str(key))
             self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.host, self.port = self.httpd.server_address[:2]  # type: ignore[misc]
+        address = self.httpd.server_address
+        self.host, self.port = str(address[0]), int(address[1])
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://{self.host}:{self.port}"
         app.base_url = self.url
@@ -227,7 +229,7 @@ def ensure_certificates(directory: Path, host: str = "127.0.0.1") -> tuple[Path,
     ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
     if ca_path.exists() and cert_path.exists() and key_path.exists():
         return ca_path, cert_path, key_path
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dlpfwd emulator CA")])
     ca_cert = (
@@ -261,9 +263,7 @@ def ensure_certificates(directory: Path, host: str = "127.0.0.1") -> tuple[Path,
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key_path.write_bytes(

@@ -31,9 +31,7 @@ class AuthSettings:
     private_key: str = setting("", doc="PEM file with the certificate's private key (may be the same file)")
     pfx: str = setting("", doc="PFX/PKCS#12 file holding key and certificate, instead of PEM files")
     certificate_password: Secret | None = setting(None, doc="password of the private key or PFX file")
-    cloud: str = setting(
-        "public", doc="Microsoft cloud", choices=("public", "gcc", "gcc-high", "dod", "china")
-    )
+    cloud: str = setting("public", doc="Microsoft cloud", choices=("public", "gcc", "gcc-high", "dod", "china"))
     authority: str = setting("", doc="override of the login host, e.g. the emulator", url=("https", "http"))
     refresh_margin: float = setting(300.0, doc="seconds before expiry when a token is renewed", minimum=0)
 

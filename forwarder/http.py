@@ -51,9 +51,9 @@ def retry_after(response: httpx.Response, now: dt.datetime | None = None) -> flo
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - now).total_seconds())
 
 

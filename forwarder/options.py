@@ -31,9 +31,7 @@ class RetryOptions:
     initial: float = setting(1.0, doc="first back-off ceiling in seconds", minimum=0.0)
     maximum: float = setting(300.0, doc="largest back-off in seconds", minimum=0.0)
     multiplier: float = setting(2.0, doc="growth of the back-off ceiling per consecutive failure", minimum=1.0)
-    breaker_failures: int = setting(
-        5, doc="consecutive failed batches that open the circuit breaker", minimum=1
-    )
+    breaker_failures: int = setting(5, doc="consecutive failed batches that open the circuit breaker", minimum=1)
     breaker_cooldown: float = setting(60.0, doc="seconds an open breaker waits before a probe batch", minimum=0)
 
 

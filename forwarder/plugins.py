@@ -143,7 +143,8 @@ class PluginHost:
                 args = {k: v for k, v in kwargs.items() if k in impl.argnames}
                 results.append((impl.plugin_name, impl.function(**args)))
             except Exception as exc:  # noqa: BLE001
-                self._fail(impl.plugin_name, _module_name(impl.plugin), f"{hook_name}: {type(exc).__name__}: {exc}", strict)
+                error = f"{hook_name}: {type(exc).__name__}: {exc}"
+                self._fail(impl.plugin_name, _module_name(impl.plugin), error, strict)
         return results
 
     # ------------------------------------------------------------------ registration validators

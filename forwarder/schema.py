@@ -210,8 +210,8 @@ def iso_utc(value: dt.datetime | str | None) -> str:
             return ""
         value = parsed
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    value = value.astimezone(dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
+    value = value.astimezone(dt.UTC)
     text = value.strftime("%Y-%m-%dT%H:%M:%S")
     if value.microsecond:
         text += f".{value.microsecond:06d}"
@@ -241,8 +241,8 @@ def parse_time(text: str) -> dt.datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
 
 
 def epoch_seconds(text: str) -> float | None:

@@ -230,7 +230,7 @@ def _coerce(hint: Any, value: Any, path: str, problems: list[str], meta: typing.
         return value
     if hint is Secret:
         if not isinstance(value, str) or not value:
-            problems.append(f"{path}: expected a secret (\"${{ENV_VAR}}\", \"file:/path\" or a string)")
+            problems.append(f'{path}: expected a secret ("${{ENV_VAR}}", "file:/path" or a string)')
             return None
         secret, problem = resolve_secret(value)
         if problem:

@@ -153,9 +153,7 @@ class Source(ABC):
     def poll(self, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         """Yield batches of everything new since ``cursor``."""
 
-    def backfill(
-        self, since: dt.datetime, until: dt.datetime, cursor: dict[str, Any] | None
-    ) -> Iterator[SourceBatch]:
+    def backfill(self, since: dt.datetime, until: dt.datetime, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         """Yield batches of a historical range; by default the source cannot."""
         raise NotSupported(f"source type of {self.name!r} does not support backfill")
 
