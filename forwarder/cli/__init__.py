@@ -1,0 +1,167 @@
+"""The ``dlpfwd`` command line.
+
+Sub-commands come from plugins through ``dlpfwd_register_commands``: the core ones from the
+modules in :data:`ESSENTIAL` (always loaded, whatever the allow-list says), others (emulators,
+``demo``) from entry points of the ``dlpfwd`` group.
+
+Exit codes (also in ``docs/cli.md``):
+
+==  =====================================================================
+0   success
+1   something could not be delivered, or a health check failed
+2   usage or configuration error
+3   a plugin failed to load and ``--strict-plugins`` was given
+==  =====================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from forwarder import __version__
+
+#: Core command modules; always loaded, even with an allow-list or autoload disabled.
+ESSENTIAL: tuple[str, ...] = ("forwarder.cli.core_commands",)
+
+EXIT_OK = 0
+EXIT_UNDELIVERED = 1
+EXIT_USAGE = 2
+EXIT_PLUGIN = 3
+
+DEFAULT_CONFIG = "dlpfwd.toml"
+
+
+def config_path(explicit: str | None) -> str:
+    """``--config``, else ``$DLPFWD_CONFIG``, else ``./dlpfwd.toml``."""
+    return explicit or os.environ.get("DLPFWD_CONFIG") or DEFAULT_CONFIG
+
+
+def peek_allow_list(path: str) -> list[str] | None:
+    """The ``[forwarder] plugins`` allow-list of the configuration at ``path``, read before plugins
+    load (the full validation needs the plugins). ``None`` when absent or unreadable; the
+    loader reports problems properly later."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    forwarder = data.get("forwarder")
+    plugins = forwarder.get("plugins") if isinstance(forwarder, dict) else None
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        return list(plugins)
+    return None
+
+
+def build_host(allow: list[str] | None, strict: bool = False) -> Any:
+    """Load the essential command modules, then the entry points (restricted by ``allow``)."""
+    import logging
+
+    from forwarder.plugins import PluginHost
+
+    # The CLI reports load failures itself, one line each (see ``main``); no duplicate log lines.
+    plugin_log = logging.getLogger("dlpfwd.plugins")
+    previous = plugin_log.disabled
+    plugin_log.disabled = True
+    try:
+        return _load_host(PluginHost(), allow, strict)
+    finally:
+        plugin_log.disabled = previous
+
+
+def _load_host(host: Any, allow: list[str] | None, strict: bool) -> Any:
+    for module in ESSENTIAL:
+        host.load_module(module.rsplit(".", 1)[-1], module, version=__version__, distribution="dlpfwd", strict=strict)
+    return host.load(allow=allow, strict=strict)
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="configuration file (default: ./dlpfwd.toml or $DLPFWD_CONFIG)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=default,
+        help="log level (default: the configuration's, else info)",
+    )
+    parser.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="exit 3 if any plugin fails to load",
+    )
+
+
+def build_parser(host: Any) -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="dlpfwd",
+        description="Forward Microsoft Purview DLP alerts, incidents and audit records to SIEMs, losing nothing.",
+        epilog="Exit codes: 0 ok, 1 undelivered or unhealthy, 2 usage/config error, 3 plugin load failure (strict). "
+        "Docs: README.md, docs/configuration.md, docs/cli.md.",
+    )
+    _global_options(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"dlpfwd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    shared = argparse.ArgumentParser(add_help=False)
+    _global_options(shared, suppress=True)
+    for name in sorted(host.commands):
+        command = host.commands[name]
+        child = sub.add_parser(name, help=command.help, description=command.help, parents=[shared])
+        try:
+            command.configure(child)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin command must not break the CLI
+            host._fail(command.plugin, command.plugin, f"configure {name}: {type(exc).__name__}: {exc}", False)
+            continue
+        child.set_defaults(_command=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dlpfwd`` console script; returns the exit code."""
+    from forwarder.logs import redact, setup_logging
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    _global_options(pre, suppress=False)
+    known, _ = pre.parse_known_args(args_list)
+    setup_logging(known.log_level or os.environ.get("DLPFWD_LOG_LEVEL") or "warning")
+    path = config_path(known.config)
+    host = build_host(peek_allow_list(path))
+    parser = build_parser(host)
+    args = parser.parse_args(args_list)
+    args.config = config_path(getattr(args, "config", None))
+    args.host = host
+    quiet = getattr(args, "_command", None) is not None and args._command.name == "plugins"
+    for failure in [] if quiet else host.failures:
+        print(
+            redact(f"dlpfwd: plugin {failure.name} ({failure.module}) failed to load: {failure.error}"), file=sys.stderr
+        )
+    if host.failures and args.strict_plugins:
+        return EXIT_PLUGIN
+    command = getattr(args, "_command", None)
+    if command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(command.run(args))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a clear one-line error
+        from forwarder.errors import ConfigError
+
+        if isinstance(exc, ConfigError):
+            print(redact(f"dlpfwd: configuration {args.config} is invalid:"), file=sys.stderr)
+            for problem in exc.problems:
+                print(redact(f"  {problem}"), file=sys.stderr)
+            return EXIT_USAGE
+        print(redact(f"dlpfwd {command.name}: {type(exc).__name__}: {exc}"), file=sys.stderr)
+        return EXIT_UNDELIVERED

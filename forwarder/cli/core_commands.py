@@ -1,0 +1,315 @@
+"""Core commands: ``run``, ``backfill``, ``check``, ``plugins``, ``version``.
+
+Registered through ``dlpfwd_register_commands`` like any plugin command; this module is in
+:data:`forwarder.cli.ESSENTIAL`, so it loads whatever the allow-list says. The runtime
+(:mod:`forwarder.runtime`) is imported inside the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from forwarder import __version__
+from forwarder.hookspecs import hookimpl
+from forwarder.logs import redact, setup_logging
+
+EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
+
+
+def _out(text: str = "") -> None:
+    print(redact(text))
+
+
+def _err(text: str) -> None:
+    print(redact(text), file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """Load and validate the configuration (ConfigError propagates to ``main``: exit 2)."""
+    from forwarder.config import load_config
+
+    config = load_config(args.config, args.host)
+    if not getattr(args, "log_level", None):
+        setup_logging(config.forwarder.log_level)
+    return config
+
+
+def _forwarder(config: Any, host: Any) -> Any:
+    from forwarder.runtime import Forwarder  # owned by the delivery engineer; imported lazily
+
+    return Forwarder(config, host)
+
+
+# --------------------------------------------------------------------------- version
+
+
+def _version(args: argparse.Namespace) -> int:
+    from forwarder.schema import SCHEMA_VERSION
+
+    _out(f"dlpfwd {__version__} (event schema {SCHEMA_VERSION}, Python {sys.version.split()[0]})")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def _plugins_configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", action="store_true", help="also list each source and sink type's settings")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def plugin_rows(host: Any) -> list[dict[str, str]]:
+    """One row per registered thing: kind, name, version, module, plugin (and failures)."""
+    rows: list[dict[str, str]] = []
+    for info in host.plugins:
+        provides = info.provides or [("plugin", info.name)]
+        for kind, name in provides:
+            rows.append(
+                {"kind": kind, "name": name, "version": info.version, "module": info.module, "plugin": info.name}
+            )
+    for failure in host.failures:
+        rows.append(
+            {"kind": "FAILED", "name": failure.name, "version": "", "module": failure.module, "error": failure.error}
+        )
+    return rows
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from forwarder.settings import describe
+
+    host = args.host
+    rows = plugin_rows(host)
+    if args.json:
+        _out(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    widths = {k: max([len(k)] + [len(r.get(k, "")) for r in rows]) for k in ("kind", "name", "version", "module")}
+    _out("  ".join(k.upper().ljust(widths[k]) for k in widths))
+    for row in rows:
+        line = "  ".join(row.get(k, "").ljust(widths[k]) for k in widths)
+        if row["kind"] == "FAILED":
+            line += "  " + row.get("error", "")
+        _out(line.rstrip())
+    if args.settings:
+        for kind, registry in (("source", host.sources), ("sink", host.sinks)):
+            for name in sorted(registry):
+                _out(f"\n[{kind} {name}]")
+                for key, type_name, default, doc in describe(registry[name].settings_class):
+                    _out(f"  {key} ({type_name}, default {default}): {doc}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _check_configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probe", action="store_true", help="also connect to every source and sink and run its health check"
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    from forwarder.config import literal_secrets
+
+    config = _load(args)
+    _out(f"configuration {args.config}: valid")
+    _out(f"  sources: {', '.join(f'{s.name} ({s.type})' for s in config.sources) or '(none)'}")
+    _out(f"  sinks:   {', '.join(f'{s.name} ({s.type})' for s in config.sinks) or '(none)'}")
+    for key_path in literal_secrets(config):
+        _err(f'warning: {key_path} is a literal secret; prefer "${{ENV_VAR}}" or "file:/path"')
+    if not args.probe:
+        return EXIT_OK
+    return EXIT_OK if _probe(config, args.host) else EXIT_UNDELIVERED
+
+
+def _probe(config: Any, host: Any) -> bool:
+    """Connect to each configured source and sink, run ``health()``, print every check."""
+    from forwarder.sink import SinkContext
+    from forwarder.source import SourceContext
+
+    ok = True
+    targets: list[tuple[str, Callable[[], Any]]] = []
+    for sc in config.sources:
+        targets.append((f"source {sc.name}", _factory(host.sources[sc.type], sc, SourceContext)))
+    for kc in config.sinks:
+        targets.append((f"sink {kc.name}", _factory(host.sinks[kc.type], kc, SinkContext)))
+    for label, factory in targets:
+        plugin = None
+        try:
+            plugin = factory()
+            plugin.connect()
+            health = plugin.health()
+            for check in health.checks:
+                mark = "ok  " if check.ok else "FAIL"
+                _out(f"{mark} {label}: {check.name}{': ' + check.detail if check.detail else ''}")
+            ok = ok and health.ok
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next target
+            _out(f"FAIL {label}: {type(exc).__name__}: {exc}")
+            ok = False
+        finally:
+            if plugin is not None:
+                try:
+                    plugin.close()
+                except Exception as exc:  # noqa: BLE001
+                    _out(f"FAIL {label}: close: {type(exc).__name__}: {exc}")
+    return ok
+
+
+def _factory(cls: type, instance: Any, context_class: Callable[..., Any]) -> Callable[[], Any]:
+    def make() -> Any:
+        logger = logging.getLogger(f"dlpfwd.{instance.name}")
+        return cls(instance.name, instance.settings, context_class(instance.name, logger))
+
+    return make
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _run_configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--once", action="store_true", help="poll every source once, deliver, exit (1 if anything is undelivered)"
+    )
+
+
+def _result_ok(result: Any) -> bool:
+    if isinstance(result, bool):
+        return result
+    if isinstance(result, int):
+        return result == 0
+    return bool(getattr(result, "ok", False))
+
+
+def _print_result(result: Any) -> None:
+    summary = getattr(result, "summary", None)
+    text = summary() if callable(summary) else summary
+    if text:
+        _err(str(text))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        fw = _forwarder(config, args.host)
+    except ImportError as exc:
+        _err(f"dlpfwd run: the runtime is not available ({exc})")
+        return EXIT_UNDELIVERED
+    try:
+        if args.once:
+            result = fw.run_once()
+            _print_result(result)
+            return EXIT_OK if _result_ok(result) else EXIT_UNDELIVERED
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return int(fw.run(stop))
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    finally:
+        fw.close()
+
+
+# --------------------------------------------------------------------------- backfill
+
+
+def parse_when(text: str) -> dt.datetime:
+    """An ISO 8601 time (naive = UTC), or a relative ``7d`` / ``12h`` / ``30m`` before now."""
+    text = text.strip()
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    from forwarder.schema import parse_time
+
+    parsed = parse_time(text)
+    if parsed is None:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time or 7d/12h/30m, got {text!r}")
+    return parsed
+
+
+def _backfill_configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, metavar="NAME", help="source instance to backfill")
+    parser.add_argument("--since", required=True, type=parse_when, metavar="T", help="start (ISO 8601 or 7d)")
+    parser.add_argument("--until", type=parse_when, metavar="T", help="end (ISO 8601 or 1h; default now)")
+    parser.add_argument("--sink", metavar="NAME", help="deliver to this sink only (default: all)")
+
+
+class Progress:
+    """Prints backfill progress on one line (a TTY) or one line per update (a pipe or log)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.updates = 0
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        self.updates += 1
+        done, total = info.get("done"), info.get("total")
+        parts = []
+        if isinstance(done, int | float) and isinstance(total, int | float) and total:
+            parts.append(f"{done}/{total} ({100 * done / total:.0f}%)")
+        parts += [f"{k}={v}" for k, v in info.items() if k not in ("done", "total")]
+        line = redact("backfill: " + " ".join(parts))
+        if self.tty:
+            self.stream.write("\r" + line[:200].ljust(80))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty and self.updates:
+            self.stream.write("\n")
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    config = _load(args)
+    until = args.until or dt.datetime.now(dt.UTC)
+    problems = []
+    if not any(s.name == args.source for s in config.sources):
+        configured = ", ".join(s.name for s in config.sources) or "none"
+        problems.append(f"--source: no source named {args.source!r} (configured: {configured})")
+    if args.sink and not any(s.name == args.sink for s in config.sinks):
+        problems.append(f"--sink: no sink named {args.sink!r}")
+    if args.since >= until:
+        problems.append("--since: must be before --until")
+    if problems:
+        for p in problems:
+            _err(f"dlpfwd backfill: {p}")
+        return EXIT_USAGE
+    try:
+        fw = _forwarder(config, args.host)
+    except ImportError as exc:
+        _err(f"dlpfwd backfill: the runtime is not available ({exc})")
+        return EXIT_UNDELIVERED
+    progress = Progress()
+    try:
+        result = fw.backfill(args.source, args.since, until, sink=args.sink, progress=progress)
+    finally:
+        progress.finish()
+        fw.close()
+    _print_result(result)
+    return EXIT_OK if _result_ok(result) else EXIT_UNDELIVERED
+
+
+# --------------------------------------------------------------------------- registration
+
+
+@hookimpl
+def dlpfwd_register_commands(register: Callable[..., None]) -> None:
+    register("run", "forward continuously (--once: poll every source once and exit)", _run_configure, _run)
+    register("backfill", "re-read a historical time range of one source", _backfill_configure, _backfill)
+    register("check", "validate the configuration (--probe: also test every source and sink)", _check_configure, _check)
+    register("plugins", "list installed plugins: kind, name, version, module", _plugins_configure, _plugins)
+    register("version", "print the version", lambda parser: None, _version)
