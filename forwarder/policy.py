@@ -1,0 +1,127 @@
+"""The sensitive-value policy: what happens to matched sensitive values before any sink sees an event.
+
+DLP records read with ``ActivityFeed.ReadDlp`` carry the values a rule matched (credit card
+numbers, national ids...) in ``SensitiveInformationDetections.DetectedValues``. The host calls
+:meth:`SensitiveValuePolicy.apply` on every normalized event, before spooling, so no sink,
+spool file, dead letter or log line holds a raw value. There is deliberately no "keep" mode.
+Modes (``[policy] sensitive_values``):
+
+``drop`` (default)
+    Matched values are removed: ``sensitive_types[].detected_values`` becomes empty and every
+    ``DetectedValues`` list inside ``raw`` becomes ``[]``.
+``mask``
+    Each value keeps its last 4 characters when it is at least 8 long (``****1111``), else
+    becomes ``****``; names are kept.
+``hash``
+    Each value becomes ``hmac-sha256:<hex>`` keyed with ``hash_key``: equal values stay
+    correlatable across events without being readable.
+
+In ``raw``, the policy looks, at any depth and case-insensitively, for the keys in
+:data:`VALUE_LIST_KEYS` (lists of ``{"Name", "Value", "Context"}`` objects or of strings) and
+:data:`VALUE_KEYS` (single values); ``Context`` snippets around a match are always dropped,
+since they contain the value itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from forwarder.config import PolicySettings
+from forwarder.schema import DlpEvent
+
+#: Keys (lower-cased) whose value is a list of matched values, in any raw record.
+VALUE_LIST_KEYS = frozenset({"detectedvalues", "matchedvalues", "detected_values", "matched_values"})
+#: Keys (lower-cased) whose value is one matched value.
+VALUE_KEYS = frozenset({"detectedvalue", "matchedvalue", "detected_value", "matched_value"})
+#: Keys (lower-cased) of text around a match; always removed.
+CONTEXT_KEYS = frozenset({"context", "matchcontext", "evidencesnippet"})
+
+MASK = "****"
+
+
+class SensitiveValuePolicy:
+    """Applies :class:`~forwarder.config.PolicySettings` to events, in place."""
+
+    def __init__(self, settings: PolicySettings | None = None) -> None:
+        self.settings = settings or PolicySettings()
+        self.mode = self.settings.sensitive_values
+        if self.mode not in ("drop", "mask", "hash"):
+            raise ValueError(f"sensitive_values: expected drop, mask or hash, got {self.mode!r}")
+        key = self.settings.hash_key.reveal() if self.settings.hash_key else ""
+        if self.mode == "hash" and not key:
+            raise ValueError("sensitive_values = 'hash' needs hash_key")
+        self._key = key.encode("utf-8")
+
+    # ------------------------------------------------------------------ public
+
+    def apply(self, event: DlpEvent) -> None:
+        """Scrub ``event.sensitive_types[].detected_values`` and every matched value in ``event.raw``."""
+        for sit in event.sensitive_types:
+            if self.mode == "drop":
+                sit.detected_values = []
+            else:
+                for dv in sit.detected_values:
+                    dv.value = self.transform(dv.value)
+        if event.raw is not None:
+            self._scrub(event.raw, 0)
+
+    def transform(self, value: Any) -> str:
+        """The masked or hashed form of one value (``drop`` mode returns ``""``)."""
+        text = value if isinstance(value, str) else str(value)
+        if self.mode == "mask":
+            return MASK + text[-4:] if len(text) >= 8 else MASK
+        if self.mode == "hash":
+            return "hmac-sha256:" + hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+        return ""
+
+    # ------------------------------------------------------------------ raw records
+
+    def _scrub(self, node: Any, depth: int) -> None:
+        if depth > 64:  # hostile nesting: give up descending, never crash
+            return
+        if isinstance(node, dict):
+            for key in list(node):
+                lowered = key.lower() if isinstance(key, str) else ""
+                value = node[key]
+                if lowered in VALUE_LIST_KEYS:
+                    node[key] = self._values(value)
+                elif lowered in VALUE_KEYS:
+                    if self.mode == "drop":
+                        del node[key]
+                    else:
+                        node[key] = self.transform(value) if value not in (None, "") else value
+                elif lowered in CONTEXT_KEYS and depth > 0 and _inside_detection(node):
+                    del node[key]
+                else:
+                    self._scrub(value, depth + 1)
+        elif isinstance(node, list):
+            for item in node:
+                self._scrub(item, depth + 1)
+
+    def _values(self, values: Any) -> Any:
+        if self.mode == "drop":
+            return []
+        if not isinstance(values, list):
+            return self.transform(values) if values not in (None, "") else values
+        result: list[Any] = []
+        for item in values:
+            if isinstance(item, dict):
+                kept: dict[str, Any] = {}
+                for k, v in item.items():
+                    lk = k.lower() if isinstance(k, str) else ""
+                    if lk in CONTEXT_KEYS:
+                        continue
+                    kept[k] = self.transform(v) if lk == "value" and v not in (None, "") else v
+                result.append(kept)
+            elif item is None:
+                result.append(item)
+            else:
+                result.append(self.transform(item))
+        return result
+
+
+def _inside_detection(node: dict[str, Any]) -> bool:
+    """A ``Context`` key is a match snippet when it sits beside a ``Value`` (a detected-value object)."""
+    return any(isinstance(k, str) and k.lower() in ("value", "name") for k in node)
