@@ -1,0 +1,238 @@
+"""The ``file`` sink: JSON Lines files, ``native`` (the dlpfwd event) or ``ocsf`` layout.
+
+* ``path`` may contain ``strftime`` codes, rendered in UTC at each write
+  (``/var/log/dlpfwd/dlp-%Y%m%d.jsonl``): a new name starts a new file.
+* Rotation by size: when the next batch would take the active file over ``max_bytes``, it is
+  renamed to ``<name>.<n><suffix>`` (``dlp-20260101.1.jsonl``, ``.2``...) and a new one begun.
+  A batch is never split across files.
+* ``gzip = true`` writes each batch as its own gzip member (``.gz`` is appended to the name
+  unless already there): concatenated members are one valid gzip file.
+* Crash safety: a batch is written with one ``write`` call and fsynced before it counts as
+  delivered. On start, a file whose tail is torn (a crash mid-write) is cut back to its last
+  complete line (or complete gzip member); those events were never acknowledged, so the
+  spool sends them again. A reader therefore never meets a partial line followed by more data.
+* Files are created with mode 0600, directories with 0700.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import gzip
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from forwarder.hookspecs import hookimpl
+from forwarder.ocsf import to_ocsf
+from forwarder.settings import setting
+from forwarder.sink import Entry, Health, Outcome, Sink
+
+
+@dataclass
+class FileSettings:
+    """Settings of the ``file`` sink."""
+
+    path: str = setting(doc="file to append to; strftime codes (UTC) allowed, e.g. ./out/dlp-%Y%m%d.jsonl")
+    layout: str = setting(
+        "native", doc="native: the dlpfwd event; ocsf: an OCSF Data Security Finding", choices=("native", "ocsf")
+    )
+    max_bytes: int = setting(
+        100 * 1024 * 1024, doc="rotate when the file would exceed this size (0 = never)", minimum=0
+    )
+    gzip: bool = setting(False, doc="gzip-compress (one gzip member per batch)")
+    fsync: bool = setting(True, doc="fsync after each batch (turn off only when the disk is not the durability point)")
+
+
+_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR}
+
+
+class FileSink(Sink):
+    """Appends events as JSON Lines; see the module docstring."""
+
+    settings_class = FileSettings
+    max_batch_events = 10_000
+    max_batch_bytes = 0
+    carries_raw = True
+
+    def __init__(self, name: str, settings: FileSettings, context: Any) -> None:
+        super().__init__(name, settings, context)
+        self._fd: int | None = None
+        self._current = ""
+        self._size = 0
+        self._now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+        self._format: Callable[[Entry], bytes] = self._native if settings.layout == "native" else self._ocsf
+
+    # ------------------------------------------------------------------ contract
+
+    def connect(self) -> None:
+        self._open(self._render())
+
+    def write_batch(self, entries: Sequence[Entry]) -> Outcome:
+        outcome = Outcome()
+        lines: list[bytes] = []
+        written: list[int] = []
+        for entry in entries:
+            try:
+                lines.append(self._format(entry))
+                written.append(entry.id)
+            except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                outcome.rejected[entry.id] = f"cannot format event for the file sink: {type(exc).__name__}"
+        if not lines:
+            return outcome
+        data = b"".join(lines)
+        if self.settings.gzip:
+            data = gzip.compress(data, compresslevel=6, mtime=0)
+        try:
+            target = self._render()
+            if self._fd is None or target != self._current:
+                self._open(target)
+            if self.settings.max_bytes and self._size and self._size + len(data) > self.settings.max_bytes:
+                self._rotate()
+            assert self._fd is not None
+            _write_all(self._fd, data)
+            if self.settings.fsync:
+                os.fsync(self._fd)
+            self._size += len(data)
+        except OSError as exc:
+            self._close_fd()
+            reason = f"{self._current}: {exc.strerror or exc}"
+            if exc.errno in _FATAL_ERRNOS:
+                return outcome.merge(Outcome.stop(_only(entries, written), f"file sink cannot write {reason}"))
+            return outcome.merge(Outcome.all_retry(_only(entries, written), reason))
+        self.context.count("bytes_written", len(data))
+        outcome.delivered.extend(written)
+        return outcome
+
+    def close(self) -> None:
+        self._close_fd()
+
+    def health(self) -> Health:
+        health = Health()
+        directory = Path(self._render()).parent
+        ok = directory.is_dir() and os.access(directory, os.W_OK)
+        return health.add("directory writable", ok, str(directory))
+
+    # ------------------------------------------------------------------ formatting
+
+    def _native(self, entry: Entry) -> bytes:
+        payload = entry.payload.strip()
+        if not payload.startswith(b"{") or b"\n" in payload:
+            payload = orjson.dumps(entry.data)  # re-encode: guarantees one line of JSON
+        orjson.loads(payload)  # an undecodable payload is rejected, not written
+        return payload + b"\n"
+
+    def _ocsf(self, entry: Entry) -> bytes:
+        return orjson.dumps(to_ocsf(entry.data)) + b"\n"
+
+    # ------------------------------------------------------------------ files
+
+    def _render(self) -> str:
+        text = self._now().strftime(self.settings.path) if "%" in self.settings.path else self.settings.path
+        if self.settings.gzip and not text.endswith(".gz"):
+            text += ".gz"
+        return text
+
+    def _open(self, path: str) -> None:
+        self._close_fd()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if target.exists():
+            _repair_tail(target, self.settings.gzip)
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        self._fd = fd
+        self._current = path
+        self._size = os.fstat(fd).st_size
+
+    def _rotate(self) -> None:
+        self._close_fd()
+        current = Path(self._current)
+        suffix = "".join(current.suffixes[-2:]) if self.settings.gzip else current.suffix
+        stem = current.name[: len(current.name) - len(suffix)] if suffix else current.name
+        n = 1
+        while (current.parent / f"{stem}.{n}{suffix}").exists():
+            n += 1
+        os.rename(current, current.parent / f"{stem}.{n}{suffix}")
+        self._open(self._current)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def _only(entries: Sequence[Entry], ids: list[int]) -> list[Entry]:
+    wanted = set(ids)
+    return [e for e in entries if e.id in wanted]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _repair_tail(path: Path, compressed: bool) -> None:
+    """Cut a torn tail left by a crash back to the last complete line / gzip member."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    good = _gzip_good_prefix(path) if compressed else _text_good_prefix(path, size)
+    if good < size:
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _text_good_prefix(path: Path, size: int) -> int:
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return size
+        pos = size
+        while pos > 0:
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                return start + idx + 1
+            pos = start
+        return 0
+
+
+def _gzip_good_prefix(path: Path) -> int:
+    """Offset just after the last complete gzip member."""
+    good = offset = 0
+    decomp: Any = None
+    with open(path, "rb") as fh:
+        while chunk := fh.read(65536):
+            buf = chunk
+            while buf:
+                if decomp is None:
+                    decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                try:
+                    decomp.decompress(buf)
+                except zlib.error:
+                    return good
+                if decomp.eof:
+                    offset += len(buf) - len(decomp.unused_data)
+                    good = offset
+                    buf = decomp.unused_data
+                    decomp = None
+                else:
+                    offset += len(buf)
+                    buf = b""
+    return good
+
+
+@hookimpl
+def dlpfwd_register_sinks(register: Callable[[str, type], None]) -> None:
+    register("file", FileSink)
