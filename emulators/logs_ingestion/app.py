@@ -1,0 +1,374 @@
+"""An emulator of the Azure Monitor Logs Ingestion API, for tests and dry runs.
+
+``POST /dataCollectionRules/{immutableId}/streams/{stream}?api-version=...`` behaves as the
+service documents it (status codes, ``{"error": {"code", "message"}}`` bodies):
+
+====  ==================================  =====================================================
+204   accepted                            rows stored (undeclared columns dropped, as a DCR does)
+400   ``MissingApiVersion`` /             api-version absent / not one of :data:`API_VERSIONS`
+      ``UnsupportedApiVersion``
+400   ``InvalidStream``                   the DCR declares no such stream
+400   ``InvalidContentType``              Content-Type is not application/json
+400   ``UnsupportedContentEncoding``      Content-Encoding other than gzip; ``InvalidPayload`` for a
+                                          body that does not gunzip
+400   ``InvalidPayload``                  body is not JSON, an array element is not an object, or
+                                          (``strict``) a value does not match its column type, or a
+                                          row matches a configured ``reject_rows`` rule
+401   ``AuthenticationFailed`` /          no bearer token / bad signature, expired, wrong issuer or
+      ``InvalidAuthenticationToken`` /    a token for another resource (audience)
+      ``InvalidAuthenticationTokenAudience``
+403   ``OperationFailed``                 the token's app is not allowed on the DCR (models the
+                                          *Monitoring Metrics Publisher* role assignment)
+404   ``NotFound``                        unknown DCR immutable id
+413   ``ContentLengthLimitExceeded``      body over ``limit`` bytes as sent, or once gunzipped
+429   ``TooManyRequests`` + Retry-After   over ``requests_per_minute`` or ``bytes_per_minute`` per DCR
+500   (empty body)                        an empty request body, as the real service answers
+====  ==================================  =====================================================
+
+A bare JSON object (not an array) is answered 204 and ingests nothing, like the service.
+Scripted faults (:meth:`LogsIngestionApp.inject`) answer the next requests with a given status,
+or store the rows and then stall past the client's timeout (a "lost 204").
+
+Tokens are checked by a verifier object with ``verify(token, audience) -> claims`` (the tenant
+emulator's ``TokenVerifier``, or :class:`JwtVerifier` here over a public key or JWKS).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from emulators.httpd import App, Request, Response
+
+API_VERSIONS = ("2023-01-01", "2021-11-01-preview")
+LIMIT = 1_048_576
+MONITOR_AUDIENCE = "https://monitor.azure.com"
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "int": (int,),
+    "long": (int,),
+    "real": (int, float),
+    "boolean": (bool,),
+    "datetime": (str,),
+    "guid": (str,),
+}
+
+
+class Verifier(Protocol):
+    def verify(self, token: str, audience: str) -> dict[str, Any]: ...
+
+
+class TokenRejected(Exception):
+    """A token the emulator refuses; ``code`` is the error code it answers with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JwtVerifier:
+    """Checks RS256 JWTs against a public key (PEM) or a JWKS document: signature, exp/nbf, aud.
+
+    ``audience`` accepts the resource with or without a trailing slash, as Entra ID issues both.
+    """
+
+    def __init__(self, public_key_pem: bytes | None = None, jwks: dict[str, Any] | None = None) -> None:
+        import jwt
+
+        self._keys: list[Any] = []
+        if public_key_pem:
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+            self._keys.append(load_pem_public_key(public_key_pem))
+        for jwk in (jwks or {}).get("keys", []):
+            self._keys.append(jwt.PyJWK(jwk).key)
+
+    def verify(self, token: str, audience: str) -> dict[str, Any]:
+        import jwt
+
+        audiences = [audience.rstrip("/"), audience.rstrip("/") + "/"]
+        last: Exception | None = None
+        for key in self._keys:
+            try:
+                claims: dict[str, Any] = jwt.decode(token, key, algorithms=["RS256"], audience=audiences, leeway=60)
+                return claims
+            except jwt.InvalidAudienceError as exc:
+                raise TokenRejected(
+                    "InvalidAuthenticationTokenAudience",
+                    f"The access token has been obtained for the wrong audience; expected {audience}",
+                ) from exc
+            except jwt.ExpiredSignatureError as exc:
+                raise TokenRejected("InvalidAuthenticationToken", "The access token has expired.") from exc
+            except jwt.PyJWTError as exc:
+                last = exc
+        raise TokenRejected("InvalidAuthenticationToken", "The access token is invalid.") from last
+
+
+@dataclass
+class Dcr:
+    """One data collection rule: its streams (name -> {column: type}) and who may ingest."""
+
+    immutable_id: str
+    streams: dict[str, dict[str, str]]
+    allowed_apps: set[str] | None = None  # appid/azp values holding the role; None = any valid token
+
+
+@dataclass
+class Fault:
+    """A scripted answer for the next request: ``status`` (+ ``retry_after``), or ``stall`` seconds
+    after storing the rows (the client times out although the rows were ingested)."""
+
+    status: int = 0
+    code: str = ""
+    retry_after: float | None = None
+    stall: float = 0.0
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    accepted_requests: int = 0
+    rows: int = 0
+    bytes_in: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    ignored_objects: int = 0  # bare-object bodies answered 204 and dropped
+
+
+class LogsIngestionApp(App):
+    """The emulated endpoint (a DCE, or a DCR's logsIngestion endpoint)."""
+
+    auto_gunzip = False
+    max_body = 16 * 1024 * 1024
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        dcrs: list[Dcr],
+        audience: str = MONITOR_AUDIENCE,
+        limit: int = LIMIT,
+        strict: bool = True,
+        keep_rows: int = 100_000,
+        requests_per_minute: int = 12_000,
+        bytes_per_minute: int = 2 * 1024**3,
+        sink: Callable[[str, list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.verifier = verifier
+        self.dcrs = {d.immutable_id: d for d in dcrs}
+        self.audience = audience
+        self.limit = limit
+        self.strict = strict
+        self.keep_rows = keep_rows
+        self.requests_per_minute = requests_per_minute
+        self.bytes_per_minute = bytes_per_minute
+        self.sink = sink  # called with (stream, rows) for every accepted call (dry runs write files)
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.stats = Stats()
+        self.reject_rows: list[Callable[[dict[str, Any]], str | None]] = []
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._window: deque[tuple[float, int]] = deque()  # (time, bytes) of calls in the last minute
+        self._window_bytes = 0
+        self.route("POST", r"/dataCollectionRules/(?P<dcr>[^/]+)/streams/(?P<stream>[^/]+)", self.upload)
+
+    # ------------------------------------------------------------------ test controls
+
+    def inject(self, *faults: Fault) -> None:
+        """Answer the next ``len(faults)`` authorized requests with these faults, in order."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def reject_when(self, column: str, value: Any, message: str = "") -> None:
+        """Refuse (400 InvalidPayload) any call containing a row whose ``column`` equals ``value``."""
+
+        def rule(row: dict[str, Any]) -> str | None:
+            if row.get(column) == value:
+                return message or f"column '{column}' holds a value the transformation cannot convert"
+            return None
+
+        self.reject_rows.append(rule)
+
+    def all_rows(self, stream: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.rows.get(stream, []))
+
+    # ------------------------------------------------------------------ the endpoint
+
+    def upload(self, request: Request) -> Response:
+        response = self._upload(request)
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.statuses[response.status] = self.stats.statuses.get(response.status, 0) + 1
+        return response
+
+    def _upload(self, request: Request) -> Response:
+        assert request.match is not None
+        dcr_id, stream = request.match.group("dcr"), request.match.group("stream")
+        version = request.query.get("api-version")
+        if not version:
+            return _error(400, "MissingApiVersion", "The api-version query parameter (?api-version=) is required.")
+        if version not in API_VERSIONS:
+            return _error(
+                400,
+                "UnsupportedApiVersion",
+                f"The HTTP resource does not support the api-version '{version}'; "
+                f"use one of {', '.join(API_VERSIONS)}.",
+            )
+        auth = request.header("authorization")
+        if not auth.lower().startswith("bearer "):
+            return _error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+        try:
+            claims = self.verifier.verify(auth[7:].strip(), self.audience)
+        except TokenRejected as exc:
+            return _error(401, exc.code, str(exc))
+        except Exception:  # noqa: BLE001 - any other verifier failure is an invalid token
+            return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        dcr = self.dcrs.get(dcr_id)
+        if dcr is None:
+            return _error(404, "NotFound", f"Data collection rule with immutable Id '{dcr_id}' not found.")
+        app_id = str(claims.get("appid") or claims.get("azp") or "")
+        if dcr.allowed_apps is not None and app_id not in dcr.allowed_apps:
+            return _error(
+                403,
+                "OperationFailed",
+                "The authentication token provided does not have access to ingest data for the data collection "
+                f"rule with immutable Id '{dcr_id}'.",
+            )
+        columns = dcr.streams.get(stream)
+        if columns is None:
+            message = f"Stream '{stream}' is not declared in data collection rule '{dcr_id}'."
+            return _error(400, "InvalidStream", message)
+        if request.header("content-type").split(";")[0].strip().lower() != "application/json":
+            return _error(400, "InvalidContentType", "Content-Type must be application/json.")
+        body = request.body
+        if len(body) > self.limit:
+            return _too_large(self.limit, len(body))
+        encoding = request.header("content-encoding").strip().lower()
+        if encoding == "gzip":
+            try:
+                body = _gunzip(body, self.limit)
+            except ValueError:
+                return _too_large(self.limit, self.limit + 1)
+            except (OSError, EOFError, zlib.error):
+                return _error(400, "InvalidPayload", "The request body is not valid gzip data.")
+        elif encoding not in ("", "identity"):
+            return _error(400, "UnsupportedContentEncoding", f"Content-Encoding '{encoding}' is not supported.")
+        if not body:
+            return Response(500, b"")
+        throttled = self._throttle(len(body))
+        if throttled is not None:
+            return throttled
+        fault = self._next_fault()
+        if fault is not None and fault.status:
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            return _error(fault.status, fault.code or _DEFAULT_CODES.get(fault.status, "Error"), "injected", headers)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error(400, "InvalidPayload", "The request body is not valid JSON.")
+        if isinstance(data, dict):
+            with self._lock:
+                self.stats.ignored_objects += 1
+            return Response.empty(204)
+        if not isinstance(data, list):
+            return _error(400, "InvalidPayload", "The request body must be a JSON array of objects.")
+        problem = self._validate(data, columns)
+        if problem:
+            return _error(400, "InvalidPayload", problem)
+        rows = [{k: v for k, v in row.items() if k in columns} for row in data]
+        with self._lock:
+            kept = self.rows.setdefault(stream, [])
+            room = self.keep_rows - len(kept)
+            if room > 0:
+                kept.extend(rows[:room])
+            self.stats.accepted_requests += 1
+            self.stats.rows += len(rows)
+            self.stats.bytes_in += len(request.body)
+        if self.sink is not None:
+            self.sink(stream, rows)
+        if fault is not None and fault.stall:
+            time.sleep(fault.stall)
+        return Response.empty(204)
+
+    def _validate(self, data: list[Any], columns: dict[str, str]) -> str:
+        for index, row in enumerate(data):
+            if not isinstance(row, dict):
+                return f"Element {index} of the array is not a JSON object."
+            for rule in self.reject_rows:
+                why = rule(row)
+                if why:
+                    return f"Element {index}: {why}."
+            if not self.strict:
+                continue
+            for name, value in row.items():
+                kind = columns.get(name)
+                if kind is None or kind == "dynamic" or value is None:
+                    continue
+                allowed = _PY_TYPES.get(kind)
+                if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+                    return f"Element {index}: column '{name}' expects {kind}."
+        return ""
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def _throttle(self, size: int) -> Response | None:
+        now = time.monotonic()
+        with self._lock:
+            while self._window and self._window[0][0] < now - 60:
+                self._window_bytes -= self._window.popleft()[1]
+            if len(self._window) >= self.requests_per_minute or self._window_bytes + size > self.bytes_per_minute:
+                wait = max(1, int(self._window[0][0] + 60 - now) + 1) if self._window else 1
+                return _error(
+                    429,
+                    "TooManyRequests",
+                    "Rate limit exceeded for the data collection rule; retry after the indicated time.",
+                    {"Retry-After": str(wait)},
+                )
+            self._window.append((now, size))
+            self._window_bytes += size
+        return None
+
+
+_DEFAULT_CODES = {
+    400: "InvalidPayload",
+    401: "InvalidAuthenticationToken",
+    403: "OperationFailed",
+    413: "ContentLengthLimitExceeded",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response.json({"error": {"code": code, "message": message}}, status, headers)
+
+
+def _too_large(limit: int, size: int) -> Response:
+    return _error(
+        413,
+        "ContentLengthLimitExceeded",
+        f"Maximum allowed content length: {limit} bytes ({limit // 1_048_576 or 1} MB). "
+        f"Provided content length: {size} bytes.",
+    )
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress, refusing (ValueError) more than ``limit`` bytes of output (gzip bombs included)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = d.decompress(body, limit + 1)
+    if len(out) > limit:
+        raise ValueError("too large")
+    if not d.eof:
+        raise EOFError("truncated gzip")
+    return out

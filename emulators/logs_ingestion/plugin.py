@@ -1,0 +1,119 @@
+"""The ``logs-ingestion-emulator`` command: serve the Logs Ingestion API emulator on loopback.
+
+Example (with the tenant emulator issuing tokens)::
+
+    dlpfwd logs-ingestion-emulator --port 8443 --state-dir ./li-state \\
+        --jwks-url https://127.0.0.1:9443/<tenant>/discovery/v2.0/keys --ca-file ./tenant-state/ca.pem \\
+        --allow-app <client id> --out rows.jsonl
+
+It prints the endpoint URL, the DCR immutable id, the stream and the CA file to trust, then
+serves until interrupted. Also runnable as ``python -m emulators.logs_ingestion``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from forwarder.hookspecs import hookimpl
+
+DEFAULT_DCR = "dcr-00000000000000000000000000000000"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port (0 = a free one)")
+    parser.add_argument("--state-dir", default="./logs-ingestion-emulator", help="directory for the TLS CA and cert")
+    parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink requires https)")
+    parser.add_argument("--dcr", default=DEFAULT_DCR, help="DCR immutable id to serve")
+    parser.add_argument("--stream", default="Custom-PurviewDLP_CL", help="stream declared in the DCR")
+    parser.add_argument("--allow-app", action="append", default=None, help="app id holding the role (repeatable)")
+    parser.add_argument("--audience", default="https://monitor.azure.com", help="token audience to require")
+    parser.add_argument("--public-key", default="", help="PEM public key that signs accepted tokens")
+    parser.add_argument("--jwks-file", default="", help="JWKS JSON file with the keys that sign accepted tokens")
+    parser.add_argument("--jwks-url", default="", help="JWKS URL (e.g. the tenant emulator's discovery keys)")
+    parser.add_argument("--ca-file", default="", help="CA bundle to trust when fetching --jwks-url")
+    parser.add_argument("--limit", type=int, default=1_048_576, help="per-call size limit in bytes")
+    parser.add_argument("--lenient", action="store_true", help="do not check value types against columns")
+    parser.add_argument("--out", default="", help="append accepted rows to this JSON-lines file")
+
+
+def build_app(args: argparse.Namespace) -> Any:
+    """The configured :class:`LogsIngestionApp` for parsed ``args``."""
+    from emulators.logs_ingestion.app import Dcr, JwtVerifier, LogsIngestionApp
+    from sinks.sentinel.columns import COLUMNS
+
+    verifier: Any
+    if args.jwks_url:
+        import httpx
+
+        verify: Any = args.ca_file or True
+        jwks = httpx.get(args.jwks_url, verify=verify, timeout=10).json()
+        verifier = JwtVerifier(jwks=jwks)
+    elif args.jwks_file:
+        verifier = JwtVerifier(jwks=orjson.loads(Path(args.jwks_file).read_bytes()))
+    elif args.public_key:
+        verifier = JwtVerifier(public_key_pem=Path(args.public_key).read_bytes())
+    else:
+        raise SystemExit("logs-ingestion-emulator: give --jwks-url, --jwks-file or --public-key")
+    streams = {args.stream: {c.name: c.type for c in COLUMNS}}
+    allowed = set(args.allow_app) if args.allow_app else None
+    sink: Callable[[str, list[dict[str, Any]]], None] | None = None
+    if args.out:
+        lock = threading.Lock()
+        out = Path(args.out)
+
+        def sink(stream: str, rows: list[dict[str, Any]]) -> None:
+            data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+            with lock, out.open("ab") as fh:
+                fh.write(data)
+
+    return LogsIngestionApp(
+        verifier,
+        [Dcr(args.dcr, streams, allowed)],
+        audience=args.audience,
+        limit=args.limit,
+        strict=not args.lenient,
+        keep_rows=0 if args.out else 100_000,
+        sink=sink,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from emulators.httpd import EmulatorServer
+
+    app = build_app(args)
+    server = EmulatorServer(app, host=args.host, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
+    print(f"endpoint = {server.url}", flush=True)
+    print(f"dcr_immutable_id = {args.dcr}", flush=True)
+    print(f"stream = {args.stream}", flush=True)
+    if server.ca_file:
+        print(f"ca_bundle = {server.ca_file}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="logs-ingestion-emulator", description=__doc__.splitlines()[0])
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+@hookimpl
+def dlpfwd_register_commands(register: Callable[..., None]) -> None:
+    register("logs-ingestion-emulator", "serve the Azure Monitor Logs Ingestion API emulator", configure, run)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

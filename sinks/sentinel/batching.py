@@ -1,0 +1,178 @@
+"""Size-capped request bodies for the Logs Ingestion API, and the rule for oversized events.
+
+The service refuses a call over 1 MB (1,048,576 bytes) and the limit applies to the body both
+before and after gzip. Rows are encoded once each (orjson), then packed into JSON arrays whose
+*uncompressed* size stays within ``limit``; each body is then compressed and, in the unlikely
+case the compressed body is still over ``limit`` (incompressible data plus gzip framing), split
+in half again. Nothing here talks to the network.
+
+Oversized events (one row larger than ``limit`` minus the array brackets) are trimmed by
+:func:`fit_row`, in this documented order, until the row fits:
+
+1. drop ``RawRecord`` (the original record; every normalized field stays);
+2. drop the nested detail columns whose essentials are also in flat columns:
+   ``SensitiveTypes`` (names, ids and the match count remain), ``Policies`` (policy and rule
+   ids/names and actions remain), ``Enrichment``;
+3. repeatedly halve the largest remaining list or string column (lists keep their first
+   items, strings their beginning).
+
+Every trimmed column is named in ``TrimmedFields`` (``"Recipients:1200->300"`` for a cut
+list), so an analyst can see the row is partial. Identity and time columns (``TimeGenerated``,
+``EventId``, ``IdempotencyKey``, ``Kind``, ``Operation``) are never touched; a row that still
+does not fit is dead-lettered with the reason, never retried.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+#: The service's per-call limit, compressed or not.
+SERVICE_LIMIT = 1_048_576
+
+#: Columns the trimming rule never touches.
+PROTECTED = frozenset({"TimeGenerated", "EventId", "IdempotencyKey", "Kind", "Operation", "TrimmedFields"})
+
+#: Whole columns dropped first, in this order.
+DROP_FIRST = ("RawRecord", "SensitiveTypes", "Policies", "Enrichment")
+
+
+@dataclass(slots=True)
+class Piece:
+    """One encoded row and the spool entry it came from."""
+
+    entry_id: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One request body: the rows it carries, the JSON array and what goes on the wire."""
+
+    pieces: list[Piece]
+    json_bytes: int
+    wire: bytes  # what goes on the wire: the gzip-compressed array, or the array itself
+    gzipped: bool = False
+
+    @property
+    def entry_ids(self) -> list[int]:
+        return [p.entry_id for p in self.pieces]
+
+
+def array(pieces: Sequence[Piece]) -> bytes:
+    """The JSON array of the encoded rows."""
+    return b"[" + b",".join([p.body for p in pieces]) + b"]"
+
+
+def fit_row(row: dict[str, Any], limit: int) -> tuple[bytes | None, list[str]]:
+    """Encode ``row``; trim it by the module's rule when its array would exceed ``limit``.
+
+    Returns ``(encoded row or None if it cannot fit, names of trimmed columns)``.
+    """
+    budget = limit - 2  # the array brackets
+    body = orjson.dumps(row)
+    if len(body) <= budget:
+        return body, []
+    row = dict(row)
+    trimmed: list[str] = []
+    for name in DROP_FIRST:
+        if name in row:
+            del row[name]
+            trimmed.append(name)
+            row["TrimmedFields"] = trimmed
+            body = orjson.dumps(row)
+            if len(body) <= budget:
+                return body, trimmed
+    for _ in range(200):
+        largest, size = "", 0
+        for name, value in row.items():
+            if name in PROTECTED or not isinstance(value, str | list | dict):
+                continue
+            value_size = len(orjson.dumps(value))
+            if value_size > size and (len(value) > 1 or isinstance(value, str)):
+                largest, size = name, value_size
+        if not largest or size <= 2:
+            return None, trimmed
+        value = row[largest]
+        if isinstance(value, dict):
+            del row[largest]
+            _note(trimmed, largest)
+        elif isinstance(value, list):
+            row[largest] = value[: len(value) // 2]
+            _note(trimmed, f"{largest}:{len(value)}->{len(value) // 2}", prefix=f"{largest}:")
+        else:
+            if len(value) <= 1:
+                return None, trimmed
+            row[largest] = value[: len(value) // 2]
+            _note(trimmed, largest)
+        row["TrimmedFields"] = trimmed
+        body = orjson.dumps(row)
+        if len(body) <= budget:
+            return body, trimmed
+    return None, trimmed
+
+
+def _note(trimmed: list[str], text: str, prefix: str = "") -> None:
+    """Record a trimmed column once; a list cut again keeps its original length in the note."""
+    key = prefix or text
+    for i, existing in enumerate(trimmed):
+        if existing == key or (prefix and existing.startswith(prefix)):
+            if prefix:
+                original = existing[len(prefix) :].split("->")[0]
+                trimmed[i] = f"{prefix}{original}->{text.split('->')[1]}"
+            return
+    trimmed.append(text)
+
+
+def pack(pieces: Sequence[Piece], limit: int) -> Iterator[list[Piece]]:
+    """Group encoded rows, in order, into arrays of at most ``limit`` bytes uncompressed."""
+    group: list[Piece] = []
+    size = 2
+    for piece in pieces:
+        extra = len(piece.body) + (1 if group else 0)
+        if group and size + extra > limit:
+            yield group
+            group, size, extra = [], 2, len(piece.body)
+        group.append(piece)
+        size += extra
+    if group:
+        yield group
+
+
+def chunks(pieces: Sequence[Piece], limit: int, compress: bool, level: int = 1) -> list[Chunk]:
+    """Request bodies for ``pieces``, each within ``limit`` before and after compression."""
+    result: list[Chunk] = []
+    for group in pack(pieces, limit):
+        result.extend(_encode(group, limit, compress, level))
+    return result
+
+
+def _encode(group: list[Piece], limit: int, compress: bool, level: int) -> list[Chunk]:
+    body = array(group)
+    if not compress:
+        return [Chunk(group, len(body), body)]
+    wire = gzip.compress(body, compresslevel=level, mtime=0)
+    if len(wire) <= limit:
+        return [Chunk(group, len(body), wire, True)]
+    if len(group) == 1:
+        # An incompressible row within ``limit`` grows only by gzip's framing: send it as is.
+        return [Chunk(group, len(body), body)]
+    half = len(group) // 2
+    return _encode(group[:half], limit, compress, level) + _encode(group[half:], limit, compress, level)
+
+
+def split(chunk: Chunk, compress: bool, level: int = 1) -> tuple[Chunk, Chunk]:
+    """Halve a chunk of two or more rows (after a 413, or to isolate a bad row after a 400)."""
+    half = len(chunk.pieces) // 2
+    return _plain(chunk.pieces[:half], compress, level), _plain(chunk.pieces[half:], compress, level)
+
+
+def _plain(group: list[Piece], compress: bool, level: int) -> Chunk:
+    body = array(group)
+    if not compress:
+        return Chunk(group, len(body), body)
+    return Chunk(group, len(body), gzip.compress(body, compresslevel=level, mtime=0), True)

@@ -1,0 +1,305 @@
+"""The ``sentinel`` sink: DLP events into a Log Analytics custom table via the Logs Ingestion API.
+
+Each batch becomes one or more ``POST {endpoint}/dataCollectionRules/{dcr}/streams/{stream}``
+calls carrying a JSON array of ``PurviewDLP_CL`` rows (:mod:`sinks.sentinel.columns`), gzip
+compressed, each within the 1 MB per-call limit before and after compression
+(:mod:`sinks.sentinel.batching`). Answers, per call:
+
+* ``204`` -- every row of the call delivered;
+* ``413`` -- the call is halved and both halves re-sent; a single row the service still finds
+  too large is dead-lettered;
+* ``400`` -- the call is bisected until the offending row is alone; that row is dead-lettered
+  with the service's error code and message, the others are delivered. Error codes that
+  describe the request rather than a row (unknown stream, API version...) stop the sink;
+* ``401`` -- the token is dropped and the call re-sent once with a new one; a fresh token that
+  is still refused stops the sink (wrong cloud or scope);
+* ``403`` -- stops the sink: the app lacks the *Monitoring Metrics Publisher* role on the DCR;
+* ``404`` -- stops the sink: the endpoint does not know the DCR immutable id;
+* ``429``, ``503`` and other ``5xx`` -- this call and the rest of the batch are retried later,
+  after ``Retry-After`` when the service gave one.
+
+The service does not deduplicate. A call whose answer is lost (timeout, connection reset
+after the body was sent) may have been ingested; it is retried and counted in
+``Outcome.duplicates_possible``. ``EventId`` and ``IdempotencyKey`` let queries remove such
+duplicates (``summarize arg_max(TimeGenerated, *) by IdempotencyKey``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from forwarder.auth import AuthSettings, TokenProvider, cloud_of
+from forwarder.errors import FatalError, RetriableError
+from forwarder.http import make_client, retry_after
+from forwarder.settings import HttpSettings, setting
+from forwarder.sink import Entry, Health, Outcome, Sink, SinkContext
+from sinks.sentinel.batching import SERVICE_LIMIT, Chunk, Piece, chunks, fit_row, split
+from sinks.sentinel.columns import STREAM, to_row
+
+API_VERSION = "2023-01-01"
+
+#: 400 error codes that describe the request (configuration), not one row: never bisect on them.
+REQUEST_ERRORS = frozenset(
+    {
+        "InvalidStream",
+        "InvalidDataCollectionRule",
+        "InvalidApiVersion",
+        "UnsupportedApiVersion",
+        "MissingApiVersion",
+        "InvalidContentType",
+        "UnsupportedContentEncoding",
+    }
+)
+
+
+@dataclass
+class SentinelSettings:
+    """``[[sinks]] type = "sentinel"``: where the Logs Ingestion API is and who we are."""
+
+    endpoint: str = setting(
+        doc="logs ingestion URL: the DCE's (https://<dce>.<region>-1.ingest.monitor.azure.com) "
+        "or the DCR's own logsIngestion endpoint",
+        url=("https",),
+    )
+    dcr_immutable_id: str = setting(doc="the DCR's immutable id, dcr-<32 hex digits> (DCR overview / JSON view)")
+    auth: AuthSettings = setting(doc="the app registration holding Monitoring Metrics Publisher on the DCR")
+    stream: str = setting(STREAM, doc="the DCR input stream (stream declaration name)")
+    api_version: str = setting(API_VERSION, doc="Logs Ingestion API version")
+    scope: str = setting("", doc="token scope; default: the cloud's Azure Monitor scope (auth.cloud)")
+    gzip: bool = setting(True, doc="gzip request bodies (Content-Encoding: gzip)")
+    compress_level: int = setting(1, doc="gzip level, 1 (fastest) to 9 (smallest)", minimum=1, maximum=9)
+    max_request_bytes: int = setting(
+        1_000_000,
+        doc="largest request body, before and after gzip (the service refuses calls over 1,048,576 bytes)",
+        minimum=1024,
+        maximum=SERVICE_LIMIT,
+    )
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+
+@dataclass
+class _Reply:
+    """What one call produced: HTTP status (0 = no answer) and the service's error, if any."""
+
+    status: int
+    code: str = ""
+    message: str = ""
+    retry_after: float | None = None
+    ambiguous: bool = False  # the body may have been ingested although no answer came back
+    request_id: str = ""
+
+
+class SentinelSink(Sink):
+    """Delivers events as ``PurviewDLP_CL`` rows; see the module docstring for the protocol."""
+
+    settings_class = SentinelSettings
+    max_batch_events = 5000
+    max_batch_bytes = 1_000_000
+    acknowledgements = False
+    carries_raw = False
+
+    def __init__(self, name: str, settings: SentinelSettings, context: SinkContext) -> None:
+        super().__init__(name, settings, context)
+        self.settings: SentinelSettings = settings
+        self.tokens: Any = None  # TokenProvider; tests may inject any object with token()/invalidate()
+        self._client: httpx.Client | None = None
+        base = settings.endpoint.rstrip("/")
+        self.url = (
+            f"{base}/dataCollectionRules/{quote(settings.dcr_immutable_id, safe='')}"
+            f"/streams/{quote(settings.stream, safe='')}"
+        )
+        self.scope = settings.scope or cloud_of(settings.auth).monitor_scope
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connect(self) -> None:
+        if self.tokens is None:
+            self.tokens = TokenProvider(self.settings.auth, self.settings.http)
+        if self._client is None:
+            self._client = make_client(self.settings.http)
+        self.tokens.token(self.scope)  # fail early on bad credentials (FatalError) or no login host
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def health(self) -> Health:
+        health = Health()
+        try:
+            self.connect()
+            health.add("token", True, f"token for {self.scope}")
+        except (FatalError, RetriableError) as exc:
+            return health.add("token", False, str(exc))
+        try:
+            assert self._client is not None
+            response = self._client.get(self.settings.endpoint)
+            health.add("endpoint", True, f"{self.settings.endpoint} answered HTTP {response.status_code}")
+        except httpx.HTTPError as exc:
+            health.add("endpoint", False, f"{self.settings.endpoint}: {type(exc).__name__}")
+        return health
+
+    # ------------------------------------------------------------------ delivery
+
+    def write_batch(self, entries: Sequence[Entry]) -> Outcome:
+        outcome = Outcome()
+        if not entries:
+            return outcome
+        limit = self.settings.max_request_bytes
+        pieces: list[Piece] = []
+        for entry in entries:
+            try:
+                row = to_row(entry.data)
+            except orjson.JSONDecodeError:
+                outcome.rejected[entry.id] = "spooled payload is not valid JSON"
+                continue
+            body, trimmed = fit_row(row, limit)
+            if body is None:
+                outcome.rejected[entry.id] = (
+                    f"event does not fit one Logs Ingestion call ({limit} bytes) even after trimming {trimmed}"
+                )
+                self.context.count("oversized_rejected")
+                continue
+            if trimmed:
+                self.context.count("trimmed")
+                self.log.warning("%s: event %s trimmed to fit the call limit: %s", self.name, entry.id, trimmed)
+            pieces.append(Piece(entry.id, body))
+        if not pieces:
+            return outcome
+        compress, level = self.settings.gzip, self.settings.compress_level
+        queue: deque[Chunk] = deque(chunks(pieces, limit, compress, level))
+        while queue:
+            chunk = queue.popleft()
+            try:
+                reply = self._post(chunk)
+            except FatalError as exc:
+                self._retry_rest(outcome, chunk, queue, str(exc))
+                outcome.fatal = str(exc)
+                return outcome
+            except RetriableError as exc:
+                self._retry_rest(outcome, chunk, queue, str(exc), exc.retry_after)
+                return outcome
+            status = reply.status
+            if 200 <= status < 300:
+                outcome.delivered.extend(chunk.entry_ids)
+                self.context.count("requests")
+            elif status in (400, 413) and reply.code not in REQUEST_ERRORS:
+                if len(chunk.pieces) > 1:
+                    left, right = split(chunk, compress, level)
+                    queue.appendleft(right)
+                    queue.appendleft(left)
+                    self.context.count("splits_413" if status == 413 else "bisections_400")
+                    continue
+                what = "too large" if status == 413 else "refused"
+                outcome.rejected[chunk.pieces[0].entry_id] = (
+                    f"Logs Ingestion API {what} the event: HTTP {status} {reply.code}: {reply.message}"
+                )
+            elif status in (400, 401, 403, 404):
+                self._retry_rest(outcome, chunk, queue, "")
+                outcome.fatal = self._fatal_message(reply)
+                return outcome
+            elif status == 0 or status == 429 or status >= 500:
+                reason = (
+                    f"Logs Ingestion API: {reply.message}"
+                    if status == 0
+                    else f"Logs Ingestion API HTTP {status} {reply.code}".rstrip()
+                )
+                self._retry_rest(outcome, chunk, queue, reason, reply.retry_after)
+                if reply.ambiguous:
+                    outcome.duplicates_possible += len(chunk.pieces)
+                return outcome
+            else:
+                self._retry_rest(outcome, chunk, queue, "")
+                outcome.fatal = f"Logs Ingestion API answered HTTP {status} {reply.code}: {reply.message}"
+                return outcome
+        return outcome
+
+    def _retry_rest(
+        self, outcome: Outcome, chunk: Chunk, queue: deque[Chunk], reason: str, after: float | None = None
+    ) -> None:
+        outcome.retry.extend(chunk.entry_ids)
+        for rest in queue:
+            outcome.retry.extend(rest.entry_ids)
+        queue.clear()
+        outcome.retry_reason = reason
+        outcome.retry_after = after
+
+    def _fatal_message(self, reply: _Reply) -> str:
+        s = self.settings
+        where = f"DCR {s.dcr_immutable_id}, stream {s.stream} at {s.endpoint}"
+        detail = f"{reply.code}: {reply.message}".strip(": ")
+        if reply.status == 403:
+            return (
+                f"Logs Ingestion API refused the app {s.auth.client_id} (HTTP 403 {detail}): assign it the "
+                f"'Monitoring Metrics Publisher' role on the data collection rule ({where}); a new role "
+                f"assignment can take up to 30 minutes to apply"
+            )
+        if reply.status == 401:
+            return (
+                f"Logs Ingestion API refused a freshly issued token (HTTP 401 {detail}): check auth.cloud / scope "
+                f"(token scope {self.scope}) and the tenant of the app ({where})"
+            )
+        if reply.status == 404:
+            return f"Logs Ingestion API does not know this DCR or stream (HTTP 404 {detail}): check {where}"
+        return f"Logs Ingestion API refused the request (HTTP {reply.status} {detail}): check {where}"
+
+    # ------------------------------------------------------------------ one call
+
+    def _post(self, chunk: Chunk) -> _Reply:
+        """Send one chunk, refreshing the token once on 401. Raises Fatal/RetriableError for token faults."""
+        if self._client is None or self.tokens is None:
+            self.connect()
+        reply = self._send_once(chunk)
+        if reply.status == 401:
+            self.tokens.invalidate(self.scope)
+            self.context.count("token_refreshes")
+            reply = self._send_once(chunk)
+        return reply
+
+    def _send_once(self, chunk: Chunk) -> _Reply:
+        assert self._client is not None
+        token = self.tokens.token(self.scope)
+        request_id = str(uuid.uuid4())
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "x-ms-client-request-id": request_id,
+        }
+        if chunk.gzipped:
+            headers["Content-Encoding"] = "gzip"
+        try:
+            response = self._client.post(
+                self.url, params={"api-version": self.settings.api_version}, content=chunk.wire, headers=headers
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return _Reply(0, message=f"cannot reach {self.settings.endpoint}: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return _Reply(0, message=f"no answer from {self.settings.endpoint}: {type(exc).__name__}", ambiguous=True)
+        reply = _Reply(response.status_code, request_id=request_id)
+        if response.status_code >= 300:
+            reply.code, reply.message = _error_of(response)
+            reply.retry_after = retry_after(response)
+            self.log.debug(
+                "%s: HTTP %s %s (x-ms-client-request-id %s)", self.name, reply.status, reply.code, request_id
+            )
+        return reply
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    """(code, message) of an error answer ``{"error": {"code", "message"}}``; message cut to 300 chars."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code", "")), str(error.get("message", ""))[:300]
+    return "", response.reason_phrase
