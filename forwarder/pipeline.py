@@ -1,0 +1,301 @@
+"""The source-side pipeline: one source batch -> normalized events -> one spool transaction.
+
+For each :class:`forwarder.source.SourceBatch`: every record goes to the normalizer of its
+kind; a record without data, without a normalizer, or whose normalizer raises is quarantined
+with its raw bytes and the reason, and the batch goes on. Each event gets ``source``,
+``source_type``, ``tenant_id`` (when missing) and ``ingest_time``, then the sensitive-value
+policy runs. Then, in ONE transaction: deduplication on ``idempotency_key`` within the
+window, per-sink filters, appends to every sink's spool (with or without ``raw`` per sink),
+ledger counts, quarantined records and the source cursor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from forwarder.config import Config, PolicySettings, SinkConfig
+from forwarder.errors import MalformedRecord
+from forwarder.metrics import Metrics
+from forwarder.options import FilterOptions
+from forwarder.schema import DlpEvent, iso_utc, severity_rank
+from forwarder.source import NormalizeContext, Source, SourceBatch
+from forwarder.state.base import StateStore
+
+log = logging.getLogger("dlpfwd.pipeline")
+
+
+@dataclass
+class BatchCounts:
+    """What one batch did: records read, events normalized/spooled, duplicates, quarantined."""
+
+    read: int = 0
+    normalized: int = 0
+    spooled: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    dropped_oldest: int = 0
+    per_sink: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: BatchCounts) -> None:
+        self.read += other.read
+        self.normalized += other.normalized
+        self.spooled += other.spooled
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.dropped_oldest += other.dropped_oldest
+        for k, v in other.per_sink.items():
+            self.per_sink[k] = self.per_sink.get(k, 0) + v
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "normalized": self.normalized,
+            "spooled": self.spooled,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "dropped_oldest": self.dropped_oldest,
+        }
+
+
+def make_filter(f: FilterOptions) -> Callable[[DlpEvent], bool] | None:
+    """A predicate for a sink's filter, ``None`` when it lets everything through."""
+    kinds = set(f.kinds)
+    workloads = {w.lower() for w in f.workloads}
+    sources = set(f.sources)
+    floor = severity_rank(f.min_severity)
+    if not (kinds or workloads or sources or floor):
+        return None
+
+    def accept(e: DlpEvent) -> bool:
+        return (
+            (not kinds or e.kind in kinds)
+            and (not workloads or e.workload.lower() in workloads)
+            and (not sources or e.source in sources)
+            and severity_rank(e.severity) >= floor
+        )
+
+    return accept
+
+
+def load_policy(settings: PolicySettings) -> Callable[[DlpEvent], Any]:
+    """The sensitive-value policy's ``apply``; without ``forwarder.policy`` (not built yet),
+    a fallback that drops every matched value (the documented default)."""
+    try:
+        from forwarder.policy import SensitiveValuePolicy  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return _drop_values
+    policy = SensitiveValuePolicy(settings)
+    apply: Callable[[DlpEvent], Any] = policy.apply
+    return apply
+
+
+def _drop_values(event: DlpEvent) -> DlpEvent:
+    for st in event.sensitive_types:
+        st.detected_values = []
+    return event
+
+
+@dataclass
+class SinkRoute:
+    """Where a sink's spool gets events from: its filter and whether it carries ``raw``."""
+
+    name: str
+    accept: Callable[[DlpEvent], bool] | None
+    carry_raw: bool
+    drop_oldest: bool
+    max_events: int
+    max_bytes: int
+
+
+class Pipeline:
+    """Normalizes source batches and commits them to the spools; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        normalizers: dict[str, Callable[..., Any]],
+        routes: list[SinkRoute],
+        metrics: Metrics,
+        on_spooled: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.normalizers = normalizers
+        self.routes = routes
+        self.metrics = metrics
+        self.policy = load_policy(config.policy)
+        self.dedup_window = config.forwarder.dedup_window
+        self.on_spooled = on_spooled
+
+    @staticmethod
+    def route_for(sc: SinkConfig, carries_raw_default: bool) -> SinkRoute:
+        o = sc.options
+        return SinkRoute(
+            name=sc.name,
+            accept=make_filter(o.filter),
+            carry_raw=carries_raw_default if o.carry_raw is None else o.carry_raw,
+            drop_oldest=o.spool.overflow == "drop_oldest",
+            max_events=o.spool.max_events,
+            max_bytes=o.spool.max_bytes,
+        )
+
+    def process(
+        self,
+        name: str,
+        source_type: str,
+        source: Source,
+        batch: SourceBatch,
+        cursor_key: str,
+        only_sink: str | None = None,
+        dedup: bool = True,
+    ) -> BatchCounts:
+        """Normalize ``batch`` and commit it (spools, ledger, quarantine, cursor) atomically."""
+        now = time.time()
+        ingest = iso_utc(dt.datetime.fromtimestamp(now, dt.UTC))
+        default_unit = "-/" + ingest[:10]
+        ctx = NormalizeContext(name, source_type, source.tenant_id, source.sit_names, ingest)
+        counts = BatchCounts(read=len(batch.records))
+        events: list[tuple[DlpEvent, str]] = []
+        bad: list[tuple[str, str, bytes, str]] = []  # unit, kind, raw, reason
+        normalizers = self.normalizers
+        policy = self.policy
+        tenant = source.tenant_id
+        for rec in batch.records:
+            unit = rec.unit or default_unit
+            if rec.data is None:
+                bad.append((unit, rec.kind, rec.raw or b"", "record is not valid JSON"))
+                continue
+            norm = normalizers.get(rec.kind)
+            if norm is None:
+                bad.append((unit, rec.kind, rec.raw or orjson.dumps(rec.data), f"no normalizer for kind {rec.kind!r}"))
+                continue
+            try:
+                produced = norm(rec.data, ctx)
+                for ev in produced:
+                    ev.source = name
+                    ev.source_type = source_type
+                    if not ev.tenant_id:
+                        ev.tenant_id = tenant
+                    if not ev.ingest_time:
+                        ev.ingest_time = ingest
+                    result = policy(ev)
+                    events.append((result if isinstance(result, DlpEvent) else ev, unit))
+            except MalformedRecord as exc:
+                bad.append((unit, rec.kind, exc.raw or rec.raw or orjson.dumps(rec.data), exc.reason))
+            except Exception as exc:  # noqa: BLE001 - a faulty normalizer must not stop the pipeline
+                reason = f"normalizer for {rec.kind!r} failed: {type(exc).__name__}: {exc}"
+                bad.append((unit, rec.kind, rec.raw or orjson.dumps(rec.data), reason))
+        counts.normalized = len(events)
+        counts.quarantined = len(bad)
+        routes = [r for r in self.routes if only_sink is None or r.name == only_sink]
+        self._commit(name, batch, cursor_key, events, bad, routes, dedup, now, counts)
+        m = self.metrics
+        m.source(name, "read", counts.read)
+        m.source(name, "normalized", counts.normalized)
+        m.source(name, "spooled", counts.spooled)
+        m.source(name, "duplicates", counts.duplicates)
+        m.source(name, "quarantined", counts.quarantined)
+        for sink, n in counts.per_sink.items():
+            if self.on_spooled and n:
+                self.on_spooled(sink)
+        if bad:
+            log.warning("source %s: quarantined %d record(s) that could not be normalized", name, len(bad))
+        return counts
+
+    def _commit(
+        self,
+        name: str,
+        batch: SourceBatch,
+        cursor_key: str,
+        events: list[tuple[DlpEvent, str]],
+        bad: list[tuple[str, str, bytes, str]],
+        routes: list[SinkRoute],
+        dedup: bool,
+        now: float,
+        counts: BatchCounts,
+    ) -> None:
+        with self.store.transaction() as tx:
+            unit_ids = {u for _, u in events} | {b[0] for b in bad}
+            if batch.units:
+                tx.record_units(name, batch.units, now)
+            refs = tx.unit_refs(name, sorted(unit_ids), now) if unit_ids else {}
+            dup_units: Counter[str] = Counter()
+            if dedup and self.dedup_window > 0 and events:
+                keys = [e.idempotency_key for e, _ in events if e.idempotency_key]
+                seen = tx.seen_keys(keys, now - self.dedup_window) if keys else set()
+                kept: list[tuple[DlpEvent, str]] = []
+                fresh: list[str] = []
+                for ev, unit in events:
+                    key = ev.idempotency_key
+                    if key:
+                        if key in seen:
+                            dup_units[unit] += 1
+                            continue
+                        seen.add(key)
+                        fresh.append(key)
+                    kept.append((ev, unit))
+                if fresh:
+                    tx.remember_keys(fresh, now)
+                counts.duplicates = len(events) - len(kept)
+                events = kept
+            spooled_units: Counter[str] = Counter(unit for _, unit in events)
+            counts.spooled = len(events)
+            plain_needed = any(not r.carry_raw for r in routes)
+            raw_needed = any(r.carry_raw for r in routes)
+            per_route: dict[str, list[tuple[bytes, int]]] = {r.name: [] for r in routes}
+            dumps = orjson.dumps
+            for ev, unit in events:
+                ref = refs[unit]
+                with_raw = dumps(ev) if raw_needed else b""
+                plain = b""
+                if plain_needed:
+                    if ev.raw is None:
+                        plain = with_raw or dumps(ev)
+                    else:
+                        raw, ev.raw = ev.raw, None
+                        plain = dumps(ev)
+                        ev.raw = raw
+                for r in routes:
+                    if r.accept is None or r.accept(ev):
+                        per_route[r.name].append((with_raw if r.carry_raw else plain, ref))
+            for r in routes:
+                rows = per_route[r.name]
+                counts.per_sink[r.name] = tx.append(r.name, rows, now)
+                if r.drop_oldest:
+                    dropped = tx.drop_oldest(r.name, r.max_events, r.max_bytes)
+                    if dropped:
+                        counts.dropped_oldest += dropped
+                        self.metrics.sink(r.name, "dropped_oldest", dropped)
+                        log.warning(
+                            "sink %s: spool full, dropped the %d oldest event(s) (overflow = drop_oldest)",
+                            r.name,
+                            dropped,
+                        )
+            for unit, kind, raw_bytes, reason in bad:
+                tx.quarantine(name, kind, raw_bytes, reason, refs[unit], now)
+            bad_units = Counter(b[0] for b in bad)
+            for unit, ref in refs.items():
+                tx.add_unit_counts(
+                    ref, now, spooled=spooled_units[unit], quarantined=bad_units[unit], duplicates=dup_units[unit]
+                )
+            tx.add_totals(
+                name,
+                {
+                    "read": counts.read,
+                    "spooled": counts.spooled,
+                    "duplicates": counts.duplicates,
+                    "quarantined": counts.quarantined,
+                },
+            )
+            if batch.cursor is not None:
+                tx.set_cursor(cursor_key, batch.cursor)
+            tx.beat(name, now)

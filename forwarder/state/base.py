@@ -1,0 +1,172 @@
+"""The state store interface (:class:`StateStore`) and the records it returns.
+
+Contract, whatever the backend:
+
+* Everything written inside one :meth:`StateStore.transaction` becomes durable together or
+  not at all (spool appends, ledger counts, dedup keys, the source cursor).
+* Spool ids grow monotonically per sink and are never reused, so a drainer can page through
+  a spool with ``id > last`` and delete delivered entries by id ranges.
+* Nothing at start-up scans a spool: depths are kept as counters beside the spools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class SpoolRow:
+    """One spooled entry as read back: spool id, payload, ledger unit reference, attempts."""
+
+    id: int
+    payload: bytes
+    unit: int
+    attempts: int
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """An entry a sink rejected for good, with the reason."""
+
+    id: int
+    sink: str
+    payload: bytes
+    reason: str
+    time: float
+    attempts: int
+
+
+@dataclass(slots=True)
+class Quarantined:
+    """A source record that could not be normalized, kept with its raw bytes."""
+
+    id: int
+    source: str
+    kind: str
+    raw: bytes
+    reason: str
+    time: float
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    """One ledger unit with the host's counts; ``sinks`` maps sink -> per-sink counts."""
+
+    source: str
+    unit: str
+    kind: str
+    status: str
+    listed: int
+    fetched: int
+    parsed: int
+    spooled: int
+    quarantined: int
+    duplicates: int
+    created: str
+    expires: str
+    detail: str
+    first_seen: float
+    updated: float
+    sinks: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class Transaction(Protocol):
+    """Operations available inside one atomic write transaction."""
+
+    def seen_keys(self, keys: Sequence[str], since: float) -> set[str]:
+        """The subset of ``keys`` remembered at or after ``since`` (epoch seconds)."""
+        ...
+
+    def remember_keys(self, keys: Sequence[str], now: float) -> None: ...
+
+    def unit_refs(self, source: str, unit_ids: Sequence[str], now: float) -> dict[str, int]:
+        """Ledger references of units (created when new)."""
+        ...
+
+    def record_units(self, source: str, units: Sequence[Any], now: float) -> None:
+        """Upsert :class:`forwarder.source.WorkUnit` s (status, and counts that only grow)."""
+        ...
+
+    def add_unit_counts(self, ref: int, now: float, **counts: int) -> None:
+        """Add to host counts of a unit: spooled, quarantined, duplicates."""
+        ...
+
+    def append(self, sink: str, rows: Sequence[tuple[bytes, int]], now: float) -> int:
+        """Append ``(payload, unit_ref)`` rows to a sink's spool; returns how many."""
+        ...
+
+    def drop_oldest(self, sink: str, max_events: int, max_bytes: int) -> int:
+        """Delete the oldest entries until the spool fits its caps; returns how many."""
+        ...
+
+    def quarantine(self, source: str, kind: str, raw: bytes, reason: str, unit: int, now: float) -> None: ...
+
+    def set_cursor(self, key: str, value: dict[str, Any]) -> None: ...
+
+    def add_totals(self, scope: str, counts: dict[str, int]) -> None: ...
+
+    def beat(self, name: str, now: float) -> None:
+        """Record a successful poll (source) or delivery (sink) time."""
+        ...
+
+
+class StateStore(Protocol):
+    """What the runtime and the CLI need from durable state."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+
+    def close(self) -> None: ...
+
+    # sinks and spools
+    def register_sink(self, name: str) -> None: ...
+    def sinks(self) -> list[str]: ...
+    def spool_depth(self, sink: str) -> tuple[int, int]: ...
+    def spool_oldest(self, sink: str) -> float | None: ...
+    def read_spool(self, sink: str, after: int, limit: int) -> list[SpoolRow]: ...
+    def settle(
+        self,
+        sink: str,
+        delivered: Sequence[int],
+        rejected: Sequence[tuple[SpoolRow, str]],
+        retried: Sequence[int],
+        now: float,
+    ) -> dict[str, int]: ...
+
+    # cursors, key-value, health
+    def get_cursor(self, key: str) -> dict[str, Any] | None: ...
+    def kv(self, namespace: str) -> KeyValue: ...
+    def set_expectation(self, name: str, role: str, within: float) -> None: ...
+    def heartbeats(self) -> list[dict[str, Any]]: ...
+    def totals(self) -> dict[str, dict[str, int]]: ...
+
+    # dead letters, quarantine, ledger
+    def dead_letter_counts(self) -> dict[str, int]: ...
+    def dead_letters(self, sink: str, limit: int = 100, after: int = 0) -> list[DeadLetter]: ...
+    def replay_dead_letters(self, sink: str, ids: Sequence[int] | None = None) -> int: ...
+    def purge_dead_letters(self, sink: str, ids: Sequence[int] | None = None) -> int: ...
+    def quarantine_counts(self) -> dict[str, int]: ...
+    def quarantined(self, source: str, limit: int = 100, after: int = 0) -> list[Quarantined]: ...
+    def purge_quarantine(self, source: str, ids: Sequence[int] | None = None) -> int: ...
+    def ledger_status(self, source: str, unit_ids: Sequence[str]) -> dict[str, str]: ...
+    def ledger(self, since: float) -> Iterator[LedgerRow]: ...
+    def purge_dedup(self, before: float) -> int: ...
+
+
+class KeyValue:
+    """A durable key-value namespace (``SourceContext.state`` / ``SinkContext.state``); JSON values."""
+
+    def __init__(self, store: Any, namespace: str) -> None:
+        self._store = store
+        self.namespace = namespace
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._store.kv_get(self.namespace, key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self._store.kv_put(self.namespace, key, value)
+
+    def delete(self, key: str) -> None:
+        self._store.kv_delete(self.namespace, key)

@@ -1,0 +1,575 @@
+"""The embedded state store: one SQLite database in WAL mode under ``[forwarder] state_dir``.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A committed transaction is in
+the WAL file before ``COMMIT`` returns, so it survives the process being killed (``kill -9``,
+OOM killer, crash). On a power loss or kernel panic the last transactions committed before
+the WAL was synced to disk (at the next checkpoint) may be rolled back; the database stays
+consistent, and because the source cursor lives in the same transaction as the spool append,
+those events are simply read again from the source (at-least-once holds).
+
+Layout: one table per sink spool (``spool_<n>``, integer AUTOINCREMENT ids, so ids are never
+reused and delivered entries are deleted by id ranges), depth counters in ``sinks`` (no scan
+at start-up), ``dead_letters``, ``quarantine``, ``dedup`` (idempotency keys), ``ledger`` +
+``ledger_sink`` (completeness), ``cursors``, ``kv`` (plugin state), ``health``, ``totals``.
+
+Threads: one writer connection behind a lock; each reading thread gets its own connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+from forwarder.state.base import DeadLetter, KeyValue, LedgerRow, Quarantined, SpoolRow
+
+SCHEMA_VERSION = 1
+DB_NAME = "state.sqlite3"
+_CHUNK = 500  # SQL variables per IN (...) list
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, sid INTEGER NOT NULL UNIQUE,
+    events INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS cursors (key TEXT PRIMARY KEY, value BLOB NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (ns, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, seen REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL,
+    payload BLOB NOT NULL, reason TEXT NOT NULL, unit INTEGER NOT NULL, time REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS dead_letters_sink ON dead_letters (sink, id);
+CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+    kind TEXT NOT NULL, raw BLOB NOT NULL, reason TEXT NOT NULL, unit INTEGER NOT NULL, time REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS quarantine_source ON quarantine (source, id);
+CREATE TABLE IF NOT EXISTS ledger (ref INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+    unit TEXT NOT NULL, kind TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT '',
+    listed INTEGER NOT NULL DEFAULT 0, fetched INTEGER NOT NULL DEFAULT 0, parsed INTEGER NOT NULL DEFAULT 0,
+    spooled INTEGER NOT NULL DEFAULT 0, quarantined INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL DEFAULT '', expires TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '', first_seen REAL NOT NULL, updated REAL NOT NULL,
+    UNIQUE (source, unit));
+CREATE INDEX IF NOT EXISTS ledger_updated ON ledger (updated);
+CREATE TABLE IF NOT EXISTS ledger_sink (ref INTEGER NOT NULL, sink TEXT NOT NULL,
+    spooled INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ref, sink)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS health (name TEXT PRIMARY KEY, role TEXT NOT NULL DEFAULT '',
+    last_ok REAL, expect REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS totals (scope TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (scope, name)) WITHOUT ROWID;
+"""
+
+_SPOOL = """CREATE TABLE IF NOT EXISTS spool_{sid} (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    payload BLOB NOT NULL, unit INTEGER NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)"""
+
+_LEDGER_SINK_ADD = """INSERT INTO ledger_sink (ref, sink, {col}) VALUES (?, ?, ?)
+    ON CONFLICT (ref, sink) DO UPDATE SET {col} = {col} + excluded.{col}"""
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def id_ranges(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of the given ids as ``(first, last)`` pairs, for range deletes."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        elif not runs or i != runs[-1][1]:
+            runs.append((i, i))
+    return runs
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-16000")  # 16 MB page cache per connection: memory stays bounded
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class _SqliteTransaction:
+    """The write operations of one transaction (see :class:`forwarder.state.base.Transaction`)."""
+
+    def __init__(self, store: SqliteStateStore) -> None:
+        self.store = store
+        self.db = store._db
+        self.depth_changed: set[str] = set()
+
+    def seen_keys(self, keys: Sequence[str], since: float) -> set[str]:
+        seen: set[str] = set()
+        for part in _chunks(keys):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key FROM dedup WHERE key IN ({marks}) AND seen >= ?"  # noqa: S608 - placeholders only
+            seen.update(r[0] for r in self.db.execute(sql, (*part, since)))
+        return seen
+
+    def remember_keys(self, keys: Sequence[str], now: float) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO dedup (key, seen) VALUES (?, ?)", [(k, now) for k in keys])
+
+    def unit_refs(self, source: str, unit_ids: Sequence[str], now: float) -> dict[str, int]:
+        refs: dict[str, int] = {}
+        cache = self.store._unit_cache
+        missing = []
+        for u in unit_ids:
+            ref = cache.get((source, u))
+            if ref is None:
+                missing.append(u)
+            else:
+                refs[u] = ref
+        if missing:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO ledger (source, unit, first_seen, updated) VALUES (?, ?, ?, ?)",
+                [(source, u, now, now) for u in missing],
+            )
+            for part in _chunks(missing):
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT unit, ref FROM ledger WHERE source = ? AND unit IN ({marks})"  # noqa: S608
+                for unit, ref in self.db.execute(sql, (source, *part)):
+                    refs[unit] = ref
+                    if len(cache) > 10_000:
+                        cache.clear()
+                    cache[(source, unit)] = ref
+        return refs
+
+    def record_units(self, source: str, units: Sequence[Any], now: float) -> None:
+        self.unit_refs(source, [u.id for u in units], now)
+        self.db.executemany(
+            """UPDATE ledger SET kind = ?, status = ?, listed = max(listed, ?), fetched = max(fetched, ?),
+               parsed = max(parsed, ?), created = CASE WHEN ? = '' THEN created ELSE ? END,
+               expires = CASE WHEN ? = '' THEN expires ELSE ? END, detail = ?, updated = ?
+               WHERE source = ? AND unit = ?""",
+            [
+                (
+                    u.kind,
+                    u.status,
+                    u.listed,
+                    u.fetched,
+                    u.parsed,
+                    u.created,
+                    u.created,
+                    u.expires,
+                    u.expires,
+                    u.detail,
+                    now,
+                    source,
+                    u.id,
+                )
+                for u in units
+            ],
+        )
+
+    def add_unit_counts(self, ref: int, now: float, **counts: int) -> None:
+        sets = ", ".join(f"{k} = {k} + ?" for k in counts if k in ("spooled", "quarantined", "duplicates"))
+        if sets:
+            self.db.execute(
+                f"UPDATE ledger SET {sets}, updated = ? WHERE ref = ?",  # noqa: S608 - fixed column names
+                (*counts.values(), now, ref),
+            )
+
+    def add_sink_unit_counts(self, sink: str, column: str, per_unit: Counter[int]) -> None:
+        if per_unit:
+            self.db.executemany(_LEDGER_SINK_ADD.format(col=column), [(ref, sink, n) for ref, n in per_unit.items()])
+
+    def append(self, sink: str, rows: Sequence[tuple[bytes, int]], now: float) -> int:
+        if not rows:
+            return 0
+        sid = self.store._sid(sink)
+        self.db.executemany(
+            f"INSERT INTO spool_{sid} (payload, unit, created) VALUES (?, ?, {now!r})",  # noqa: S608
+            rows,
+        )
+        self.store._depth_add(sink, len(rows), sum(len(p) for p, _ in rows))
+        self.depth_changed.add(sink)
+        self.add_sink_unit_counts(sink, "spooled", Counter(u for _, u in rows))
+        return len(rows)
+
+    def delete(self, sink: str, ids: Sequence[int], deleted: set[int] | None = None) -> Counter[int]:
+        """Delete entries by id ranges; returns deleted counts per ledger unit (exact, entries
+        already gone are not counted). Adds the ids actually deleted to ``deleted`` if given."""
+        sid = self.store._sid(sink)
+        units: Counter[int] = Counter()
+        n = size = 0
+        for first, last in id_ranges(ids):
+            sql = f"DELETE FROM spool_{sid} WHERE id BETWEEN ? AND ? RETURNING unit, length(payload), id"  # noqa: S608
+            for unit, length, rid in self.db.execute(sql, (first, last)):
+                units[unit] += 1
+                n += 1
+                size += length
+                if deleted is not None:
+                    deleted.add(rid)
+        if n:
+            self.store._depth_add(sink, -n, -size)
+            self.depth_changed.add(sink)
+        return units
+
+    def drop_oldest(self, sink: str, max_events: int, max_bytes: int) -> int:
+        events, size = self.store.spool_depth(sink)
+        if events <= max_events and size <= max_bytes:
+            return 0
+        sid = self.store._sid(sink)
+        drop: list[int] = []
+        over_events, over_bytes = events - max_events, size - max_bytes
+        sql = f"SELECT id, length(payload) FROM spool_{sid} ORDER BY id"  # noqa: S608
+        for rid, length in self.db.execute(sql):
+            if over_events <= 0 and over_bytes <= 0:
+                break
+            drop.append(rid)
+            over_events -= 1
+            over_bytes -= length
+        units = self.delete(sink, drop)
+        self.add_sink_unit_counts(sink, "dropped", units)
+        dropped = sum(units.values())
+        self.add_totals(sink, {"dropped_oldest": dropped})
+        return dropped
+
+    def quarantine(self, source: str, kind: str, raw: bytes, reason: str, unit: int, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO quarantine (source, kind, raw, reason, unit, time) VALUES (?, ?, ?, ?, ?, ?)",
+            (source, kind, raw, reason, unit, now),
+        )
+
+    def set_cursor(self, key: str, value: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO cursors (key, value, updated) VALUES (?, ?, ?)",
+            (key, orjson.dumps(value), time.time()),
+        )
+
+    def add_totals(self, scope: str, counts: dict[str, int]) -> None:
+        rows = [(scope, k, v) for k, v in counts.items() if v]
+        if rows:
+            self.db.executemany(
+                """INSERT INTO totals (scope, name, value) VALUES (?, ?, ?)
+                   ON CONFLICT (scope, name) DO UPDATE SET value = value + excluded.value""",
+                rows,
+            )
+
+    def beat(self, name: str, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO health (name, last_ok) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET last_ok = excluded.last_ok",
+            (name, now),
+        )
+
+    def _flush_depths(self) -> None:
+        for sink in self.depth_changed:
+            events, size = self.store._depth[sink]
+            self.db.execute("UPDATE sinks SET events = ?, bytes = ? WHERE name = ?", (events, size, sink))
+
+
+class SqliteStateStore:
+    """SQLite implementation of :class:`forwarder.state.base.StateStore`; see the module docstring."""
+
+    def __init__(self, state_dir: str) -> None:
+        os.makedirs(state_dir, exist_ok=True)
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, DB_NAME)
+        self._lock = threading.RLock()
+        self._db = _connect(self.path)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._unit_cache: dict[tuple[str, str], int] = {}
+        self._closed = False
+        with self._lock:
+            if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                self._db.execute("VACUUM")  # auto_vacuum takes effect on an empty database after VACUUM
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._sids: dict[str, int] = {}
+        self._depth: dict[str, list[int]] = {}
+        for name, sid, events, size in self._db.execute("SELECT name, sid, events, bytes FROM sinks"):
+            self._sids[name] = sid
+            self._depth[name] = [events, size]
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteTransaction]:
+        """One atomic write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        with self._lock:
+            saved = {k: list(v) for k, v in self._depth.items()}
+            self._db.execute("BEGIN IMMEDIATE")
+            tx = _SqliteTransaction(self)
+            try:
+                yield tx
+                tx._flush_depths()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._depth = saved
+                self._unit_cache.clear()
+                raise
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in self._readers:
+                conn.close()
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+
+    def _sid(self, sink: str) -> int:
+        sid = self._sids.get(sink)
+        if sid is None:
+            raise KeyError(f"unknown sink {sink!r}")
+        return sid
+
+    def _depth_add(self, sink: str, events: int, size: int) -> None:
+        d = self._depth[sink]
+        d[0] += events
+        d[1] += size
+
+    # ------------------------------------------------------------------ sinks and spools
+
+    def register_sink(self, name: str) -> None:
+        """Create the sink's spool if it does not exist yet."""
+        with self._lock:
+            if name in self._sids:
+                return
+            row = self._db.execute("SELECT coalesce(max(sid), 0) + 1 FROM sinks").fetchone()
+            sid = int(row[0])
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(_SPOOL.format(sid=sid))
+            self._db.execute("INSERT INTO sinks (name, sid) VALUES (?, ?)", (name, sid))
+            self._db.execute("COMMIT")
+            self._sids[name] = sid
+            self._depth[name] = [0, 0]
+
+    def sinks(self) -> list[str]:
+        return sorted(self._sids)
+
+    def spool_depth(self, sink: str) -> tuple[int, int]:
+        """(events, bytes) waiting in a sink's spool."""
+        d = self._depth.get(sink, [0, 0])
+        return d[0], d[1]
+
+    def spool_oldest(self, sink: str) -> float | None:
+        """Creation time of the oldest spooled entry, ``None`` when empty."""
+        if sink not in self._sids:
+            return None
+        sql = f"SELECT created FROM spool_{self._sid(sink)} ORDER BY id LIMIT 1"  # noqa: S608
+        row = self._reader().execute(sql).fetchone()
+        return float(row[0]) if row else None
+
+    def read_spool(self, sink: str, after: int, limit: int) -> list[SpoolRow]:
+        """Up to ``limit`` entries with ``id > after``, oldest first (never the whole spool)."""
+        sql = f"SELECT id, payload, unit, attempts FROM spool_{self._sid(sink)} WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608
+        return [SpoolRow(*r) for r in self._reader().execute(sql, (after, limit))]
+
+    def settle(
+        self,
+        sink: str,
+        delivered: Sequence[int],
+        rejected: Sequence[tuple[SpoolRow, str]],
+        retried: Sequence[int],
+        now: float,
+    ) -> dict[str, int]:
+        """Apply a delivery outcome in one transaction: delete delivered entries, move rejected
+        ones to dead letters, count attempts of retried ones. Returns exact counts."""
+        with self.transaction() as tx:
+            done = tx.delete(sink, delivered)
+            tx.add_sink_unit_counts(sink, "delivered", done)
+            dead: Counter[int] = Counter()
+            if rejected:
+                gone_ids: set[int] = set()
+                gone = tx.delete(sink, [row.id for row, _ in rejected], gone_ids)
+                rows = [
+                    (sink, r.payload, reason, r.unit, now, r.attempts + 1) for r, reason in rejected if r.id in gone_ids
+                ]
+                self._db.executemany(
+                    "INSERT INTO dead_letters (sink, payload, reason, unit, time, attempts) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                dead = gone
+                tx.add_sink_unit_counts(sink, "dead", dead)
+            if retried:
+                sid = self._sid(sink)
+                self._db.executemany(
+                    f"UPDATE spool_{sid} SET attempts = attempts + 1 WHERE id = ?",  # noqa: S608
+                    [(i,) for i in retried],
+                )
+            counts = {"delivered": sum(done.values()), "dead_lettered": sum(dead.values())}
+            tx.add_totals(sink, counts)
+            if counts["delivered"]:
+                tx.beat(sink, now)
+        return counts
+
+    # ------------------------------------------------------------------ cursors, kv, health
+
+    def get_cursor(self, key: str) -> dict[str, Any] | None:
+        row = self._reader().execute("SELECT value FROM cursors WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        value: dict[str, Any] = orjson.loads(row[0])
+        return value
+
+    def kv(self, namespace: str) -> KeyValue:
+        return KeyValue(self, namespace)
+
+    def kv_get(self, ns: str, key: str, default: Any = None) -> Any:
+        row = self._reader().execute("SELECT value FROM kv WHERE ns = ? AND key = ?", (ns, key)).fetchone()
+        return orjson.loads(row[0]) if row else default
+
+    def kv_put(self, ns: str, key: str, value: Any) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?, ?, ?)", (ns, key, orjson.dumps(value))
+            )
+
+    def kv_delete(self, ns: str, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
+
+    def set_expectation(self, name: str, role: str, within: float) -> None:
+        """Remember how often ``name`` must poll/deliver, for ``dlpfwd health`` without a config."""
+        with self._lock:
+            self._db.execute(
+                """INSERT INTO health (name, role, expect) VALUES (?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET role = excluded.role, expect = excluded.expect""",
+                (name, role, within),
+            )
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        rows = self._reader().execute("SELECT name, role, last_ok, expect FROM health ORDER BY role, name")
+        return [{"name": n, "role": r, "last_ok": t, "expect": e} for n, r, t, e in rows]
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for scope, name, value in self._reader().execute("SELECT scope, name, value FROM totals"):
+            out.setdefault(scope, {})[name] = value
+        return out
+
+    # ------------------------------------------------------------------ dead letters and quarantine
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT sink, count(*) FROM dead_letters GROUP BY sink")
+        return {s: n for s, n in rows}
+
+    def dead_letters(self, sink: str, limit: int = 100, after: int = 0) -> list[DeadLetter]:
+        rows = self._reader().execute(
+            "SELECT id, sink, payload, reason, time, attempts FROM dead_letters WHERE sink = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (sink, after, limit),
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    def _dead_letter_where(self, sink: str, ids: Sequence[int] | None) -> tuple[str, list[Any]]:
+        if ids is None:
+            return "sink = ?", [sink]
+        marks = ",".join("?" * len(ids))
+        return f"sink = ? AND id IN ({marks})", [sink, *ids]
+
+    def replay_dead_letters(self, sink: str, ids: Sequence[int] | None = None) -> int:
+        """Move dead letters back into the sink's spool (after the cause was fixed)."""
+        total = 0
+        while True:
+            with self.transaction() as tx:
+                where, args = self._dead_letter_where(sink, ids)
+                rows = self._db.execute(
+                    f"SELECT id, payload, unit FROM dead_letters WHERE {where} ORDER BY id LIMIT 1000",  # noqa: S608
+                    args,
+                ).fetchall()
+                if not rows:
+                    return total
+                tx.append(sink, [(p, u) for _, p, u in rows], time.time())
+                self._db.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i, _, _ in rows])
+                tx.add_totals(sink, {"replayed": len(rows)})
+                total += len(rows)
+
+    def purge_dead_letters(self, sink: str, ids: Sequence[int] | None = None) -> int:
+        where, args = self._dead_letter_where(sink, ids)
+        with self.transaction():
+            cur = self._db.execute(f"DELETE FROM dead_letters WHERE {where}", args)  # noqa: S608
+            return cur.rowcount
+
+    def quarantine_counts(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT source, count(*) FROM quarantine GROUP BY source")
+        return {s: n for s, n in rows}
+
+    def quarantined(self, source: str, limit: int = 100, after: int = 0) -> list[Quarantined]:
+        rows = self._reader().execute(
+            "SELECT id, source, kind, raw, reason, time FROM quarantine WHERE source = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (source, after, limit),
+        )
+        return [Quarantined(*r) for r in rows]
+
+    def purge_quarantine(self, source: str, ids: Sequence[int] | None = None) -> int:
+        with self.transaction():
+            if ids is None:
+                cur = self._db.execute("DELETE FROM quarantine WHERE source = ?", (source,))
+            else:
+                marks = ",".join("?" * len(ids))
+                cur = self._db.execute(
+                    f"DELETE FROM quarantine WHERE source = ? AND id IN ({marks})",  # noqa: S608
+                    (source, *ids),
+                )
+            return cur.rowcount
+
+    # ------------------------------------------------------------------ ledger and dedup
+
+    def ledger_status(self, source: str, unit_ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for part in _chunks(list(unit_ids)):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT unit, status FROM ledger WHERE source = ? AND unit IN ({marks})"  # noqa: S608
+            out.update({u: s for u, s in self._reader().execute(sql, (source, *part))})
+        return out
+
+    def ledger(self, since: float) -> Iterator[LedgerRow]:
+        """Ledger units updated at or after ``since``, with their per-sink counts."""
+        conn = self._reader()
+        rows = conn.execute(
+            "SELECT ref, source, unit, kind, status, listed, fetched, parsed, spooled, quarantined, duplicates, "
+            "created, expires, detail, first_seen, updated FROM ledger WHERE updated >= ? OR ref IN "
+            "(SELECT ref FROM ledger_sink WHERE spooled > delivered + dead + dropped) "
+            "OR (status IN ('listed', 'failed') AND expires != '') ORDER BY source, ref",
+            (since,),
+        ).fetchall()
+        for row in rows:
+            ref = row[0]
+            sinks = {
+                s: {"spooled": sp, "delivered": de, "dead": dd, "dropped": dr}
+                for s, sp, de, dd, dr in conn.execute(
+                    "SELECT sink, spooled, delivered, dead, dropped FROM ledger_sink WHERE ref = ?", (ref,)
+                )
+            }
+            entry = LedgerRow(*row[1:])
+            entry.sinks = sinks
+            yield entry
+
+    def purge_dedup(self, before: float) -> int:
+        """Forget idempotency keys older than the deduplication window."""
+        with self.transaction():
+            return self._db.execute("DELETE FROM dedup WHERE seen < ?", (before,)).rowcount
+
+
+def open_store(state_dir: str) -> SqliteStateStore:
+    """Open (creating if needed) the embedded state store of a state directory."""
+    return SqliteStateStore(state_dir)
