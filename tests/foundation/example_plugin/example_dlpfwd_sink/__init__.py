@@ -1,0 +1,1 @@
+"""Example dlpfwd plugins used by the foundation tests."""
