@@ -135,10 +135,12 @@ def parse_config(text: str, host: Any, path: str = "") -> Config:
     fwd = build(ForwarderSettings, data.get("forwarder", {}), "forwarder", problems)
     if fwd is not None:
         config.forwarder = fwd
-    policy = build(PolicySettings, data.get("policy", {}), "policy", problems)
+    policy_data = data.get("policy", {})
+    policy = build(PolicySettings, policy_data, "policy", problems)
     if policy is not None:
         config.policy = policy
-        if policy.sensitive_values == "hash" and not policy.hash_key:
+        given = isinstance(policy_data, dict) and "hash_key" in policy_data  # a bad reference is reported already
+        if policy.sensitive_values == "hash" and not policy.hash_key and not given:
             problems.append("policy.hash_key: expected a secret (${ENV} or file:) when sensitive_values = 'hash'")
     config.sources = _instances(data.get("sources", []), "sources", host.sources, SourceOptions, problems, host)
     config.sinks = _instances(data.get("sinks", []), "sinks", host.sinks, SinkOptions, problems, host)
