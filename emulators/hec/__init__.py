@@ -1,0 +1,1 @@
+"""The Splunk HEC emulator (``dlpfwd hec-emulator``); see :mod:`emulators.hec.app`."""

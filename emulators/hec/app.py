@@ -1,0 +1,381 @@
+"""A Splunk HTTP Event Collector emulator, for tests and for dry runs.
+
+It behaves as HEC is documented to (``docs/splunk.md`` lists what is modelled):
+
+* ``POST /services/collector``, ``/services/collector/event`` (``/1.0``): concatenated JSON
+  envelopes (newline separated or not), optionally gzip (``Content-Encoding: gzip``; other
+  encodings -> 415). Per object, in order: a JSON object (else code 6), ``event`` present (12)
+  and not blank (13), ``index`` allowed for the token (7), ``fields`` flat (15). On the first
+  bad object *n* the objects before it are indexed and the answer is 400 with
+  ``invalid-event-number`` = n. An empty body is code 5. Over ``max_content_length``
+  (compressed or decompressed) -> 413.
+* Auth: ``Authorization: Splunk <token>`` (or HTTP Basic with the token as password). Missing
+  -> 401 code 2; malformed -> 401 code 3; unknown -> 403 code 4; disabled -> 403 code 1;
+  ``?token=`` -> 400 code 16 unless query-string auth is allowed.
+* Tokens with ``use_ack``: a channel is required (``X-Splunk-Request-Channel`` or
+  ``?channel=``): missing -> 400 code 10, not a GUID -> 400 code 11. Accepted requests answer
+  ``{"text":"Success","code":0,"ackId":n}`` with per-channel ids from 0; an ack turns true
+  ``ack_delay`` seconds later (never with ``drop_acks``) and is forgotten once reported true.
+* ``POST /services/collector/ack``: ``{"acks":[ids]}`` -> ``{"acks":{"id":bool}}``; code 14
+  when the token has no ack.
+* ``GET /services/collector/health``: code 17, or 503 code 18 while busy.
+* Faults: ``busy_next`` (the next N event requests answer 503 code 9), ``busy_rate``
+  (probability), ``indexer_delay`` (seconds before answering).
+* ``indexed``: every indexed envelope with its token name and channel, for tests to assert
+  exactly what arrived (duplicates included). Control routes under ``/_emulator/`` expose it
+  and the knobs to another process: ``GET /_emulator/stats``, ``GET /_emulator/indexed``,
+  ``POST /_emulator/faults`` (JSON of knob values), ``POST /_emulator/reset``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from emulators.httpd import App, Request, Response
+
+DEFAULT_TOKEN = "00000000-0000-4000-8000-000000000000"
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+TEXTS = {
+    0: "Success",
+    1: "Token disabled",
+    2: "Token is required",
+    3: "Invalid authorization",
+    4: "Invalid token",
+    5: "No data",
+    6: "Invalid data format",
+    7: "Incorrect index",
+    8: "Internal server error",
+    9: "Server is busy",
+    10: "Data channel is missing",
+    11: "Invalid data channel",
+    12: "Event field is required",
+    13: "Event field cannot be blank",
+    14: "ACK is disabled",
+    15: "Error in handling indexed fields",
+    16: "Query string authorization is not enabled",
+    17: "HEC is healthy",
+    18: "HEC is unhealthy, queues are full",
+}
+HTTP_STATUS = {0: 200, 1: 403, 2: 401, 3: 401, 4: 403, 8: 500, 9: 503, 17: 200, 18: 503}
+
+
+def hec_answer(code: int, **extra: Any) -> Response:
+    """The HEC JSON answer for ``code`` with its documented HTTP status."""
+    return Response.json({"text": TEXTS[code], "code": code, **extra}, HTTP_STATUS.get(code, 400))
+
+
+@dataclass
+class TokenConfig:
+    """One HEC token: allowed indexes (empty = any), default index, acknowledgement, disabled."""
+
+    name: str = "dlpfwd"
+    indexes: list[str] = field(default_factory=list)
+    default_index: str = "main"
+    use_ack: bool = False
+    disabled: bool = False
+
+
+@dataclass
+class Channel:
+    next_id: int = 0
+    acks: dict[int, float] = field(default_factory=dict)  # ackId -> time it turns true (inf: never)
+    last_used: float = 0.0
+
+
+class HecApp(App):
+    """The emulator; see the module docstring. Thread-safe (the server is threaded)."""
+
+    def __init__(
+        self,
+        tokens: dict[str, TokenConfig] | None = None,
+        *,
+        max_content_length: int = 800 * 1024 * 1024,
+        ack_delay: float = 0.0,
+        allow_query_string_auth: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.auto_gunzip = False
+        self.max_body = max(self.max_body, max_content_length + 1)
+        self.tokens = tokens if tokens is not None else {DEFAULT_TOKEN: TokenConfig()}
+        self.max_content_length = max_content_length
+        self.ack_delay = ack_delay
+        self.drop_acks = False
+        self.busy_next = 0
+        self.busy_rate = 0.0
+        self.indexer_delay = 0.0
+        self.allow_query_string_auth = allow_query_string_auth
+        self.report_event_number = True  # False: answer data errors without invalid-event-number
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.indexed: list[dict[str, Any]] = []
+        self.channels: dict[str, Channel] = {}
+        self.requests = 0
+        self.ack_polls = 0
+        for path in ("/services/collector", "/services/collector/event", "/services/collector/event/1.0"):
+            self.route("POST", path, self.event)
+        for path in ("/services/collector/ack", "/services/collector/ack/1.0"):
+            self.route("POST", path, self.ack)
+        for path in ("/services/collector/health", "/services/collector/health/1.0"):
+            self.route("GET", path, self.health)
+            self.route("POST", path, self.health)
+        self.route("GET", "/_emulator/stats", self.stats)
+        self.route("GET", "/_emulator/indexed", self.dump)
+        self.route("POST", "/_emulator/faults", self.faults)
+        self.route("POST", "/_emulator/reset", self.reset_route)
+
+    # ------------------------------------------------------------------ auth and channels
+
+    def _token(self, request: Request) -> tuple[TokenConfig | None, Response | None]:
+        if "token" in request.query and not self.allow_query_string_auth:
+            return None, hec_answer(16)
+        header = request.header("authorization")
+        value = ""
+        if header:
+            scheme, _, rest = header.partition(" ")
+            if scheme.lower() == "splunk" and rest.strip():
+                value = rest.strip()
+            elif scheme.lower() == "basic" and rest.strip():
+                try:
+                    value = base64.b64decode(rest.strip()).decode().partition(":")[2]
+                except (ValueError, UnicodeDecodeError):
+                    return None, hec_answer(3)
+            else:
+                return None, hec_answer(3)
+        elif "token" in request.query:
+            value = request.query["token"]
+        if not value:
+            return None, hec_answer(2)
+        token = self.tokens.get(value)
+        if token is None:
+            return None, hec_answer(4)
+        if token.disabled:
+            return None, hec_answer(1)
+        return token, None
+
+    def _channel(self, request: Request, token: TokenConfig, required: bool) -> tuple[Channel | None, Response | None]:
+        name = request.header("x-splunk-request-channel") or request.query.get("channel", "")
+        if not name:
+            return None, (hec_answer(10) if required else None)
+        if not GUID.match(name):
+            return None, hec_answer(11)
+        channel = self.channels.setdefault(name, Channel())
+        channel.last_used = time.monotonic()
+        return channel, None
+
+    # ------------------------------------------------------------------ routes
+
+    def event(self, request: Request) -> Response:
+        token, problem = self._token(request)
+        if problem is not None or token is None:
+            return problem or hec_answer(4)
+        if self.indexer_delay:
+            time.sleep(self.indexer_delay)
+        with self.lock:
+            self.requests += 1
+            if self.busy_next > 0:
+                self.busy_next -= 1
+                return hec_answer(9)
+            if self.busy_rate and self.random.random() < self.busy_rate:
+                return hec_answer(9)
+            channel, problem = self._channel(request, token, token.use_ack)
+            if problem is not None:
+                return problem
+        encoding = request.header("content-encoding").lower()
+        body = request.body
+        if len(body) > self.max_content_length:
+            return self._too_large(len(body))
+        if encoding == "gzip":
+            try:
+                body = gzip.decompress(body)
+            except (OSError, EOFError):
+                return hec_answer(6)
+        elif encoding not in ("", "identity"):
+            return Response.json({"text": f"Unsupported Content-Encoding {encoding}", "code": 6}, 415)
+        if len(body) > self.max_content_length:
+            return self._too_large(len(body))
+        if not body.strip():
+            return hec_answer(5)
+        accepted, error = self._parse(body, token, request)
+        with self.lock:
+            name = request.header("x-splunk-request-channel") or request.query.get("channel", "")
+            for item in accepted:
+                item["_token"] = token.name
+                item["_channel"] = name
+            self.indexed.extend(accepted)
+            if error is not None:
+                code, n = error
+                if not self.report_event_number:
+                    return hec_answer(code)
+                return hec_answer(code, **{"invalid-event-number": n})
+            if token.use_ack and channel is not None:
+                ack_id = channel.next_id
+                channel.next_id += 1
+                channel.acks[ack_id] = float("inf") if self.drop_acks else time.monotonic() + self.ack_delay
+                return hec_answer(0, ackId=ack_id)
+        return hec_answer(0)
+
+    def _too_large(self, size: int) -> Response:
+        text = f"Content-Length of {size} too large (maximum is {self.max_content_length})"
+        return Response.json({"text": text, "code": 413}, 413)
+
+    def _parse(
+        self, body: bytes, token: TokenConfig, request: Request
+    ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+        """Envelopes before the first bad one, and (code, its number) if there is one."""
+        accepted: list[dict[str, Any]] = []
+        default_index = request.query.get("index") or token.default_index
+        n = 0
+        for obj in _objects(body):
+            if not isinstance(obj, dict):
+                return accepted, (6, n)
+            index = obj.get("index") or default_index
+            if not isinstance(index, str) or (token.indexes and index not in token.indexes):
+                return accepted, (7, n)
+            if "event" not in obj:
+                return accepted, (12, n)
+            event = obj["event"]
+            if event is None or (isinstance(event, str) and not event.strip()) or event == {}:
+                return accepted, (13, n)
+            fields = obj.get("fields")
+            if fields is not None and not _flat(fields):
+                return accepted, (15, n)
+            obj["index"] = index
+            accepted.append(obj)
+            n += 1
+        return accepted, None
+
+    def ack(self, request: Request) -> Response:
+        token, problem = self._token(request)
+        if problem is not None or token is None:
+            return problem or hec_answer(4)
+        if not token.use_ack:
+            return hec_answer(14)
+        with self.lock:
+            self.ack_polls += 1
+            channel, problem = self._channel(request, token, True)
+            if problem is not None or channel is None:
+                return problem or hec_answer(10)
+            try:
+                ids = orjson.loads(request.body).get("acks")
+            except (orjson.JSONDecodeError, AttributeError):
+                return hec_answer(6)
+            if not isinstance(ids, list):
+                return hec_answer(6)
+            now = time.monotonic()
+            result: dict[str, bool] = {}
+            for ack_id in ids:
+                ready = channel.acks.get(ack_id) if isinstance(ack_id, int) else None
+                done = ready is not None and ready <= now
+                result[str(ack_id)] = done
+                if done:
+                    del channel.acks[ack_id]
+            return Response.json({"acks": result})
+
+    def health(self, request: Request) -> Response:
+        return hec_answer(18) if self.busy_next > 0 or self.busy_rate >= 1.0 else hec_answer(17)
+
+    # ------------------------------------------------------------------ control
+
+    def stats(self, request: Request) -> Response:
+        with self.lock:
+            pending = sum(len(c.acks) for c in self.channels.values())
+            return Response.json(
+                {
+                    "indexed": len(self.indexed),
+                    "requests": self.requests,
+                    "ack_polls": self.ack_polls,
+                    "channels": len(self.channels),
+                    "acks_outstanding": pending,
+                }
+            )
+
+    def dump(self, request: Request) -> Response:
+        with self.lock:
+            return Response.json(self.indexed)
+
+    def faults(self, request: Request) -> Response:
+        knobs = request.json()
+        with self.lock:
+            for key in (
+                "busy_next",
+                "busy_rate",
+                "indexer_delay",
+                "drop_acks",
+                "ack_delay",
+                "max_content_length",
+                "report_event_number",
+            ):
+                if key in knobs:
+                    setattr(self, key, knobs[key])
+        return Response.json({"ok": True})
+
+    def reset_route(self, request: Request) -> Response:
+        self.reset()
+        return Response.json({"ok": True})
+
+    def reset(self) -> None:
+        with self.lock:
+            self.indexed.clear()
+            self.channels.clear()
+            self.requests = self.ack_polls = 0
+            self.busy_next = 0
+            self.busy_rate = 0.0
+            self.drop_acks = False
+
+    def events(self) -> list[Any]:
+        """The ``event`` part of every indexed envelope, in arrival order."""
+        with self.lock:
+            return [item["event"] for item in self.indexed]
+
+
+def _flat(fields: Any) -> bool:
+    if not isinstance(fields, dict):
+        return False
+    for value in fields.values():
+        if isinstance(value, list):
+            if any(isinstance(v, dict | list) for v in value):
+                return False
+        elif isinstance(value, dict):
+            return False
+    return True
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _objects(body: bytes) -> Any:
+    """Yield the concatenated JSON values of a HEC body; a value that does not parse yields
+    a sentinel (``Ellipsis``) and stops. Newline-separated bodies take the orjson fast path."""
+    for line in body.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line)
+            continue
+        except orjson.JSONDecodeError:
+            pass
+        text = line.decode("utf-8", errors="replace")
+        pos = 0
+        while pos < len(text):
+            while pos < len(text) and text[pos] in " \t\r":
+                pos += 1
+            if pos >= len(text):
+                break
+            try:
+                value, pos = _DECODER.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                yield ...
+                return
+            yield value

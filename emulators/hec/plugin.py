@@ -1,0 +1,66 @@
+"""Entry point ``emulator_hec``: the ``dlpfwd hec-emulator`` command.
+
+Runs the HEC emulator in the foreground for dry runs and benchmarks. It prints one line,
+``HEC emulator listening on <url> token=<token> ca=<ca.pem>`` (flushed), once it accepts
+connections, and serves until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from forwarder.hookspecs import hookimpl
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from emulators.hec.app import DEFAULT_TOKEN
+
+    parser.add_argument("--port", type=int, default=8088, help="port on 127.0.0.1 (0 = any free port; default 8088)")
+    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the HEC token to accept (a GUID)")
+    parser.add_argument("--index", action="append", default=[], help="allowed index (repeat; default: any)")
+    parser.add_argument("--default-index", default="main", help="the token's default index")
+    parser.add_argument("--ack", action="store_true", help="enable indexer acknowledgement (useACK) on the token")
+    parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds before an ack turns true")
+    parser.add_argument("--max-content-length", type=int, default=800 * 1024 * 1024, help="413 above this many bytes")
+    parser.add_argument("--busy-rate", type=float, default=0.0, help="fraction of requests answered 503 'busy'")
+    parser.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
+    parser.add_argument("--cert-dir", default="./dlpfwd-hec-emulator", help="where the CA and certificate are kept")
+
+
+def run(args: argparse.Namespace) -> int:
+    from emulators.hec.app import HecApp, TokenConfig
+    from emulators.httpd import EmulatorServer
+
+    app = HecApp(
+        {args.token: TokenConfig(indexes=args.index, default_index=args.default_index, use_ack=args.ack)},
+        max_content_length=args.max_content_length,
+        ack_delay=args.ack_delay,
+    )
+    app.busy_rate = args.busy_rate
+    server = EmulatorServer(app, port=args.port, tls=not args.plain_http, cert_dir=args.cert_dir)
+    print(
+        f"HEC emulator listening on {server.url} token={args.token} ca={server.ca_file or '-'}",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+@hookimpl
+def dlpfwd_register_commands(register: Callable[..., Any]) -> None:
+    register("hec-emulator", "run a Splunk HTTP Event Collector emulator (dry runs, tests)", configure, run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m emulators.hec`` -- the same command without the plugin host."""
+    parser = argparse.ArgumentParser(prog="python -m emulators.hec", description="Splunk HEC emulator")
+    configure(parser)
+    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))

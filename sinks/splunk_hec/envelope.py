@@ -1,0 +1,226 @@
+"""Turn one spooled event into one HEC ``/services/collector/event`` envelope.
+
+Envelope layout (one JSON object per event, newline separated in a request)::
+
+    {"time": 1717171717.123456, "host": ..., "source": ..., "sourcetype": ..., "index": ...,
+     "fields": {...indexed fields, optional...},
+     "event": {<CIM Data Loss Prevention fields>, "dlpfwd": <the dlpfwd event, schema as-is>}}
+
+* ``time`` is the event's own time (``event_time``, else ``updated_time``, else
+  ``ingest_time``) as epoch seconds with the sub-second fraction; absent when none is readable
+  (Splunk then uses the receipt time).
+* The CIM fields (:data:`CIM_MAPPING`) sit at the top of ``event`` so the add-on's event types
+  put the events into the CIM ``DLP`` data model with no search-time work; the full event in
+  our schema sits under ``dlpfwd`` (CIM's ``object``/``user`` are strings while ours are
+  objects, so they cannot share one level). It includes ``idempotency_key``, which identifies
+  re-sent duplicates.
+* The ``dlpfwd`` object is the spooled payload spliced in byte for byte: no re-serialization.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from forwarder.schema import KIND_ALERT, KIND_AUDIT, KIND_CORRELATION, KIND_INCIDENT, epoch_seconds, severity_rank
+
+VENDOR_PRODUCT = "Microsoft Purview DLP"
+
+#: Default sourcetype per event kind; the add-on (packaging/splunk) configures exactly these.
+DEFAULT_SOURCETYPES: dict[str, str] = {
+    KIND_AUDIT: "dlpfwd:purview:audit",
+    KIND_ALERT: "dlpfwd:purview:alert",
+    KIND_INCIDENT: "dlpfwd:purview:incident",
+    KIND_CORRELATION: "dlpfwd:purview:correlation",
+}
+FALLBACK_SOURCETYPE = "dlpfwd:purview"
+
+_DLP_TYPES = {
+    "exchange": "email",
+    "microsoftteams": "im",
+    "teams": "im",
+    "endpoint": "endpoint",
+    "sharepoint": "file",
+    "onedrive": "file",
+    "onedriveforbusiness": "file",
+}
+
+#: CIM ``DLP`` data model field -> the schema field or the rule that fills it. The docs test
+#: checks ``docs/schema.md`` against this table; :func:`cim_fields` implements it.
+CIM_MAPPING: dict[str, str] = {
+    "action": "policies[].rules[].actions: 'blocked' if a block action was not overridden, "
+    "'allowed' if actions ran or were overridden, else 'unknown'",
+    "app": "workload (device.application for endpoint events)",
+    "category": "sensitive_types[].name (multivalue); classification when there are none",
+    "dest": "recipients (email, im), else device.target, else object.site, else object.url",
+    "dlp_type": "workload: Exchange->email, MicrosoftTeams->im, Endpoint->endpoint, SharePoint/OneDrive->file; "
+    "else kind",
+    "dvc": "device.name (endpoint events), else 'purview:' + tenant_id",
+    "object": "object.name, else object.subject, else title",
+    "object_category": "object.type (file, email, message), else kind",
+    "object_path": "object.path, else object.url",
+    "severity": "severity",
+    "severity_id": "severity rank: 0 unknown .. 4 high",
+    "signature": "title, else policies[].name (first), else operation",
+    "signature_id": "policies[].rules[].id (first), else id",
+    "src": "client_ip, else device.name",
+    "src_user": "user.upn, else sender",
+    "user": "recipients (dlp_type email or im only), else user.upn",
+    "vendor_product": f"constant '{VENDOR_PRODUCT}'",
+}
+
+
+def _first(*values: Any) -> Any:
+    for v in values:
+        if v:
+            return v
+    return ""
+
+
+def cim_fields(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """The CIM DLP fields of one event given as plain JSON types (schema field names)."""
+    obj = ev.get("object") or {}
+    device = ev.get("device") or {}
+    user = ev.get("user") or {}
+    policies = ev.get("policies") or []
+    workload = str(ev.get("workload") or "")
+    kind = str(ev.get("kind") or "")
+    recipients = [r for r in ev.get("recipients") or [] if r]
+    dlp_type = _DLP_TYPES.get(workload.lower().replace(" ", ""), kind or "unknown")
+
+    blocked = acted = overridden = False
+    first_rule_id = ""
+    for policy in policies:
+        for rule in policy.get("rules") or []:
+            first_rule_id = first_rule_id or rule.get("id", "")
+            over = {a.lower() for a in rule.get("overridden_actions") or []}
+            for action in rule.get("actions") or []:
+                acted = True
+                if "block" in action.lower():
+                    if action.lower() in over:
+                        overridden = True
+                    else:
+                        blocked = True
+    if blocked:
+        action = "blocked"
+    elif acted or overridden:
+        action = "allowed"
+    else:
+        action = "unknown"
+
+    categories = [s.get("name") or s.get("id", "") for s in ev.get("sensitive_types") or []]
+    categories = [c for c in categories if c]
+    severity = str(ev.get("severity") or "unknown")
+    upn = user.get("upn", "")
+    fields: dict[str, Any] = {
+        "action": action,
+        "app": _first(device.get("application") if workload.lower() == "endpoint" else "", workload, "unknown"),
+        "category": categories or _first(ev.get("classification"), "unknown"),
+        "dest": recipients or _first(device.get("target"), obj.get("site"), obj.get("url"), "unknown"),
+        "dlp_type": dlp_type,
+        "dvc": _first(device.get("name") if dlp_type == "endpoint" else "", f"purview:{ev.get('tenant_id') or ''}"),
+        "object": _first(obj.get("name"), obj.get("subject"), ev.get("title"), "unknown"),
+        "object_category": _first(obj.get("type"), kind, "unknown"),
+        "object_path": _first(obj.get("path"), obj.get("url"), "unknown"),
+        "severity": severity,
+        "severity_id": severity_rank(severity),
+        "signature": _first(ev.get("title"), policies[0].get("name") if policies else "", ev.get("operation"), "DLP"),
+        "signature_id": _first(first_rule_id, ev.get("id")),
+        "src": _first(ev.get("client_ip"), device.get("name"), "unknown"),
+        "src_user": _first(upn, ev.get("sender"), "unknown"),
+        "user": recipients if dlp_type in ("email", "im") and recipients else _first(upn, "unknown"),
+        "vendor_product": VENDOR_PRODUCT,
+    }
+    return fields
+
+
+def _lookup(ev: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = ev
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def indexed_fields(ev: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """HEC ``fields`` (indexed fields) for the dotted schema paths in ``names``: flat values only
+    (strings, numbers, lists of those); empty and nested values are left out (code 15 otherwise)."""
+    result: dict[str, Any] = {}
+    for name in names:
+        value = _lookup(ev, name)
+        if isinstance(value, bool):
+            value = str(value).lower()
+        if isinstance(value, str | int | float) and value != "":
+            result[name] = value
+        elif isinstance(value, list):
+            flat = [v for v in value if isinstance(v, str | int | float) and not isinstance(v, bool)]
+            if flat:
+                result[name] = flat
+    return result
+
+
+class EnvelopeBuilder:
+    """Builds HEC envelopes for one sink instance from its metadata settings.
+
+    ``index`` is the default index ("" = the token's default); ``indexes``/``sourcetypes`` map an
+    event kind to its index/sourcetype; ``source`` "" means ``dlpfwd:<source instance>``; ``host``
+    "" means this machine's name; ``fields`` lists schema paths sent as indexed fields.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: str = "",
+        indexes: Mapping[str, str] | None = None,
+        sourcetypes: Mapping[str, str] | None = None,
+        source: str = "",
+        host: str = "",
+        fields: list[str] | None = None,
+    ) -> None:
+        self.index = index
+        self.indexes = dict(indexes or {})
+        self.sourcetypes = {**DEFAULT_SOURCETYPES, **(sourcetypes or {})}
+        self.source = source
+        self.host = host or socket.gethostname()
+        self.fields = list(fields or [])
+        self.cim: Callable[[Mapping[str, Any]], dict[str, Any]] = cim_fields
+
+    def metadata(self, ev: Mapping[str, Any]) -> dict[str, Any]:
+        """``time``/``host``/``source``/``sourcetype``/``index``/``fields`` of one event's envelope."""
+        kind = str(ev.get("kind") or "")
+        meta: dict[str, Any] = {}
+        when = None
+        for key in ("event_time", "updated_time", "ingest_time"):
+            text = ev.get(key)
+            if text:
+                when = epoch_seconds(text)
+                if when is not None:
+                    break
+        if when is not None:
+            meta["time"] = round(when, 6)
+        meta["host"] = self.host
+        meta["source"] = self.source or f"dlpfwd:{ev.get('source') or 'unknown'}"
+        meta["sourcetype"] = self.sourcetypes.get(kind, FALLBACK_SOURCETYPE)
+        index = self.indexes.get(kind) or self.index
+        if index:
+            meta["index"] = index
+        if self.fields:
+            fields = indexed_fields(ev, self.fields)
+            if fields:
+                meta["fields"] = fields
+        return meta
+
+    def indexes_in_use(self) -> list[str]:
+        """Every index this builder may name ("" when some events go to the token's default)."""
+        names = {self.index} | {self.indexes.get(k, "") or self.index for k in DEFAULT_SOURCETYPES}
+        return sorted(names)
+
+    def build(self, ev: Mapping[str, Any], payload: bytes) -> bytes:
+        """The envelope of one event: ``ev`` is the decoded ``payload`` (the spooled JSON object)."""
+        head = orjson.dumps(self.metadata(ev))
+        cim = orjson.dumps(self.cim(ev))
+        return b"".join((head[:-1], b',"event":', cim[:-1], b',"dlpfwd":', payload.strip(), b"}}"))

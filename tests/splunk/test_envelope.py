@@ -1,0 +1,122 @@
+"""The HEC envelope: metadata per kind, epoch time, CIM DLP fields, our schema spliced in."""
+
+from __future__ import annotations
+
+import orjson
+
+from forwarder.schema import Device, ObjectRef, PolicyMatch, RuleMatch, epoch_seconds, to_json
+from sinks.splunk_hec.envelope import CIM_MAPPING, DEFAULT_SOURCETYPES, EnvelopeBuilder, cim_fields
+from tests.splunk.conftest import make_event
+
+CIM_REQUIRED = {
+    "action",
+    "app",
+    "category",
+    "dest",
+    "dlp_type",
+    "dvc",
+    "object",
+    "object_category",
+    "object_path",
+    "severity",
+    "signature",
+    "src_user",
+}
+
+
+def build(event, **kw):
+    payload = to_json(event)
+    return orjson.loads(EnvelopeBuilder(host="fwd01", **kw).build(orjson.loads(payload), payload))
+
+
+def test_envelope_carries_metadata_time_and_the_whole_event():
+    event = make_event(1)
+    env = build(event, index="dlp")
+    assert env["time"] == epoch_seconds("2026-11-23T10:00:00.25Z") == 1795428000.25
+    assert env["sourcetype"] == "dlpfwd:purview:audit"
+    assert env["index"] == "dlp"
+    assert env["host"] == "fwd01"
+    assert env["source"] == "dlpfwd:contoso-audit"
+    assert env["event"]["dlpfwd"] == orjson.loads(to_json(event))
+    assert env["event"]["dlpfwd"]["idempotency_key"] == "rec-1@2026-11-23T10:00:00Z"
+    assert "fields" not in env
+
+
+def test_distinct_sourcetypes_and_indexes_per_kind():
+    kinds = {"alert": "dlpfwd:purview:alert", "incident": "dlpfwd:purview:incident", "audit": "dlpfwd:purview:audit"}
+    assert len(set(DEFAULT_SOURCETYPES.values())) == len(DEFAULT_SOURCETYPES)
+    for kind, sourcetype in kinds.items():
+        env = build(make_event(1, kind=kind), index="main", indexes={"alert": "dlp_alerts"})
+        assert env["sourcetype"] == sourcetype
+        assert env["index"] == ("dlp_alerts" if kind == "alert" else "main")
+    env = build(make_event(1, kind="incident"), sourcetypes={"incident": "custom:inc"})
+    assert env["sourcetype"] == "custom:inc"
+    assert "index" not in env  # the token's default index applies
+
+
+def test_time_falls_back_and_is_omitted_when_unreadable():
+    env = build(make_event(1, event_time="", updated_time="2026-11-23T10:00:01Z"))
+    assert env["time"] == 1795428001.0
+    env = build(make_event(1, event_time="garbage", updated_time="", ingest_time=""))
+    assert "time" not in env
+
+
+def test_cim_fields_for_a_blocked_email():
+    fields = cim_fields(orjson.loads(to_json(make_event(1))))
+    assert CIM_REQUIRED <= set(fields)
+    assert set(fields) == set(CIM_MAPPING)
+    assert fields["action"] == "blocked"
+    assert fields["dlp_type"] == "email"
+    assert fields["app"] == "Exchange"
+    assert fields["src_user"] == "alice@contoso.com"
+    assert fields["user"] == ["bob@fabrikam.com"]
+    assert fields["dest"] == ["bob@fabrikam.com"]
+    assert fields["object"] == "Q3 numbers"
+    assert fields["object_category"] == "email"
+    assert fields["category"] == ["Credit Card Number"]
+    assert fields["severity"] == "high" and fields["severity_id"] == 4
+    assert fields["signature"] == "Credit cards"
+    assert fields["signature_id"] == "r1"
+    assert fields["vendor_product"] == "Microsoft Purview DLP"
+
+
+def test_cim_fields_for_an_overridden_endpoint_copy():
+    event = make_event(
+        2,
+        workload="Endpoint",
+        operation="FileCopiedToRemovableMedia",
+        recipients=[],
+        sender="",
+        object=ObjectRef(type="file", name="plan.xlsx", path="C:\\Users\\alice\\plan.xlsx"),
+        device=Device(name="LAPTOP-7", application="explorer.exe", target="USB drive E:"),
+        policies=[
+            PolicyMatch(
+                name="USB",
+                rules=[RuleMatch(id="r9", actions=["BlockAccess"], overridden_actions=["blockaccess"])],
+            )
+        ],
+    )
+    fields = cim_fields(orjson.loads(to_json(event)))
+    assert fields["action"] == "allowed"
+    assert fields["dlp_type"] == "endpoint"
+    assert fields["dvc"] == "LAPTOP-7"
+    assert fields["app"] == "explorer.exe"
+    assert fields["dest"] == "USB drive E:"
+    assert fields["object_path"] == "C:\\Users\\alice\\plan.xlsx"
+    assert fields["user"] == "alice@contoso.com"
+
+
+def test_cim_fields_never_empty_for_a_sparse_alert():
+    fields = cim_fields({"kind": "alert", "title": "DLP policy match", "id": "a1"})
+    assert all(value not in ("", None, []) for value in fields.values())
+    assert fields["signature"] == "DLP policy match"
+    assert fields["action"] == "unknown"
+
+
+def test_indexed_fields_are_flat():
+    env = build(make_event(1), fields=["tenant_id", "user.upn", "recipients", "policies", "object.size", "nope"])
+    assert env["fields"] == {
+        "tenant_id": "contoso-tenant",
+        "user.upn": "alice@contoso.com",
+        "recipients": ["bob@fabrikam.com"],
+    }
