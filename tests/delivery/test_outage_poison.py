@@ -1,0 +1,291 @@
+"""Outage, poison-event, deduplication, back-pressure and shutdown behaviour of the runtime."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+import pytest
+
+from forwarder.config import SinkConfig
+from forwarder.options import SinkOptions, SpoolOptions
+from forwarder.runtime import Forwarder
+from forwarder.source import RawRecord, SourceBatch
+from tests.delivery import helpers as h
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Collector(BaseHTTPRequestHandler):
+    """A stdlib HTTP receiver: answers 503 (Retry-After) while ``server.failing``, else records."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        server = self.server
+        server.requests += 1  # type: ignore[attr-defined]
+        if server.failing:  # type: ignore[attr-defined]
+            self.send_response(503)
+            self.send_header("Retry-After", "0.1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        with server.lock:  # type: ignore[attr-defined]
+            for line in body.splitlines():
+                server.ids.append(orjson.loads(line)["id"])  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_sink(name: str, url: str) -> SinkConfig:
+    opts = SinkOptions()
+    opts.batch.max_wait = 0
+    opts.retry.initial = 0.05
+    opts.retry.maximum = 0.3
+    opts.retry.breaker_failures = 3
+    opts.retry.breaker_cooldown = 0.3
+    return SinkConfig(name, "http_recording", h.HttpSettings(url), opts)
+
+
+def test_outage_one_sink_down_others_flow_then_backlog_drains(tmp_path: Path) -> None:
+    port = free_port()
+    n = 3000
+    cfg = h.config(
+        str(tmp_path / "state"),
+        [h.listed(count=n, batch=100)],
+        [h.recording("local", str(tmp_path / "local.jsonl")), http_sink("remote", f"http://127.0.0.1:{port}/")],
+    )
+    stop = threading.Event()
+    with Forwarder(cfg, h.make_host()) as fw:
+        runner = threading.Thread(target=fw.run, args=(stop,))
+        runner.start()
+        try:
+            # Phase 1: connection refused. The local sink receives everything meanwhile.
+            wait_for(lambda: len(h.read_ids(str(tmp_path / "local.jsonl"))) == n, what="local sink complete")
+            wait_for(lambda: fw.metrics.value("dlpfwd_sink_events_total", sink="remote", outcome="retried") > 0)
+            assert fw.store.spool_depth("remote")[0] == n
+            # Phase 2: the server answers 503 with Retry-After for a while.
+            server = ThreadingHTTPServer(("127.0.0.1", port), Collector)
+            server.failing = True  # type: ignore[attr-defined]
+            server.requests = 0  # type: ignore[attr-defined]
+            server.ids = []  # type: ignore[attr-defined]
+            server.lock = threading.Lock()  # type: ignore[attr-defined]
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            wait_for(lambda: server.requests >= 3, what="503 answers")  # type: ignore[attr-defined]
+            assert fw.store.spool_depth("remote")[0] == n
+            assert fw.drainers["remote"].gate.failures >= 3
+            # Phase 3: recovery; the backlog drains, nothing lost.
+            server.failing = False  # type: ignore[attr-defined]
+            wait_for(lambda: fw.store.spool_depth("remote")[0] == 0, what="remote backlog drained")
+            assert sorted(set(server.ids)) == [f"ev-{i:07d}" for i in range(n)]  # type: ignore[attr-defined]
+            assert fw.store.dead_letter_counts() == {}
+        finally:
+            stop.set()
+            runner.join(30)
+    server.shutdown()
+    server.server_close()
+    assert not runner.is_alive()
+
+
+def test_poison_event_goes_to_dead_letters_and_replays_after_fix(tmp_path: Path) -> None:
+    control = tmp_path / "control.json"
+    control.write_text('{"reject_ids": ["ev-0000042"]}')
+    out = tmp_path / "out.jsonl"
+    cfg = h.config(
+        str(tmp_path / "state"), [h.listed(count=100, batch=100)], [h.recording("s", str(out), str(control))]
+    )
+    with Forwarder(cfg, h.make_host()) as fw:
+        result = fw.run_once()
+        assert result.delivered["s"] == 99
+        assert result.dead_letters["s"] == 1
+        assert "ev-0000042" not in h.read_ids(str(out))
+        (dead,) = fw.store.dead_letters("s")
+        assert "not acceptable" in dead.reason
+        assert orjson.loads(dead.payload)["id"] == "ev-0000042"
+        assert fw.metrics.value("dlpfwd_sink_events_total", sink="s", outcome="dead_lettered") == 1
+        # Fix the sink, replay the dead letter.
+        control.write_text("{}")
+        assert fw.store.replay_dead_letters("s") == 1
+        result = fw.run_once()
+        assert result.ok
+        assert sorted(h.read_ids(str(out))) == [f"ev-{i:07d}" for i in range(100)]
+        assert fw.store.dead_letter_counts() == {}
+
+
+def test_event_that_makes_the_sink_raise_is_isolated_by_bisection(tmp_path: Path) -> None:
+    control = tmp_path / "control.json"
+    control.write_text('{"raise_ids": ["ev-0000013"]}')
+    out = tmp_path / "out.jsonl"
+    cfg = h.config(str(tmp_path / "state"), [h.listed(count=64, batch=64)], [h.recording("s", str(out), str(control))])
+    cfg.sinks[0].options.retry.initial = 0.001
+    with Forwarder(cfg, h.make_host()) as fw:
+        stop = threading.Event()
+        runner = threading.Thread(target=fw.run, args=(stop,))
+        runner.start()
+        try:
+            wait_for(
+                lambda: fw.store.totals().get("src", {}).get("spooled") == 64 and fw.store.spool_depth("s")[0] == 0,
+                what="spool drained",
+            )
+        finally:
+            stop.set()
+            runner.join(30)
+        (dead,) = fw.store.dead_letters("s")
+        assert orjson.loads(dead.payload)["id"] == "ev-0000013"
+        assert "TypeError" in dead.reason
+        assert sorted(h.read_ids(str(out))) == [f"ev-{i:07d}" for i in range(64) if i != 13]
+
+
+def test_malformed_records_are_quarantined_with_raw_bytes(tmp_path: Path) -> None:
+    cfg = h.config(
+        str(tmp_path / "state"), [h.listed(count=50, batch=50, bad_every=10)], [h.recording("s", str(tmp_path / "o"))]
+    )
+    with Forwarder(cfg, h.make_host()) as fw:
+        result = fw.run_once()
+        assert result.ok and result.quarantined == 5 and result.delivered["s"] == 45
+        rows = fw.store.quarantined("src")
+        assert [r.raw for r in rows][0] == b"{not json 9"
+        assert fw.store.quarantine_counts() == {"src": 5}
+
+
+def test_dedup_ignores_source_key_order_and_counts_duplicates(tmp_path: Path) -> None:
+    record = h.make_record(1)
+    reordered = dict(reversed(list(record.items())))
+    assert orjson.dumps(record) != orjson.dumps(reordered)
+    cfg = h.config(str(tmp_path / "state"), [h.listed(count=0)], [h.recording("s", str(tmp_path / "o.jsonl"))])
+    with Forwarder(cfg, h.make_host()) as fw:
+        src = fw.sources["src"]
+        for data in (record, reordered):
+            batch = SourceBatch(records=[RawRecord("test", data, None, "u1")], cursor={"next": 1})
+            fw.pipeline.process("src", "listed", src, batch, "source:src")
+        assert fw.store.spool_depth("s")[0] == 1
+        assert fw.metrics.value("dlpfwd_source_events_total", source="src", stage="duplicates") == 1
+        assert fw.store.totals()["src"]["duplicates"] == 1
+        # An update (new last-update time) is not a duplicate.
+        updated = {**record, "LastUpdate": "2026-11-02T00:00:00Z"}
+        fw.pipeline.process("src", "listed", src, SourceBatch([RawRecord("test", updated, None, "u1")]), "source:src")
+        assert fw.store.spool_depth("s")[0] == 2
+
+
+def test_sensitive_values_never_reach_the_spool(tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    cfg = h.config(str(tmp_path / "state"), [h.listed(count=3)], [h.recording("s", str(out))])
+    with Forwarder(cfg, h.make_host()) as fw:
+        src = fw.sources["src"]
+        fw.pipeline.process("src", "listed", src, SourceBatch([RawRecord("test", h.make_record(1), None, "u")]), "k")
+        (row,) = fw.store.read_spool("s", 0, 10)
+        event = orjson.loads(row.payload)
+        assert event["sensitive_types"][0]["detected_values"] == []
+        assert event["raw"] is None  # the recording sink does not carry raw
+
+
+def test_filters_route_events_per_sink(tmp_path: Path) -> None:
+    only_high = SinkOptions()
+    only_high.filter.min_severity = "high"
+    cfg = h.config(
+        str(tmp_path / "state"),
+        [h.listed(count=30, batch=30)],
+        [h.recording("all", str(tmp_path / "all")), h.recording("high", str(tmp_path / "high"), options=only_high)],
+    )
+    with Forwarder(cfg, h.make_host()) as fw:
+        result = fw.run_once()
+        assert result.ok
+        assert result.delivered == {"all": 30, "high": 10}
+
+
+def test_backpressure_pauses_the_source_without_dropping(tmp_path: Path) -> None:
+    port = free_port()
+    sink = http_sink("remote", f"http://127.0.0.1:{port}/")
+    sink.options.spool = SpoolOptions(max_events=200)
+    cfg = h.config(str(tmp_path / "state"), [h.listed(count=1000, batch=50)], [sink])
+    stop = threading.Event()
+    with Forwarder(cfg, h.make_host()) as fw:
+        runner = threading.Thread(target=fw.run, args=(stop,))
+        runner.start()
+        try:
+            wait_for(lambda: fw.metrics.value("dlpfwd_source_paused", source="src") == 1, what="source paused")
+            depth = fw.store.spool_depth("remote")[0]
+            assert 200 <= depth < 250
+            assert fw.store.get_cursor("source:src") == {"next": depth}
+            server = ThreadingHTTPServer(("127.0.0.1", port), Collector)
+            server.failing = False  # type: ignore[attr-defined]
+            server.requests = 0  # type: ignore[attr-defined]
+            server.ids = []  # type: ignore[attr-defined]
+            server.lock = threading.Lock()  # type: ignore[attr-defined]
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            wait_for(lambda: len(set(server.ids)) == 1000, what="all delivered")  # type: ignore[attr-defined]
+        finally:
+            stop.set()
+            runner.join(30)
+        server.shutdown()
+        server.server_close()
+
+
+def test_drop_oldest_policy_caps_the_spool_loudly(tmp_path: Path) -> None:
+    port = free_port()
+    sink = http_sink("remote", f"http://127.0.0.1:{port}/")
+    sink.options.spool = SpoolOptions(max_events=100, overflow="drop_oldest")
+    cfg = h.config(str(tmp_path / "state"), [h.listed(count=500, batch=50)], [sink])
+    with Forwarder(cfg, h.make_host()) as fw:
+        src = fw.sources["src"]
+        for batch in src.poll(None):
+            fw.pipeline.process("src", "listed", src, batch, "source:src")
+        assert fw.store.spool_depth("remote")[0] == 100
+        assert fw.metrics.value("dlpfwd_sink_events_total", sink="remote", outcome="dropped_oldest") == 400
+        assert fw.store.totals()["remote"]["dropped_oldest"] == 400
+        first = orjson.loads(fw.store.read_spool("remote", 0, 1)[0].payload)
+        assert first["id"] == "ev-0000400"
+
+
+def test_graceful_shutdown_within_deadline(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = h.config(
+        str(tmp_path / "state"),
+        [h.listed(count=100)],
+        [http_sink("down", f"http://127.0.0.1:{port}/")],
+        shutdown_deadline=3,
+    )
+    stop = threading.Event()
+    with Forwarder(cfg, h.make_host()) as fw:
+        runner = threading.Thread(target=fw.run, args=(stop,))
+        runner.start()
+        wait_for(lambda: fw.store.spool_depth("down")[0] == 100)
+        t0 = time.monotonic()
+        stop.set()
+        runner.join(10)
+        assert not runner.is_alive()
+        assert time.monotonic() - t0 < 4.5
+    # The backlog survives for the next start.
+    with Forwarder(cfg, h.make_host()) as fw:
+        assert fw.store.spool_depth("down")[0] == 100
+
+
+def test_second_forwarder_on_same_state_dir_is_refused(tmp_path: Path) -> None:
+    from forwarder.runtime import StateDirBusy
+
+    cfg = h.config(str(tmp_path / "state"), [], [])
+    with Forwarder(cfg, h.make_host()):
+        with pytest.raises(StateDirBusy):
+            Forwarder(cfg, h.make_host())
