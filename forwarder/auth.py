@@ -64,6 +64,8 @@ class TokenProvider:
         )
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float]] = {}
+        #: Tokens obtained from the login host (not from a cache); for tests and metrics.
+        self.acquired = 0
 
     def _credential(self) -> Any:
         s = self.settings
@@ -89,35 +91,48 @@ class TokenProvider:
         raise FatalError("auth: set client_secret, certificate (+ private_key) or pfx")
 
     def token(self, scope: str) -> str:
-        """A bearer token for ``scope``, renewed ``refresh_margin`` seconds before it expires."""
+        """A bearer token for ``scope``, renewed ``refresh_margin`` seconds before it expires.
+
+        Thread-safe; one request to the login host at a time per provider.
+        """
         with self._lock:
             cached = self._cache.get(scope)
             if cached and cached[1] - self.settings.refresh_margin > time.time():
                 return cached[0]
-            try:
-                result = self._app.acquire_token_for_client(scopes=[scope])
-            except Exception as exc:  # noqa: BLE001 - msal/requests transport failures
-                raise RetriableError(f"token request to the login host failed: {type(exc).__name__}") from None
-            if "access_token" not in result:
-                code = result.get("error", "error")
-                desc = str(result.get("error_description", "")).split("\n")[0][:300]
-                if code in ("temporarily_unavailable", "server_error"):
-                    raise RetriableError(f"token request failed: {code}: {desc}")
-                raise FatalError(f"token request for {scope} failed: {code}: {desc}")
+            if cached:
+                # Ours is due for renewal; msal's own cache would still hand out the same token
+                # (it only renews 5 minutes before expiry), so drop it there first.
+                self._forget(scope)
+            result = self._acquire(scope)
             expires_in = float(result.get("expires_in", 3599))
-            # msal may serve from its cache; never trust a cached token beyond our margin.
-            if result.get("token_source") == "cache" and expires_in <= self.settings.refresh_margin:
-                result = self._app.acquire_token_for_client(scopes=[scope], claims_challenge=None)
             token = str(result["access_token"])
             self._cache[scope] = (token, time.time() + expires_in)
+            self.acquired += 1
             return token
+
+    def _acquire(self, scope: str) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[scope])
+        except Exception as exc:  # noqa: BLE001 - msal/requests transport failures
+            raise RetriableError(f"token request to the login host failed: {type(exc).__name__}") from None
+        if "access_token" not in result:
+            code = str(result.get("error", "error"))
+            desc = str(result.get("error_description", "")).split("\n")[0][:300]
+            if code in ("temporarily_unavailable", "server_error") or code.startswith("http_"):
+                raise RetriableError(f"token request failed: {code}: {desc}")
+            raise FatalError(f"token request for {scope} failed: {code}: {desc}")
+        return result
 
     def invalidate(self, scope: str) -> None:
         """Forget the token for ``scope`` (after a 401), so the next call fetches a new one."""
         with self._lock:
             self._cache.pop(scope, None)
-            for account_token in self._app.token_cache.search(self._app.token_cache.CredentialType.ACCESS_TOKEN):
-                self._app.token_cache.remove_at(account_token)
+            self._forget(scope)
+
+    def _forget(self, scope: str) -> None:
+        cache = self._app.token_cache
+        for entry in list(cache.search(cache.CredentialType.ACCESS_TOKEN, target=[scope])):
+            cache.remove_at(entry)
 
 
 def certificate_thumbprint(pem: bytes) -> str:

@@ -1,0 +1,69 @@
+"""Pieces shared by the Microsoft sources: endpoint resolution per cloud, token claims,
+time windows and cursor time formatting."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from forwarder.auth import AuthSettings, cloud_of
+from forwarder.clouds import Cloud
+from forwarder.schema import parse_time
+
+
+def cloud(auth: AuthSettings) -> Cloud:
+    return cloud_of(auth)
+
+
+def resource_scope(resource_root: str) -> str:
+    """``https://graph.microsoft.com`` -> ``https://graph.microsoft.com/.default``."""
+    return resource_root.rstrip("/") + "/.default"
+
+
+def token_roles(token: str) -> list[str]:
+    """The ``roles`` claim of a JWT access token (application permissions), unverified.
+
+    Used only to explain a missing permission in ``dlpfwd check``; never for a decision that
+    matters for security. Returns [] for anything that is not a readable JWT.
+    """
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        claims = orjson.loads(base64.urlsafe_b64decode(payload))
+    except (IndexError, ValueError, orjson.JSONDecodeError):
+        return []
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return [str(r) for r in roles] if isinstance(roles, list) else []
+
+
+def iso(t: dt.datetime) -> str:
+    """A cursor/filter time: ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``."""
+    t = t.astimezone(dt.UTC)
+    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    if t.microsecond:
+        text += f".{t.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_cursor_time(value: Any) -> dt.datetime | None:
+    return parse_time(value) if isinstance(value, str) and value else None
+
+
+def windows(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+    """Consecutive ``[a, b)`` windows of at most ``size`` covering ``[start, end)``."""
+    a = start
+    while a < end:
+        b = min(a + size, end)
+        yield a, b
+        a = b
+
+
+def count_windows(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> int:
+    if end <= start:
+        return 0
+    total = (end - start) / size
+    return int(total) + (0 if total == int(total) else 1)

@@ -1,0 +1,126 @@
+"""Defensive readers for Microsoft JSON: case-insensitive keys, strings-or-numbers, JSON in strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def get(obj: Any, *names: str, default: Any = None) -> Any:
+    """The value of the first of ``names`` present in dict ``obj``, compared case-insensitively.
+
+    Exact spellings are tried first (the fast path), then a case-insensitive scan. ``None``
+    values count as absent.
+    """
+    if not isinstance(obj, dict):
+        return default
+    for name in names:
+        value = obj.get(name)
+        if value is not None:
+            return value
+    lowered = {n.lower() for n in names}
+    for key, value in obj.items():
+        if value is not None and isinstance(key, str) and key.lower() in lowered:
+            return value
+    return default
+
+
+def text(obj: Any, *names: str) -> str:
+    """``get`` as a string (numbers and booleans converted; lists, dicts and absent -> "")."""
+    value = get(obj, *names)
+    if value is None or isinstance(value, dict | list):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def obj(data: Any, *names: str) -> dict[str, Any]:
+    """A nested object; a JSON object encoded as a string is decoded; anything else -> {}."""
+    value = get(data, *names)
+    return as_object(value)
+
+
+def as_object(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            decoded = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}
+        return decoded if isinstance(decoded, dict) else {}
+    return {}
+
+
+def items(data: Any, *names: str) -> list[Any]:
+    """A list value (a single object becomes a one-item list; a JSON array string is decoded)."""
+    value = get(data, *names)
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        s = value.strip()
+        if s.startswith("["):
+            try:
+                decoded = orjson.loads(s)
+            except orjson.JSONDecodeError:
+                return []
+            return decoded if isinstance(decoded, list) else []
+        return [value] if s else []
+    return [value]
+
+
+def strings(data: Any, *names: str) -> list[str]:
+    """A list of non-empty strings (a ``;`` or ``,`` separated string is split)."""
+    value = get(data, *names)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        s = value.strip()
+        if s.startswith("["):
+            return [str(v) for v in items(data, *names) if v not in (None, "")]
+        sep = ";" if ";" in s else ","
+        return [p.strip() for p in s.split(sep) if p.strip()]
+    if isinstance(value, list):
+        out: list[str] = []
+        for v in value:
+            if isinstance(v, dict):
+                v = get(v, "Address", "EmailAddress", "address", "Name", "Id")
+            if v not in (None, ""):
+                out.append(str(v))
+        return out
+    return [str(value)]
+
+
+def integer(data: Any, *names: str) -> int | None:
+    """An integer from a number or a numeric string; ``None`` when absent or not numeric."""
+    value = get(data, *names)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                return int(float(value.strip()))
+            except ValueError:
+                return None
+    return None
+
+
+def boolean(data: Any, *names: str) -> bool:
+    value = get(data, *names)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    if isinstance(value, int | float):
+        return bool(value)
+    return False
