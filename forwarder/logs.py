@@ -1,9 +1,11 @@
 """Logging for dlpfwd, with secret redaction on every record.
 
-:func:`setup_logging` installs one stderr handler whose :class:`RedactingFilter` rewrites each
-record's final message: every secret value registered with :func:`register_secret` (the
-loader registers every :class:`~forwarder.settings.Secret` of a loaded configuration) and
-anything shaped like a bearer token, an ``Authorization`` header, a ``client_secret=`` /
+Every log record's message is redacted (a record factory installed by :func:`setup_logging`
+and by the first :func:`register_secret`), whatever handler prints it; the stderr handler
+of :func:`setup_logging` also redacts tracebacks (:class:`RedactingFilter`). Redacted: every
+secret value registered with :func:`register_secret` (the loader registers every
+:class:`~forwarder.settings.Secret` of a loaded configuration) and anything shaped like
+a bearer token, an ``Authorization`` header, a ``client_secret=`` /
 ``sig=`` / ``access_token=`` parameter or a Splunk ``Splunk <token>`` header becomes ``***``.
 :func:`redact` applies the same rules to any text the CLI prints.
 """
@@ -37,6 +39,10 @@ _PATTERNS = [
         r"\1\2" + REDACTED,
     ),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),  # JWTs
+    (
+        re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@'\"]+:[^/\s@'\"]+@"),
+        r"\1" + REDACTED + "@",
+    ),  # URL user:password@
 ]
 
 #: Secrets shorter than this are not redacted by value (they would blank ordinary words).
@@ -50,6 +56,7 @@ def register_secret(value: str | Secret | None) -> None:
         value = value.reveal()
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
+    install_record_factory()
     with _lock:
         if value in _secrets:
             return
@@ -95,6 +102,36 @@ def redact(text: str) -> str:
     return text
 
 
+class _RedactedRecord(logging.LogRecord):
+    """A log record whose message is redacted for every handler, ours or not (pytest's, syslog...)."""
+
+    def getMessage(self) -> str:  # noqa: N802 - logging's name
+        return redact(super().getMessage())
+
+
+_factory_installed = False
+
+
+def install_record_factory() -> None:
+    """Make every log record created from now on redact its message (idempotent)."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    _factory_installed = True
+    previous = logging.getLogRecordFactory()
+    if previous is logging.LogRecord:
+        logging.setLogRecordFactory(_RedactedRecord)
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        original = record.getMessage
+        record.getMessage = lambda: redact(original())  # type: ignore[method-assign]
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites a record's message (arguments merged) and exception text through :func:`redact`."""
 
@@ -120,6 +157,7 @@ def setup_logging(level: str = "info", stream: Any = None) -> logging.Handler:
 
     Idempotent: a second call replaces the handler installed by the first.
     """
+    install_record_factory()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_dlpfwd", False):

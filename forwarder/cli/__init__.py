@@ -56,6 +56,44 @@ def peek_allow_list(path: str) -> list[str] | None:
     return None
 
 
+_SECRET_KEY = ("secret", "token", "password", "passphrase", "key", "credential", "signature")
+
+
+def peek_secrets(path: str) -> int:
+    """Register for redaction every secret the configuration at ``path`` refers to, before
+    anything is printed: values behind ``${ENV}`` / ``file:`` references anywhere, and literal
+    strings under secret-looking keys. Works on invalid configurations too; returns the count."""
+    from forwarder.logs import register_secret
+    from forwarder.settings import resolve_secret
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return 0
+    count = 0
+
+    def walk(value: Any, key: str) -> None:
+        nonlocal count
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k).lower())
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str) and value:
+            if value.startswith(("${", "file:")):
+                secret, _ = resolve_secret(value)
+                if secret is not None and secret.reveal():
+                    register_secret(secret)
+                    count += 1
+            elif any(word in key for word in _SECRET_KEY):
+                register_secret(value)
+                count += 1
+
+    walk(data, "")
+    return count
+
+
 def build_host(allow: list[str] | None, strict: bool = False) -> Any:
     """Load the essential command modules, then the entry points (restricted by ``allow``)."""
     import logging
@@ -135,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     known, _ = pre.parse_known_args(args_list)
     setup_logging(known.log_level or os.environ.get("DLPFWD_LOG_LEVEL") or "warning")
     path = config_path(known.config)
+    peek_secrets(path)
     host = build_host(peek_allow_list(path))
     parser = build_parser(host)
     args = parser.parse_args(args_list)

@@ -208,18 +208,26 @@ def _run(args: argparse.Namespace) -> int:
             _print_result(result)
             return EXIT_OK if _result_ok(result) else EXIT_UNDELIVERED
         stop = threading.Event()
+        _install_signal_handlers(stop, config.forwarder.shutdown_deadline)
+        return int(fw.run(stop))
+    finally:
+        fw.close()
+
+
+def _install_signal_handlers(stop: threading.Event, deadline: float) -> None:
+    """SIGTERM/SIGINT set ``stop``: the runtime finishes the batch in hand, persists, exits 0.
+    The runtime's own installer (a second signal exits at once) is used when it exists."""
+    try:
+        from forwarder.runtime import install_signal_handlers
+    except ImportError:
 
         def on_signal(signum: int, frame: Any) -> None:
             stop.set()
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            return int(fw.run(stop))
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-    finally:
-        fw.close()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        return
+    install_signal_handlers(stop, deadline)
 
 
 # --------------------------------------------------------------------------- backfill

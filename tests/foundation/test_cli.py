@@ -1,0 +1,261 @@
+"""The dlpfwd CLI: help, exit codes, plugins listing, check, and secrets never printed."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+import forwarder.cli as cli
+from forwarder.hookspecs import hookimpl
+from forwarder.settings import Secret, setting
+from forwarder.sink import Health, Sink
+
+from .helpers import builtin_host
+
+SECRET = "Sup3r-Secret-Token-Value-0042"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def only_builtins(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other areas' plugins are out of scope here; the allow-list keeps them from loading.
+    monkeypatch.setenv("DLPFWD_LOAD_PLUGINS", "sample,file")
+
+
+def test_help_fits_one_screen(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert len(out.splitlines()) <= 30, out
+    for command in ("run", "backfill", "check", "plugins", "version"):
+        assert f"    {command}" in out
+    assert "Exit codes" in out
+
+
+def test_no_command_is_a_usage_error(capsys) -> None:
+    code, out, _ = run_cli(capsys)
+    assert code == 2 and "usage: dlpfwd" in out
+
+
+def test_version(capsys) -> None:
+    code, out, _ = run_cli(capsys, "version")
+    assert code == 0 and out.startswith("dlpfwd 0.") and "event schema 1.0" in out
+
+
+def test_plugins_lists_kind_name_version_module(capsys) -> None:
+    code, out, _ = run_cli(capsys, "plugins")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "VERSION", "MODULE"]
+    rows = {tuple(line.split()[:2]): line.split() for line in lines[1:]}
+    assert rows[("sink", "file")][3] == "sinks.file"
+    assert rows[("source", "sample")][3] == "sources.sample"
+    assert ("normalizer", "sample") in rows
+    assert rows[("command", "run")][3] == "forwarder.cli.core_commands"
+    code, out, _ = run_cli(capsys, "plugins", "--json", "--settings")
+    data = orjson.loads(out)
+    assert {"kind": "sink", "name": "file"}.items() <= next(r for r in data if r["name"] == "file").items()
+
+
+def test_plugins_settings_describes_each_type(capsys) -> None:
+    code, out, _ = run_cli(capsys, "plugins", "--settings")
+    assert "[sink file]" in out and "layout (str, default 'native')" in out
+    assert "[source sample]" in out
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "dlpfwd.toml"
+    path.write_text(body)
+    return path
+
+
+def test_check_valid_configuration(tmp_path: Path, capsys) -> None:
+    records = tmp_path / "r.jsonl"
+    records.write_text("")
+    cfg = write_config(
+        tmp_path,
+        f"[[sources]]\nname='replay'\ntype='sample'\npath='{records}'\n"
+        f"[[sinks]]\nname='archive'\ntype='file'\npath='{tmp_path}/out/x.jsonl'\n",
+    )
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check")
+    assert code == 0, err
+    assert "valid" in out and "replay (sample)" in out and "archive (file)" in out
+    code, out, err = run_cli(capsys, "check", "--probe", "--config", str(cfg))
+    assert code == 0, out + err
+    assert "ok   sink archive: directory writable" in out
+
+
+def test_config_from_environment_variable(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path, "[forwarder]\nlog_level='warning'\n")
+    monkeypatch.setenv("DLPFWD_CONFIG", str(cfg))
+    code, out, _ = run_cli(capsys, "check")
+    assert code == 0 and str(cfg) in out
+
+
+def test_check_invalid_configuration_lists_every_problem_and_exits_2(tmp_path: Path, capsys) -> None:
+    cfg = write_config(
+        tmp_path,
+        "[forwarder]\nlog_level='loud'\n[[sinks]]\nname='a'\ntype='file'\nlayout='xml'\n[[sinks]]\nname='b'\ntype='nope'\n",
+    )
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check")
+    assert code == 2
+    assert "forwarder.log_level: expected one of" in err
+    assert "sinks[0].path: required setting is missing" in err
+    assert "sinks[0].layout: expected one of 'native', 'ocsf', got 'xml'" in err
+    assert "sinks[1].type: expected an installed sink type" in err
+
+
+def test_missing_config_is_exit_2(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "--config", str(tmp_path / "none.toml"), "check")
+    assert code == 2 and "configuration file not found" in err
+
+
+def test_backfill_validates_its_arguments(tmp_path: Path, capsys) -> None:
+    cfg = write_config(tmp_path, "")
+    code, _, err = run_cli(capsys, "--config", str(cfg), "backfill", "--source", "x", "--since", "2d", "--until", "1d")
+    assert code == 2 and "no source named 'x'" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["backfill", "--source", "x", "--since", "yesterday-ish"])
+    assert exit_info.value.code == 2
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@dataclass
+class LeakySettings:
+    token: Secret = setting(doc="a credential")
+    url: str = setting("", doc="endpoint")
+
+
+class LeakySink(Sink):
+    """A careless sink that puts its credential into every error message."""
+
+    settings_class = LeakySettings
+
+    def connect(self) -> None:
+        raise RuntimeError(f"login refused for token {self.settings.token.reveal()}")
+
+    def write_batch(self, entries):
+        raise RuntimeError(f"write failed with token {self.settings.token.reveal()}")
+
+    def health(self) -> Health:
+        return Health().add("token", False, f"token {self.settings.token.reveal()} rejected")
+
+
+def leaky_module() -> types.ModuleType:
+    module = types.ModuleType("leaky_plugin")
+
+    @hookimpl
+    def dlpfwd_register_sinks(register: Callable[[str, type], None]) -> None:
+        register("leaky", LeakySink)
+
+    module.dlpfwd_register_sinks = dlpfwd_register_sinks  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def leaky_host(monkeypatch: pytest.MonkeyPatch):
+    def build(allow, strict=False):
+        host = builtin_host(collect=False)
+        host.load_module("core_commands", "forwarder.cli.core_commands")
+        host.register_object("leaky", leaky_module())
+        host.collect()
+        return host
+
+    monkeypatch.setattr(cli, "build_host", build)
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert SECRET not in text
+
+
+def test_secret_never_printed_by_check_probe(tmp_path: Path, capsys, monkeypatch, leaky_host) -> None:
+    monkeypatch.setenv("LEAKY_TOKEN", SECRET)
+    cfg = write_config(tmp_path, "[[sinks]]\nname='l'\ntype='leaky'\ntoken='${LEAKY_TOKEN}'\n")
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check", "--probe")
+    assert code == 1
+    assert "FAIL sink l" in out and "***" in out
+    assert_no_secret(out, err)
+
+
+def test_literal_secret_never_printed_and_warned_about(tmp_path: Path, capsys, leaky_host) -> None:
+    cfg = write_config(tmp_path, f"[[sinks]]\nname='l'\ntype='leaky'\ntoken='{SECRET}'\n")
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check")
+    assert code == 0
+    assert "sinks[0].token is a literal secret" in err
+    assert_no_secret(out, err)
+
+
+def test_secret_never_printed_in_config_errors(tmp_path: Path, capsys, leaky_host) -> None:
+    cfg = write_config(
+        tmp_path,
+        f"[[sinks]]\nname='l'\ntype='leaky'\ntoken='{SECRET}'\nurl=7\ntokne='{SECRET}'\n"
+        f"[[sinks]]\nname='m'\ntype='file'\npath='x'\nlayout='https://u:{SECRET}@host'\n",
+    )
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check")
+    assert code == 2
+    assert "sinks[0].url: expected a string" in err and "sinks[0].tokne: unknown setting" in err
+    assert "sinks[1].layout" in err
+    assert_no_secret(out, err)
+
+
+def test_secret_never_printed_by_plugins_or_run(tmp_path: Path, capsys, monkeypatch, leaky_host) -> None:
+    monkeypatch.setenv("LEAKY_TOKEN", SECRET)
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"kind": "sample", "data": {"id": "e1", "title": "t"}}\n')
+    cfg = write_config(
+        tmp_path,
+        f"[forwarder]\nstate_dir='{tmp_path}/state'\n"
+        f"[[sources]]\nname='s'\ntype='sample'\npath='{records}'\n"
+        "[[sinks]]\nname='l'\ntype='leaky'\ntoken='${LEAKY_TOKEN}'\n[sinks.retry]\ninitial=0.01\nmaximum=0.02\n",
+    )
+    code, out, err = run_cli(capsys, "--config", str(cfg), "plugins")
+    assert code == 0 and "leaky" in out
+    assert_no_secret(out, err)
+    pytest.importorskip("forwarder.runtime")
+    code, out, err = run_cli(capsys, "--config", str(cfg), "--log-level", "debug", "run", "--once")
+    assert code == 1
+    assert_no_secret(out, err)
+
+
+def test_strict_plugins_exit_3(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    def build(allow, strict=False):
+        host = builtin_host(collect=False)
+        host.load_module("core_commands", "forwarder.cli.core_commands")
+        host.load_module("ghost", "no_such_plugin_module")
+        host.collect()
+        return host
+
+    monkeypatch.setattr(cli, "build_host", build)
+    code, _, err = run_cli(capsys, "--strict-plugins", "version")
+    assert code == 3 and "plugin ghost (no_such_plugin_module) failed to load" in err
+    code, out, err = run_cli(capsys, "version")
+    assert code == 0 and "failed to load" in err
+    code, out, _ = run_cli(capsys, "plugins")
+    assert "FAILED" in out and "ghost" in out
+
+
+def test_console_script_runs(tmp_path: Path) -> None:
+    import subprocess
+
+    script = Path(sys.executable).parent / "dlpfwd"
+    if not script.exists():
+        pytest.skip("dlpfwd console script not installed in this environment")
+    env = {"PATH": "/usr/bin:/bin", "DLPFWD_LOAD_PLUGINS": "file,sample", "HOME": str(tmp_path)}
+    proc = subprocess.run([str(script), "version"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("dlpfwd ")
