@@ -426,6 +426,7 @@ class Forwarder:
     def update_gauges(self) -> None:
         """Refresh spool depth and age gauges."""
         now = time.time()
+        self.store.refresh_depths()
         for name in self.sinks:
             events, size = self.store.spool_depth(name)
             self.metrics.spool_events.labels(name).set(events)

@@ -263,9 +263,12 @@ class _SqliteTransaction:
         )
 
     def _flush_depths(self) -> None:
-        for sink in self.depth_changed:
-            events, size = self.store._depth[sink]
-            self.db.execute("UPDATE sinks SET events = ?, bytes = ? WHERE name = ?", (events, size, sink))
+        # Relative updates: another process (``dlpfwd dead-letters replay``) may write too.
+        for sink, (events, size) in self.store._pending_delta.items():
+            if events or size:
+                self.db.execute(
+                    "UPDATE sinks SET events = events + ?, bytes = bytes + ? WHERE name = ?", (events, size, sink)
+                )
 
 
 class SqliteStateStore:
@@ -280,6 +283,7 @@ class SqliteStateStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._unit_cache: dict[tuple[str, str], int] = {}
+        self._pending_delta: dict[str, list[int]] = {}
         self._closed = False
         with self._lock:
             if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -300,6 +304,7 @@ class SqliteStateStore:
         """One atomic write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
         with self._lock:
             saved = {k: list(v) for k, v in self._depth.items()}
+            self._pending_delta = {}
             self._db.execute("BEGIN IMMEDIATE")
             tx = _SqliteTransaction(self)
             try:
@@ -344,6 +349,16 @@ class SqliteStateStore:
         d = self._depth[sink]
         d[0] += events
         d[1] += size
+        delta = self._pending_delta.setdefault(sink, [0, 0])
+        delta[0] += events
+        delta[1] += size
+
+    def refresh_depths(self) -> None:
+        """Reload spool depths from the database (another process may have replayed entries)."""
+        with self._lock:
+            for name, sid, events, size in self._db.execute("SELECT name, sid, events, bytes FROM sinks"):
+                self._sids[name] = sid
+                self._depth[name] = [events, size]
 
     # ------------------------------------------------------------------ sinks and spools
 
