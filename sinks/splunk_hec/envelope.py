@@ -48,28 +48,51 @@ _DLP_TYPES = {
     "onedriveforbusiness": "file",
 }
 
-#: CIM ``DLP`` data model field -> the schema field or the rule that fills it. The docs test
-#: checks ``docs/schema.md`` against this table; :func:`cim_fields` implements it.
-CIM_MAPPING: dict[str, str] = {
-    "action": "policies[].rules[].actions: 'blocked' if a block action was not overridden, "
-    "'allowed' if actions ran or were overridden, else 'unknown'",
-    "app": "workload (device.application for endpoint events)",
-    "category": "sensitive_types[].name (multivalue); classification when there are none",
-    "dest": "recipients (email, im), else device.target, else object.site, else object.url",
-    "dlp_type": "workload: Exchange->email, MicrosoftTeams->im, Endpoint->endpoint, SharePoint/OneDrive->file; "
-    "else kind",
-    "dvc": "device.name (endpoint events), else 'purview:' + tenant_id",
-    "object": "object.name, else object.subject, else title",
-    "object_category": "object.type (file, email, message), else kind",
-    "object_path": "object.path, else object.url",
-    "severity": "severity",
-    "severity_id": "severity rank: 0 unknown .. 4 high",
-    "signature": "title, else policies[].name (first), else operation",
-    "signature_id": "policies[].rules[].id (first), else id",
-    "src": "client_ip, else device.name",
-    "src_user": "user.upn, else sender",
-    "user": "recipients (dlp_type email or im only), else user.upn",
-    "vendor_product": f"constant '{VENDOR_PRODUCT}'",
+#: CIM ``DLP`` data model field -> the schema fields that feed it (first non-empty wins, unless
+#: :data:`CIM_RULES` says otherwise). ``docs/schema.md`` documents exactly this table (checked by
+#: ``forwarder.testing.check_mapping_table``); :func:`cim_fields` implements it.
+CIM_MAPPING: dict[str, tuple[str, ...]] = {
+    "action": ("policies[].rules[].actions", "policies[].rules[].overridden_actions"),
+    "app": ("device.application", "workload"),
+    "category": ("sensitive_types[].name", "sensitive_types[].id", "classification"),
+    "dest": ("recipients", "device.target", "object.site", "object.url"),
+    "dlp_type": ("workload", "kind"),
+    "dvc": ("device.name", "tenant_id"),
+    "object": ("object.name", "object.subject", "title"),
+    "object_category": ("object.type", "kind"),
+    "object_path": ("object.path", "object.url"),
+    "severity": ("severity",),
+    "severity_id": ("severity",),
+    "signature": ("title", "policies[].name", "operation"),
+    "signature_id": ("policies[].rules[].id", "id"),
+    "src": ("client_ip", "device.name"),
+    "src_user": ("user.upn", "sender"),
+    "user": ("recipients", "user.upn"),
+}
+
+#: CIM fields with a fixed value.
+CIM_CONSTANTS: dict[str, str] = {"vendor_product": VENDOR_PRODUCT}
+
+#: How each CIM field is derived, in words (the third column of the docs table).
+CIM_RULES: dict[str, str] = {
+    "action": "'blocked' if a rule took a block action that was not overridden; 'allowed' if rules acted "
+    "(or a block was overridden); else 'unknown'",
+    "app": "the endpoint application for Endpoint events, else the workload",
+    "category": "sensitive information type names (multivalue); the classification when there are none",
+    "dest": "recipients (multivalue), else the endpoint target, else the site, else the URL",
+    "dlp_type": "Exchange: email, MicrosoftTeams: im, Endpoint: endpoint, SharePoint/OneDrive: file; else the kind",
+    "dvc": "the device name for endpoint events, else 'purview:' and the tenant id",
+    "object": "file name, else email subject, else title",
+    "object_category": "file, email or message; else the kind (alert, incident)",
+    "object_path": "file path, else URL",
+    "severity": "as is (unknown, informational, low, medium, high)",
+    "severity_id": "rank 0 (unknown) .. 4 (high)",
+    "signature": "alert/incident title, else the first policy name, else the operation",
+    "signature_id": "first rule id, else the event id",
+    "src": "client IP, else device name",
+    "src_user": "the acting user's UPN, else the sender",
+    "user": "recipients when dlp_type is email or im (CIM: target user), else the acting user's UPN",
+    "vendor_product": f"'{VENDOR_PRODUCT}'",
 }
 
 

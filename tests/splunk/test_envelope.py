@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 
 from forwarder.schema import Device, ObjectRef, PolicyMatch, RuleMatch, epoch_seconds, to_json
-from sinks.splunk_hec.envelope import CIM_MAPPING, DEFAULT_SOURCETYPES, EnvelopeBuilder, cim_fields
+from sinks.splunk_hec.envelope import (
+    CIM_CONSTANTS,
+    CIM_MAPPING,
+    CIM_RULES,
+    DEFAULT_SOURCETYPES,
+    EnvelopeBuilder,
+    cim_fields,
+)
 from tests.splunk.conftest import make_event
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CIM_REQUIRED = {
     "action",
@@ -64,7 +75,7 @@ def test_time_falls_back_and_is_omitted_when_unreadable():
 def test_cim_fields_for_a_blocked_email():
     fields = cim_fields(orjson.loads(to_json(make_event(1))))
     assert CIM_REQUIRED <= set(fields)
-    assert set(fields) == set(CIM_MAPPING)
+    assert set(fields) == set(CIM_MAPPING) | set(CIM_CONSTANTS) == set(CIM_RULES)
     assert fields["action"] == "blocked"
     assert fields["dlp_type"] == "email"
     assert fields["app"] == "Exchange"
@@ -120,3 +131,10 @@ def test_indexed_fields_are_flat():
         "user.upn": "alice@contoso.com",
         "recipients": ["bob@fabrikam.com"],
     }
+
+
+def test_cim_mapping_is_documented():
+    from forwarder.testing import check_mapping_table
+
+    doc = ROOT / "docs" / "schema.md"
+    check_mapping_table(doc, "Splunk CIM Data Loss Prevention", CIM_MAPPING, constants=CIM_CONSTANTS)
