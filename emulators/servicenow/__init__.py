@@ -1,0 +1,1 @@
+"""ServiceNow Table API emulator (see :mod:`emulators.servicenow.app`)."""

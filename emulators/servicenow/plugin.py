@@ -1,0 +1,63 @@
+"""Registers the ``servicenow-emulator`` command: serve the ServiceNow Table API emulator."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from forwarder.hookspecs import hookimpl
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
+    parser.add_argument("--state-dir", default="./servicenow-emulator", help="where the TLS CA and certificate live")
+    parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink insists on https URLs)")
+    parser.add_argument("--user", default="dlpfwd", help="basic-auth user name")
+    parser.add_argument(
+        "--password-env", default="SN_EMULATOR_PASSWORD", help="environment variable holding the basic-auth password"
+    )
+    parser.add_argument("--client-id", default="dlpfwd-client", help="OAuth client id (client_credentials)")
+    parser.add_argument(
+        "--client-secret-env", default="SN_EMULATOR_CLIENT_SECRET", help="env variable holding the client secret"
+    )
+    parser.add_argument("--table", action="append", default=[], help="restrict valid tables (repeatable)")
+    parser.add_argument("--throttle", type=int, default=0, help="answer the first N Table API requests with 429")
+    parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds of those 429s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from emulators.httpd import EmulatorServer
+    from emulators.servicenow.app import ServiceNowApp
+
+    password = os.environ.get(args.password_env, "")
+    client_secret = os.environ.get(args.client_secret_env, "")
+    if not password and not client_secret:
+        print(f"set {args.password_env} and/or {args.client_secret_env}: the emulator accepts no empty credentials")
+        return 2
+    users = {args.user: password} if password else {}
+    clients = {args.client_id: (client_secret, args.user)} if client_secret else {}
+    app = ServiceNowApp(users=users, clients=clients)
+    if args.table:
+        app.tables = set(args.table)
+    if args.throttle:
+        app.throttle(args.throttle, args.retry_after)
+    server = EmulatorServer(app, host=args.host, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
+    print(f"ServiceNow emulator listening on {server.url}" + (f" (CA: {server.ca_file})" if server.ca_file else ""))
+    stop = threading.Event()
+    server.start()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+@hookimpl
+def dlpfwd_register_commands(register: Callable[..., Any]) -> None:
+    register("servicenow-emulator", "serve a ServiceNow Table API emulator (tests, dry runs)", configure, run)
