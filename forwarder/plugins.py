@@ -163,7 +163,7 @@ class PluginHost:
                 self._fail(plugin, _module_name(impl.plugin), f"{hook_name}: {type(exc).__name__}: {exc}", strict)
 
     def _claim(self, plugin: str, kind: str, name: str) -> None:
-        if not _NAME.match(name):
+        if kind != "command" and not _NAME.match(name):  # command names (with '-') are checked on registration
             raise PluginLoadError(f"{kind} name {name!r} must match {_NAME.pattern}")
         owner = self._owner.get((kind, name))
         if owner is not None:
