@@ -49,7 +49,8 @@ class FileSettings:
     fsync: bool = setting(True, doc="fsync after each batch (turn off only when the disk is not the durability point)")
 
 
-_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR}
+# Errors an operator must fix (permissions, a file where a directory should be); others are retried.
+_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
 
 
 class FileSink(Sink):
@@ -88,8 +89,8 @@ class FileSink(Sink):
         data = b"".join(lines)
         if self.settings.gzip:
             data = gzip.compress(data, compresslevel=6, mtime=0)
+        target = self._render()
         try:
-            target = self._render()
             if self._fd is None or target != self._current:
                 self._open(target)
             if self.settings.max_bytes and self._size and self._size + len(data) > self.settings.max_bytes:
@@ -101,7 +102,7 @@ class FileSink(Sink):
             self._size += len(data)
         except OSError as exc:
             self._close_fd()
-            reason = f"{self._current}: {exc.strerror or exc}"
+            reason = f"{exc.filename or target}: {exc.strerror or exc}"
             if exc.errno in _FATAL_ERRNOS:
                 return outcome.merge(Outcome.stop(_only(entries, written), f"file sink cannot write {reason}"))
             return outcome.merge(Outcome.all_retry(_only(entries, written), reason))
