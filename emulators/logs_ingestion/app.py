@@ -12,8 +12,9 @@ service documents it (status codes, ``{"error": {"code", "message"}}`` bodies):
 400   ``UnsupportedContentEncoding``      Content-Encoding other than gzip; ``InvalidPayload`` for a
                                           body that does not gunzip
 400   ``InvalidPayload``                  body is not JSON, an array element is not an object, or
-                                          (``strict``) a value does not match its column type, or a
-                                          row matches a configured ``reject_rows`` rule
+                                          (``strict``, off by default: the service converts or nulls
+                                          mismatched values) a value does not match its column type,
+                                          or a row matches a configured ``reject_when`` rule
 401   ``AuthenticationFailed`` /          no bearer token / bad signature, expired, wrong issuer or
       ``InvalidAuthenticationToken`` /    a token for another resource (audience)
       ``InvalidAuthenticationTokenAudience``
@@ -29,8 +30,9 @@ A bare JSON object (not an array) is answered 204 and ingests nothing, like the 
 Scripted faults (:meth:`LogsIngestionApp.inject`) answer the next requests with a given status,
 or store the rows and then stall past the client's timeout (a "lost 204").
 
-Tokens are checked by a verifier object with ``verify(token, audience) -> claims`` (the tenant
-emulator's ``TokenVerifier``, or :class:`JwtVerifier` here over a public key or JWKS).
+Tokens are checked by the tenant emulator's ``TokenVerifier`` (signature against its JWKS,
+expiry, audience ``https://monitor.azure.com``); the app id (``appid`` claim) must be one of
+the DCR's ``allowed_apps``, which models the *Monitoring Metrics Publisher* role assignment.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any, Protocol
 import orjson
 
 from emulators.httpd import App, Request, Response
+from emulators.tenant.tokens import TokenError, bearer
 
 API_VERSIONS = ("2023-01-01", "2021-11-01-preview")
 LIMIT = 1_048_576
@@ -63,53 +66,13 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
 
 
 class Verifier(Protocol):
-    def verify(self, token: str, audience: str) -> dict[str, Any]: ...
+    """What the emulator needs of a token verifier (the tenant emulator's ``TokenVerifier``)."""
+
+    def verify(self, token: str | None, audience: str) -> dict[str, Any]: ...
 
 
-class TokenRejected(Exception):
-    """A token the emulator refuses; ``code`` is the error code it answers with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class JwtVerifier:
-    """Checks RS256 JWTs against a public key (PEM) or a JWKS document: signature, exp/nbf, aud.
-
-    ``audience`` accepts the resource with or without a trailing slash, as Entra ID issues both.
-    """
-
-    def __init__(self, public_key_pem: bytes | None = None, jwks: dict[str, Any] | None = None) -> None:
-        import jwt
-
-        self._keys: list[Any] = []
-        if public_key_pem:
-            from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-            self._keys.append(load_pem_public_key(public_key_pem))
-        for jwk in (jwks or {}).get("keys", []):
-            self._keys.append(jwt.PyJWK(jwk).key)
-
-    def verify(self, token: str, audience: str) -> dict[str, Any]:
-        import jwt
-
-        audiences = [audience.rstrip("/"), audience.rstrip("/") + "/"]
-        last: Exception | None = None
-        for key in self._keys:
-            try:
-                claims: dict[str, Any] = jwt.decode(token, key, algorithms=["RS256"], audience=audiences, leeway=60)
-                return claims
-            except jwt.InvalidAudienceError as exc:
-                raise TokenRejected(
-                    "InvalidAuthenticationTokenAudience",
-                    f"The access token has been obtained for the wrong audience; expected {audience}",
-                ) from exc
-            except jwt.ExpiredSignatureError as exc:
-                raise TokenRejected("InvalidAuthenticationToken", "The access token has expired.") from exc
-            except jwt.PyJWTError as exc:
-                last = exc
-        raise TokenRejected("InvalidAuthenticationToken", "The access token is invalid.") from last
+#: TokenError.reason -> the error code answered with HTTP 401.
+_TOKEN_CODES = {"audience": "InvalidAuthenticationTokenAudience", "missing": "AuthenticationFailed"}
 
 
 @dataclass
@@ -154,7 +117,7 @@ class LogsIngestionApp(App):
         dcrs: list[Dcr],
         audience: str = MONITOR_AUDIENCE,
         limit: int = LIMIT,
-        strict: bool = True,
+        strict: bool = False,
         keep_rows: int = 100_000,
         requests_per_minute: int = 12_000,
         bytes_per_minute: int = 2 * 1024**3,
@@ -226,11 +189,9 @@ class LogsIngestionApp(App):
         if not auth.lower().startswith("bearer "):
             return _error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
         try:
-            claims = self.verifier.verify(auth[7:].strip(), self.audience)
-        except TokenRejected as exc:
-            return _error(401, exc.code, str(exc))
-        except Exception:  # noqa: BLE001 - any other verifier failure is an invalid token
-            return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+            claims = self.verifier.verify(bearer(auth), self.audience)
+        except TokenError as exc:
+            return _error(401, _TOKEN_CODES.get(exc.reason, "InvalidAuthenticationToken"), exc.message)
         dcr = self.dcrs.get(dcr_id)
         if dcr is None:
             return _error(404, "NotFound", f"Data collection rule with immutable Id '{dcr_id}' not found.")
@@ -280,10 +241,10 @@ class LogsIngestionApp(App):
             return Response.empty(204)
         if not isinstance(data, list):
             return _error(400, "InvalidPayload", "The request body must be a JSON array of objects.")
-        problem = self._validate(data, columns)
+        problem, undeclared = self._validate(data, columns)
         if problem:
             return _error(400, "InvalidPayload", problem)
-        rows = [{k: v for k, v in row.items() if k in columns} for row in data]
+        rows = [{k: v for k, v in row.items() if k in columns} for row in data] if undeclared else data
         with self._lock:
             kept = self.rows.setdefault(stream, [])
             room = self.keep_rows - len(kept)
@@ -298,14 +259,19 @@ class LogsIngestionApp(App):
             time.sleep(fault.stall)
         return Response.empty(204)
 
-    def _validate(self, data: list[Any], columns: dict[str, str]) -> str:
+    def _validate(self, data: list[Any], columns: dict[str, str]) -> tuple[str, bool]:
+        """(problem or "", whether any row has columns the stream does not declare)."""
+        undeclared = False
+        keys = columns.keys()
         for index, row in enumerate(data):
             if not isinstance(row, dict):
-                return f"Element {index} of the array is not a JSON object."
+                return f"Element {index} of the array is not a JSON object.", undeclared
+            if not undeclared and not row.keys() <= keys:
+                undeclared = True
             for rule in self.reject_rows:
                 why = rule(row)
                 if why:
-                    return f"Element {index}: {why}."
+                    return f"Element {index}: {why}.", undeclared
             if not self.strict:
                 continue
             for name, value in row.items():
@@ -314,8 +280,8 @@ class LogsIngestionApp(App):
                     continue
                 allowed = _PY_TYPES.get(kind)
                 if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
-                    return f"Element {index}: column '{name}' expects {kind}."
-        return ""
+                    return f"Element {index}: column '{name}' expects {kind}.", undeclared
+        return "", undeclared
 
     def _next_fault(self) -> Fault | None:
         with self._lock:

@@ -40,26 +40,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jwks-url", default="", help="JWKS URL (e.g. the tenant emulator's discovery keys)")
     parser.add_argument("--ca-file", default="", help="CA bundle to trust when fetching --jwks-url")
     parser.add_argument("--limit", type=int, default=1_048_576, help="per-call size limit in bytes")
-    parser.add_argument("--lenient", action="store_true", help="do not check value types against columns")
+    parser.add_argument("--strict", action="store_true", help="refuse values that do not match their column type")
+    parser.add_argument("--keep-rows", type=int, default=100_000, help="rows kept in memory for inspection")
     parser.add_argument("--out", default="", help="append accepted rows to this JSON-lines file")
 
 
 def build_app(args: argparse.Namespace) -> Any:
     """The configured :class:`LogsIngestionApp` for parsed ``args``."""
-    from emulators.logs_ingestion.app import Dcr, JwtVerifier, LogsIngestionApp
+    from emulators.logs_ingestion.app import Dcr, LogsIngestionApp
+    from emulators.tenant.tokens import TokenVerifier
     from sinks.sentinel.columns import COLUMNS
 
     verifier: Any
     if args.jwks_url:
+        import ssl
+
         import httpx
 
-        verify: Any = args.ca_file or True
+        verify: Any = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else True
         jwks = httpx.get(args.jwks_url, verify=verify, timeout=10).json()
-        verifier = JwtVerifier(jwks=jwks)
+        verifier = TokenVerifier(jwks, leeway=60)
     elif args.jwks_file:
-        verifier = JwtVerifier(jwks=orjson.loads(Path(args.jwks_file).read_bytes()))
+        verifier = TokenVerifier(orjson.loads(Path(args.jwks_file).read_bytes()), leeway=60)
     elif args.public_key:
-        verifier = JwtVerifier(public_key_pem=Path(args.public_key).read_bytes())
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        key = load_pem_public_key(Path(args.public_key).read_bytes())
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise SystemExit(f"logs-ingestion-emulator: {args.public_key} is not an RSA public key")
+        verifier = TokenVerifier(key, leeway=60)
     else:
         raise SystemExit("logs-ingestion-emulator: give --jwks-url, --jwks-file or --public-key")
     streams = {args.stream: {c.name: c.type for c in COLUMNS}}
@@ -79,8 +89,8 @@ def build_app(args: argparse.Namespace) -> Any:
         [Dcr(args.dcr, streams, allowed)],
         audience=args.audience,
         limit=args.limit,
-        strict=not args.lenient,
-        keep_rows=0 if args.out else 100_000,
+        strict=args.strict,
+        keep_rows=args.keep_rows,
         sink=sink,
     )
 

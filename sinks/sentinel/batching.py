@@ -25,7 +25,7 @@ does not fit is dead-lettered with the reason, never retried.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,7 @@ def _note(trimmed: list[str], text: str, prefix: str = "") -> None:
     trimmed.append(text)
 
 
-def pack(pieces: Sequence[Piece], limit: int) -> Iterator[list[Piece]]:
+def pack(pieces: Iterable[Piece], limit: int) -> Iterator[list[Piece]]:
     """Group encoded rows, in order, into arrays of at most ``limit`` bytes uncompressed."""
     group: list[Piece] = []
     size = 2
@@ -147,11 +147,12 @@ def chunks(pieces: Sequence[Piece], limit: int, compress: bool, level: int = 1) 
     """Request bodies for ``pieces``, each within ``limit`` before and after compression."""
     result: list[Chunk] = []
     for group in pack(pieces, limit):
-        result.extend(_encode(group, limit, compress, level))
+        result.extend(encode(group, limit, compress, level))
     return result
 
 
-def _encode(group: list[Piece], limit: int, compress: bool, level: int) -> list[Chunk]:
+def encode(group: list[Piece], limit: int, compress: bool, level: int) -> list[Chunk]:
+    """One packed group as request bodies: one, or more if the compressed body is still over ``limit``."""
     body = array(group)
     if not compress:
         return [Chunk(group, len(body), body)]
@@ -162,7 +163,7 @@ def _encode(group: list[Piece], limit: int, compress: bool, level: int) -> list[
         # An incompressible row within ``limit`` grows only by gzip's framing: send it as is.
         return [Chunk(group, len(body), body)]
     half = len(group) // 2
-    return _encode(group[:half], limit, compress, level) + _encode(group[half:], limit, compress, level)
+    return encode(group[:half], limit, compress, level) + encode(group[half:], limit, compress, level)
 
 
 def split(chunk: Chunk, compress: bool, level: int = 1) -> tuple[Chunk, Chunk]:

@@ -216,8 +216,9 @@ def _extractor(column: Column) -> Callable[[dict[str, Any]], Any]:
 _EXTRACTORS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [(c.name, _extractor(c)) for c in COLUMNS]
 
 
-def to_row(data: dict[str, Any]) -> dict[str, Any]:
-    """The ``PurviewDLP_CL`` row of one event (the event as plain JSON types), empty values left out."""
+def to_row_by_rules(data: dict[str, Any]) -> dict[str, Any]:
+    """The row built by interpreting every column's rule: the reference :func:`to_row` must equal,
+    and the fallback for payloads of unexpected shape."""
     row: dict[str, Any] = {}
     for name, extract in _EXTRACTORS:
         value = extract(data)
@@ -225,6 +226,108 @@ def to_row(data: dict[str, Any]) -> dict[str, Any]:
             continue
         row[name] = value
     return row
+
+
+_TOP = (
+    ("EventId", "id"),
+    ("IdempotencyKey", "idempotency_key"),
+    ("Kind", "kind"),
+    ("Operation", "operation"),
+    ("EventTime", "event_time"),
+    ("UpdatedTime", "updated_time"),
+    ("IngestTime", "ingest_time"),
+    ("SourceTenantId", "tenant_id"),
+    ("SourceName", "source"),
+    ("SourceType", "source_type"),
+    ("RecordType", "record_type"),
+    ("Workload", "workload"),
+    ("Severity", "severity"),
+    ("Status", "status"),
+    ("Classification", "classification"),
+    ("Determination", "determination"),
+    ("AlertTitle", "title"),
+    ("Description", "description"),
+    ("Sender", "sender"),
+    ("Recipients", "recipients"),
+    ("ClientIp", "client_ip"),
+    ("Enrichment", "enrichment"),
+    ("SchemaVersion", "schema_version"),
+    ("RawRecord", "raw"),
+)
+_NESTED: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = tuple(
+    (
+        group,
+        tuple(
+            (c.name, c.rule.partition(".")[2]) for c in COLUMNS if c.rule.startswith(group + ".") and "[" not in c.rule
+        ),
+    )
+    for group in ("override", "user", "object", "device", "links", "related")
+)
+_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+def to_row(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``PurviewDLP_CL`` row of one event (the event as plain JSON types), empty values left out.
+
+    A hand-written equivalent of :func:`to_row_by_rules` (tests hold them equal), several times
+    faster; payloads of an unexpected shape fall back to the rule interpreter.
+    """
+    try:
+        return _fast_row(data)
+    except (AttributeError, TypeError, KeyError):
+        return to_row_by_rules(data)
+
+
+def _fast_row(d: dict[str, Any]) -> dict[str, Any]:
+    get = d.get
+    row: dict[str, Any] = {}
+    when = get("event_time") or get("updated_time") or get("ingest_time")
+    if when:
+        row["TimeGenerated"] = when
+    for column, key in _TOP:
+        value = get(key)
+        if value or value == 0:
+            row[column] = value
+    severity = get("severity")
+    row["SeverityRank"] = _RANK.get(severity.lower(), 0) if isinstance(severity, str) else 0
+    for group, pairs in _NESTED:
+        inner = get(group)
+        if inner:
+            for column, key in pairs:
+                value = inner.get(key)
+                if value or value == 0:
+                    row[column] = value
+    policies = get("policies")
+    if policies:
+        row["Policies"] = policies
+        _put(row, "PolicyIds", [p["id"] for p in policies if p.get("id")])
+        _put(row, "PolicyNames", [p["name"] for p in policies if p.get("name")])
+        rules = [r for p in policies for r in (p.get("rules") or ())]
+        if rules:
+            _put(row, "RuleIds", [r["id"] for r in rules if r.get("id")])
+            _put(row, "RuleNames", [r["name"] for r in rules if r.get("name")])
+            _put(row, "Actions", list(dict.fromkeys(a for r in rules for a in r.get("actions") or ())))
+            _put(
+                row,
+                "OverriddenActions",
+                list(dict.fromkeys(a for r in rules for a in r.get("overridden_actions") or ())),
+            )
+    sits = get("sensitive_types")
+    if sits:
+        row["SensitiveTypes"] = sits
+        _put(row, "SensitiveTypeIds", [t["id"] for t in sits if t.get("id")])
+        _put(row, "SensitiveTypeNames", [t["name"] for t in sits if t.get("name")])
+        row["SensitiveMatchCount"] = sum(t["count"] for t in sits if isinstance(t.get("count"), int))
+    labels = get("labels")
+    if labels:
+        _put(row, "LabelIds", [x["id"] for x in labels if x.get("id")])
+        _put(row, "LabelNames", [x["name"] for x in labels if x.get("name")])
+    return row
+
+
+def _put(row: dict[str, Any], column: str, value: list[Any]) -> None:
+    if value:
+        row[column] = value
 
 
 def column_names() -> list[str]:

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -41,7 +42,7 @@ from forwarder.errors import FatalError, RetriableError
 from forwarder.http import make_client, retry_after
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Entry, Health, Outcome, Sink, SinkContext
-from sinks.sentinel.batching import SERVICE_LIMIT, Chunk, Piece, chunks, fit_row, split
+from sinks.sentinel.batching import SERVICE_LIMIT, Chunk, Piece, encode, fit_row, pack, split
 from sinks.sentinel.columns import STREAM, to_row
 
 API_VERSION = "2023-01-01"
@@ -102,7 +103,9 @@ class SentinelSink(Sink):
 
     settings_class = SentinelSettings
     max_batch_events = 5000
-    max_batch_bytes = 1_000_000
+    # The sink packs its own calls from rows (not spool payloads), each within max_request_bytes;
+    # the host cap only bounds memory, and several calls per batch let encoding overlap sending.
+    max_batch_bytes = 5_000_000
     acknowledgements = False
     carries_raw = False
 
@@ -111,6 +114,7 @@ class SentinelSink(Sink):
         self.settings: SentinelSettings = settings
         self.tokens: Any = None  # TokenProvider; tests may inject any object with token()/invalidate()
         self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
         base = settings.endpoint.rstrip("/")
         self.url = (
             f"{base}/dataCollectionRules/{quote(settings.dcr_immutable_id, safe='')}"
@@ -128,6 +132,9 @@ class SentinelSink(Sink):
         self.tokens.token(self.scope)  # fail early on bad credentials (FatalError) or no login host
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -150,14 +157,37 @@ class SentinelSink(Sink):
     # ------------------------------------------------------------------ delivery
 
     def write_batch(self, entries: Sequence[Entry]) -> Outcome:
+        """Encode and send ``entries``; the next call is encoded while the previous one is in flight."""
         outcome = Outcome()
         if not entries:
             return outcome
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sentinel-{self.name}")
+        s = self.settings
+        in_flight: tuple[Chunk, Future[_Reply]] | None = None
+        going = True
+        for group in pack(self._pieces(entries, outcome), s.max_request_bytes):
+            for chunk in encode(group, s.max_request_bytes, s.gzip, s.compress_level):
+                if in_flight is not None:
+                    going = self._settle(in_flight[0], in_flight[1].result(), outcome)
+                    in_flight = None
+                    if not going:
+                        break
+                in_flight = (chunk, self._pool.submit(self._call, chunk))
+            if not going:
+                break
+        if in_flight is not None:
+            self._settle(in_flight[0], in_flight[1].result(), outcome)
+        settled = set(outcome.delivered) | set(outcome.retry) | set(outcome.rejected)
+        outcome.retry.extend(e.id for e in entries if e.id not in settled)  # never encoded: batch stopped
+        return outcome
+
+    def _pieces(self, entries: Sequence[Entry], outcome: Outcome) -> Iterator[Piece]:
+        """Encoded rows; events that cannot be encoded or cannot fit are recorded as rejected."""
         limit = self.settings.max_request_bytes
-        pieces: list[Piece] = []
         for entry in entries:
             try:
-                row = to_row(entry.data)
+                row = to_row(orjson.loads(entry.payload))  # not entry.data: nothing kept alive per entry
             except orjson.JSONDecodeError:
                 outcome.rejected[entry.id] = "spooled payload is not valid JSON"
                 continue
@@ -171,66 +201,52 @@ class SentinelSink(Sink):
             if trimmed:
                 self.context.count("trimmed")
                 self.log.warning("%s: event %s trimmed to fit the call limit: %s", self.name, entry.id, trimmed)
-            pieces.append(Piece(entry.id, body))
-        if not pieces:
-            return outcome
-        compress, level = self.settings.gzip, self.settings.compress_level
-        queue: deque[Chunk] = deque(chunks(pieces, limit, compress, level))
+            yield Piece(entry.id, body)
+
+    def _settle(self, chunk: Chunk, reply: _Reply, outcome: Outcome) -> bool:
+        """Record what ``reply`` means for ``chunk``; split and re-send on 400/413 until settled.
+
+        Returns False when the batch must stop (retry later, or a fatal configuration fault).
+        """
+        queue: deque[tuple[Chunk, _Reply | None]] = deque([(chunk, reply)])
+        s = self.settings
         while queue:
-            chunk = queue.popleft()
-            try:
-                reply = self._post(chunk)
-            except FatalError as exc:
-                self._retry_rest(outcome, chunk, queue, str(exc))
-                outcome.fatal = str(exc)
-                return outcome
-            except RetriableError as exc:
-                self._retry_rest(outcome, chunk, queue, str(exc), exc.retry_after)
-                return outcome
-            status = reply.status
+            current, answer = queue.popleft()
+            if answer is None:
+                answer = self._call(current)
+            status = answer.status
             if 200 <= status < 300:
-                outcome.delivered.extend(chunk.entry_ids)
+                outcome.delivered.extend(current.entry_ids)
                 self.context.count("requests")
-            elif status in (400, 413) and reply.code not in REQUEST_ERRORS:
-                if len(chunk.pieces) > 1:
-                    left, right = split(chunk, compress, level)
-                    queue.appendleft(right)
-                    queue.appendleft(left)
+                continue
+            if status in (400, 413) and answer.code not in REQUEST_ERRORS:
+                if len(current.pieces) > 1:
+                    left, right = split(current, s.gzip, s.compress_level)
+                    queue.appendleft((right, None))
+                    queue.appendleft((left, None))
                     self.context.count("splits_413" if status == 413 else "bisections_400")
                     continue
                 what = "too large" if status == 413 else "refused"
-                outcome.rejected[chunk.pieces[0].entry_id] = (
-                    f"Logs Ingestion API {what} the event: HTTP {status} {reply.code}: {reply.message}"
+                outcome.rejected[current.pieces[0].entry_id] = (
+                    f"Logs Ingestion API {what} the event: HTTP {status} {answer.code}: {answer.message}"
                 )
-            elif status in (400, 401, 403, 404):
-                self._retry_rest(outcome, chunk, queue, "")
-                outcome.fatal = self._fatal_message(reply)
-                return outcome
-            elif status == 0 or status == 429 or status >= 500:
-                reason = (
-                    f"Logs Ingestion API: {reply.message}"
-                    if status == 0
-                    else f"Logs Ingestion API HTTP {status} {reply.code}".rstrip()
+                continue
+            # the batch stops here: this call and every one not yet settled are retried
+            outcome.retry.extend(current.entry_ids)
+            for rest, _ in queue:
+                outcome.retry.extend(rest.entry_ids)
+            if status == 0 or status == 429 or status >= 500:
+                outcome.retry_reason = (
+                    answer.message if status == 0 else f"Logs Ingestion API HTTP {status} {answer.code}"
                 )
-                self._retry_rest(outcome, chunk, queue, reason, reply.retry_after)
-                if reply.ambiguous:
-                    outcome.duplicates_possible += len(chunk.pieces)
-                return outcome
+                outcome.retry_reason = outcome.retry_reason.rstrip()
+                outcome.retry_after = answer.retry_after
+                if answer.ambiguous:
+                    outcome.duplicates_possible += len(current.pieces)
             else:
-                self._retry_rest(outcome, chunk, queue, "")
-                outcome.fatal = f"Logs Ingestion API answered HTTP {status} {reply.code}: {reply.message}"
-                return outcome
-        return outcome
-
-    def _retry_rest(
-        self, outcome: Outcome, chunk: Chunk, queue: deque[Chunk], reason: str, after: float | None = None
-    ) -> None:
-        outcome.retry.extend(chunk.entry_ids)
-        for rest in queue:
-            outcome.retry.extend(rest.entry_ids)
-        queue.clear()
-        outcome.retry_reason = reason
-        outcome.retry_after = after
+                outcome.fatal = answer.message if status == -1 else self._fatal_message(answer)
+            return False
+        return True
 
     def _fatal_message(self, reply: _Reply) -> str:
         s = self.settings
@@ -253,16 +269,22 @@ class SentinelSink(Sink):
 
     # ------------------------------------------------------------------ one call
 
-    def _post(self, chunk: Chunk) -> _Reply:
-        """Send one chunk, refreshing the token once on 401. Raises Fatal/RetriableError for token faults."""
-        if self._client is None or self.tokens is None:
-            self.connect()
-        reply = self._send_once(chunk)
-        if reply.status == 401:
-            self.tokens.invalidate(self.scope)
-            self.context.count("token_refreshes")
+    def _call(self, chunk: Chunk) -> _Reply:
+        """Send one chunk, refreshing the token once on 401. Token faults become status 0 (retry)
+        or -1 (fatal) replies; nothing here raises."""
+        try:
+            if self._client is None or self.tokens is None:
+                self.connect()
             reply = self._send_once(chunk)
-        return reply
+            if reply.status == 401:
+                self.tokens.invalidate(self.scope)
+                self.context.count("token_refreshes")
+                reply = self._send_once(chunk)
+            return reply
+        except FatalError as exc:
+            return _Reply(-1, message=str(exc))
+        except RetriableError as exc:
+            return _Reply(0, message=str(exc), retry_after=exc.retry_after)
 
     def _send_once(self, chunk: Chunk) -> _Reply:
         assert self._client is not None

@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from emulators.logs_ingestion.app import Dcr, JwtVerifier, LogsIngestionApp
+from emulators.logs_ingestion.app import Dcr, LogsIngestionApp
+from emulators.tenant.tokens import TokenIssuer, TokenVerifier
 from forwarder.auth import AuthSettings
 from forwarder.schema import (
     DetectedValue,
@@ -35,21 +35,23 @@ TENANT = "contoso-tenant"
 
 
 class Issuer:
-    """Signs RS256 tokens like Entra ID does for client credentials."""
+    """Signs RS256 tokens with the tenant emulator's issuer (as Entra ID does for client credentials)."""
 
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.public_pem = self.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        self.issuer = TokenIssuer(self.key, TENANT)
 
     def token(self, aud: str = "https://monitor.azure.com", appid: str = APP, lifetime: float = 3600) -> str:
-        now = int(time.time())
-        claims = {"aud": aud, "appid": appid, "tid": TENANT, "iat": now, "nbf": now - 5, "exp": int(now + lifetime)}
-        return jwt.encode(claims, self.key, algorithm="RS256")
+        if lifetime <= 0:  # an already expired token
+            past = TokenIssuer(self.key, TENANT, now=lambda: time.time() + lifetime - 120)
+            return past.issue(aud, appid, [], lifetime=60)[0]
+        return self.issuer.issue(aud, appid, [], lifetime=lifetime)[0]
 
-    def verifier(self) -> JwtVerifier:
-        return JwtVerifier(public_key_pem=self.public_pem)
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(self.issuer.jwks(), leeway=60)
 
 
 @dataclass
