@@ -73,6 +73,7 @@ def sn_settings(server: EmulatorServer, **overrides: Any) -> ServiceNowSettings:
         "http": {"ca_bundle": server.ca_file},
     }
     data.update(overrides)
+    data = {k: v for k, v in data.items() if v is not None}  # None: leave the setting out
     problems: list[str] = []
     settings = build(ServiceNowSettings, data, "sinks.sn", problems)
     assert not problems, problems
