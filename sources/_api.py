@@ -144,8 +144,8 @@ class ApiClient:
     # ------------------------------------------------------------------ clock
 
     def now(self) -> dt.datetime:
-        """The server's idea of now (local clock corrected by the last ``Date`` header seen)."""
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.skew)
+        """The server's idea of now, in whole seconds (local clock corrected by the last ``Date`` header)."""
+        return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.skew)).replace(microsecond=0)
 
     def _observe_date(self, response: httpx.Response) -> None:
         value = response.headers.get("Date")
@@ -199,7 +199,7 @@ class ApiClient:
         attempt = 0
         while True:
             attempt += 1
-            self.budget.acquire(self.sleep)
+            self.budget.acquire()
             token = self.tokens.token(self.scope)
             with map_exceptions(what):
                 response = self.client.request(

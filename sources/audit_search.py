@@ -127,8 +127,13 @@ class AuditSearchSource(Source):
 
     def connect(self) -> None:
         self._check_cloud()
+        self._sync_clock()
+
+    def _sync_clock(self) -> None:
+        """One cheap request so that windows are computed on the server's clock."""
         api = self._api()
-        api.tokens.token(api.scope)
+        response = api.request("GET", "security/auditLog/queries", params={"$top": "1"}, what="probe queries")
+        api.raise_for(response, f"audit_search {self.name}: GET security/auditLog/queries", PERMISSION)
 
     def close(self) -> None:
         if self.client is not None:
@@ -161,6 +166,7 @@ class AuditSearchSource(Source):
 
     def poll(self, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         self._check_cloud()
+        self._sync_clock()
         api = self._api()
         now = api.now() - dt.timedelta(minutes=self.settings.lag_minutes)
         since = parse_cursor_time((cursor or {}).get("done_until")) or (
@@ -170,6 +176,7 @@ class AuditSearchSource(Source):
 
     def backfill(self, since: dt.datetime, until: dt.datetime, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         self._check_cloud()
+        self._sync_clock()
         api = self._api()
         until = min(until, api.now())
         start = parse_cursor_time((cursor or {}).get("done_until")) or since

@@ -123,8 +123,15 @@ class GraphSecuritySource(Source):
         return self.client
 
     def connect(self) -> None:
+        self._sync_clock()
+
+    def _sync_clock(self) -> None:
+        """One cheap request (``$top=1``) per poll, so windows end at the server's now, not ours."""
         api = self._api()
-        api.tokens.token(api.scope)
+        path = "security/alerts_v2" if self.settings.alerts else "security/incidents"
+        permission = ALERTS_PERMISSION if self.settings.alerts else INCIDENTS_PERMISSION
+        response = api.request("GET", path, params={"$top": "1"}, what=f"graph_security {self.name}: probe")
+        api.raise_for(response, f"graph_security {self.name}: GET {path}", permission)
 
     def close(self) -> None:
         if self.client is not None:
@@ -160,6 +167,7 @@ class GraphSecuritySource(Source):
 
     def poll(self, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         api = self._api()
+        self._sync_clock()
         state = _Cursor.load(cursor)
         now = api.now()
         default_since = now - dt.timedelta(days=self.settings.start_days)
@@ -171,6 +179,7 @@ class GraphSecuritySource(Source):
 
     def backfill(self, since: dt.datetime, until: dt.datetime, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         api = self._api()
+        self._sync_clock()
         state = _Cursor.load(cursor)
         until = min(until, api.now())
         if self.settings.alerts:

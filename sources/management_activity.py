@@ -266,8 +266,11 @@ class ManagementActivitySource(Source):
 
     def poll(self, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         api = self._api()
-        if not self._subscribed:
-            self.connect()
+        # Once per poll: (re)start subscriptions that were disabled meanwhile, and learn the
+        # server's clock from the answer's Date header before computing any window.
+        self.ensure_subscriptions()
+        if self.settings.resolve_sit_names and not self.sit_names:
+            self._load_sit_names()
         positions = _positions(cursor)
         for ct in self.settings.content_types:
             now = api.now()
@@ -316,8 +319,7 @@ class ManagementActivitySource(Source):
 
     def backfill(self, since: dt.datetime, until: dt.datetime, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         api = self._api()
-        if not self._subscribed:
-            self.connect()
+        self.ensure_subscriptions()
         now = api.now()
         floor = now - RETENTION + RETENTION_MARGIN
         until = min(until, now)
