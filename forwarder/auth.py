@@ -51,6 +51,8 @@ class TokenProvider:
         http = http or HttpSettings()
         session = requests.Session()
         session.verify = (http.ca_bundle or True) if http.verify else False
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override session.verify (psf/requests#3829)
+        session.trust_env = session.verify is True
         if http.proxy:
             session.proxies = {"http": http.proxy, "https": http.proxy}
         authority_host = settings.authority or cloud_of(settings).login
