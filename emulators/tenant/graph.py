@@ -127,34 +127,93 @@ class Clause:
         return bool({"gt": v > self.value, "ge": v >= self.value, "lt": v < self.value, "le": v <= self.value}[self.op])
 
 
-def parse_filter(text: str, fields: tuple[str, ...], type_name: str, status_values: tuple[str, ...]) -> list[Clause]:
-    """Parse ``$filter`` into clauses; raise :class:`BadQuery` for anything Graph would refuse."""
+def _split_top(text: str, word: str) -> list[str]:
+    """Split ``text`` on `` <word> `` outside quotes and parentheses."""
+    parts, depth, quoted, start, i = [], 0, False, 0, 0
+    token = f" {word} "
+    lower = text.lower()
+    while i < len(text):
+        ch = text[i]
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise BadQuery(f"Invalid filter clause: unbalanced parentheses in '{text}'.")
+        elif not quoted and depth == 0 and lower.startswith(token, i):
+            parts.append(text[start:i])
+            i += len(token)
+            start = i
+            continue
+        i += 1
+    if depth != 0 or quoted:
+        raise BadQuery(f"Invalid filter clause: unbalanced parentheses or quotes in '{text}'.")
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
+
+
+def _strip_parens(text: str) -> str:
+    """Remove parentheses that enclose the whole of ``text``."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(text) - 1:
+                return text  # the first "(" closes before the end: "(a) and (b)"
+        text = text[1:-1].strip()
+    return text
+
+
+def parse_filter(
+    text: str, fields: tuple[str, ...], type_name: str, status_values: tuple[str, ...]
+) -> list[list[Clause]]:
+    """Parse ``$filter`` into a conjunction of disjunctions (``a and (b or c)``).
+
+    Raise :class:`BadQuery` for anything Graph would refuse: unknown properties, functions
+    (``contains(...)``, ``startswith(...)``), ``not``, invalid enum constants.
+    """
     if not text.strip():
         return []
-    if re.search(r"\s(or)\s|^\s*not\s|\(", text, re.IGNORECASE):
-        raise BadQuery(f"Invalid filter clause: the query '{text}' uses an operator or function that is not supported.")
-    clauses = []
-    for part in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
-        m = _CLAUSE.match(part)
-        if not m:
-            raise BadQuery(f"Invalid filter clause: syntax error in '{part}'.")
-        field, op, raw = m.group(1), m.group(2).lower(), m.group(3)
-        canonical = next((f for f in fields if f.lower() == field.lower()), None)
-        if canonical is None:
-            raise BadQuery(f"Invalid filter clause: Could not find a property named '{field}' on type '{type_name}'.")
-        if canonical in TIME_FIELDS:
-            value: Any = parse_time(raw)
-        else:
-            if op not in ("eq", "ne"):
-                raise BadQuery(f"Invalid filter clause: operator '{op}' is not supported for '{canonical}'.")
-            if not (raw.startswith("'") and raw.endswith("'")) and raw.lower() != "null":
-                raise BadQuery(f"Invalid filter clause: '{raw}' is not a valid literal for '{canonical}'.")
-            value = None if raw.lower() == "null" else raw[1:-1].replace("''", "'")
-            allowed = status_values if canonical == "status" else ENUMS.get(canonical)
-            if allowed is not None and value is not None and value not in allowed:
-                raise BadQuery(f"The string '{value}' is not a valid enumeration type constant for '{canonical}'.")
-        clauses.append(Clause(canonical, op, value))
-    return clauses
+    groups: list[list[Clause]] = []
+    for term in _split_top(_strip_parens(text.strip()), "and"):
+        term = _strip_parens(term)
+        alternatives = _split_top(term, "or")
+        group = []
+        for alt in alternatives:
+            alt = _strip_parens(alt)
+            if "(" in alt.split("'")[0] or re.match(r"^\s*not\s", alt, re.IGNORECASE):
+                raise BadQuery(
+                    f"Invalid filter clause: the query '{text}' uses a function or operator that is not supported."
+                )
+            if len(_split_top(alt, "and")) > 1:
+                raise BadQuery(f"Invalid filter clause: nested 'and' inside 'or' is not supported in '{text}'.")
+            group.append(_parse_clause(alt, fields, type_name, status_values))
+        groups.append(group)
+    return groups
+
+
+def _parse_clause(part: str, fields: tuple[str, ...], type_name: str, status_values: tuple[str, ...]) -> Clause:
+    m = _CLAUSE.match(part)
+    if not m:
+        raise BadQuery(f"Invalid filter clause: syntax error in '{part}'.")
+    field, op, raw = m.group(1), m.group(2).lower(), m.group(3)
+    canonical = next((f for f in fields if f.lower() == field.lower()), None)
+    if canonical is None:
+        raise BadQuery(f"Invalid filter clause: Could not find a property named '{field}' on type '{type_name}'.")
+    if canonical in TIME_FIELDS:
+        return Clause(canonical, op, parse_time(raw))
+    if op not in ("eq", "ne"):
+        raise BadQuery(f"Invalid filter clause: operator '{op}' is not supported for '{canonical}'.")
+    if not (raw.startswith("'") and raw.endswith("'")) and raw.lower() != "null":
+        raise BadQuery(f"Invalid filter clause: '{raw}' is not a valid literal for '{canonical}'.")
+    value = None if raw.lower() == "null" else raw[1:-1].replace("''", "'")
+    allowed = status_values if canonical == "status" else ENUMS.get(canonical)
+    if allowed is not None and value is not None and value not in allowed:
+        raise BadQuery(f"The string '{value}' is not a valid enumeration type constant for '{canonical}'.")
+    return Clause(canonical, op, value)
 
 
 class Collection:
@@ -211,14 +270,15 @@ class Collection:
         return lo
 
     def iterate(
-        self, clauses: list[Clause], order_field: str, descending: bool, after: tuple[float, str] | None
+        self, clauses: list[list[Clause]], order_field: str, descending: bool, after: tuple[float, str] | None
     ) -> Iterator[dict[str, Any]]:
         """Items matching ``clauses`` in order, starting strictly after the keyset ``after``."""
         which = 0 if order_field == "createdDateTime" else 1
         lo, hi = 0, self.count
-        for c in clauses:
-            if c.field not in TIME_FIELDS:
+        for group in clauses:
+            if len(group) != 1 or group[0].field not in TIME_FIELDS:
                 continue
+            c = group[0]
             w = 0 if c.field == "createdDateTime" else 1
             if c.op in ("gt", "ge"):
                 lo = max(lo, self._bound(w, c.value + (1e-7 if c.op == "gt" else 0.0)))
@@ -257,7 +317,7 @@ class Collection:
                 if not descending and key <= after:
                     continue
             item = self.get(j)
-            if all(c.test(item.get(c.field)) for c in clauses):
+            if all(any(c.test(item.get(c.field)) for c in group) for group in clauses):
                 yield item
 
     def index_of(self, ident: str, lookup: Callable[[str], int | None]) -> int | None:
