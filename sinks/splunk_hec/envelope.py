@@ -242,8 +242,12 @@ class EnvelopeBuilder:
         names = {self.index} | {self.indexes.get(k, "") or self.index for k in DEFAULT_SOURCETYPES}
         return sorted(names)
 
+    def event_body(self, ev: Mapping[str, Any], payload: bytes) -> bytes:
+        """The ``event`` object alone: the CIM fields, then ``"dlpfwd": <payload>``."""
+        cim = orjson.dumps(self.cim(ev))
+        return b"".join((cim[:-1], b',"dlpfwd":', payload.strip(), b"}"))
+
     def build(self, ev: Mapping[str, Any], payload: bytes) -> bytes:
         """The envelope of one event: ``ev`` is the decoded ``payload`` (the spooled JSON object)."""
         head = orjson.dumps(self.metadata(ev))
-        cim = orjson.dumps(self.cim(ev))
-        return b"".join((head[:-1], b',"event":', cim[:-1], b',"dlpfwd":', payload.strip(), b"}}"))
+        return b"".join((head[:-1], b',"event":', self.event_body(ev, payload), b"}"))
