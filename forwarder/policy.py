@@ -65,7 +65,13 @@ class SensitiveValuePolicy:
                 for dv in sit.detected_values:
                     dv.value = self.transform(dv.value)
         if event.raw is not None:
-            self._scrub(event.raw, 0)
+            self.scrub(event.raw)
+
+    def scrub(self, record: Any) -> Any:
+        """Scrub matched values in any raw record (a dict or list, in place) and return it; for
+        records that never become events, e.g. ones quarantined by a failing normalizer."""
+        self._scrub(record, 0)
+        return record
 
     def transform(self, value: Any) -> str:
         """The masked or hashed form of one value (``drop`` mode returns ``""``)."""
