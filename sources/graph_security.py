@@ -251,8 +251,11 @@ class GraphSecuritySource(Source):
         s = self.settings
         time_filter = f"lastUpdateDateTime ge {iso(a)} and lastUpdateDateTime lt {iso(b)}"
         if stream == "alerts":
-            sources = " or ".join(f"serviceSource eq '{v}'" for v in s.service_sources)
-            flt = f"{time_filter} and ({sources})" if sources and not s.all_alerts else time_filter
+            flt = time_filter
+            if s.service_sources and not s.all_alerts:
+                clauses = [f"serviceSource eq '{v}'" for v in s.service_sources]
+                # One value needs no parentheses (and stays within the simplest filter grammar).
+                flt += f" and {clauses[0]}" if len(clauses) == 1 else f" and ({' or '.join(clauses)})"
             return {"$filter": flt, "$top": str(s.alert_page_size)}
         params = {"$filter": time_filter, "$top": str(s.incident_page_size)}
         if self._expand:

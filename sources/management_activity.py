@@ -291,31 +291,53 @@ class ManagementActivitySource(Source):
                 start = wanted
             else:
                 start = end - dt.timedelta(hours=self.settings.relist_hours)
-            gap = None
-            if end < floor:
-                gap = WorkUnit(
-                    id=f"gap:{ct}:{iso(end)}",
-                    kind="o365_content_gap",
-                    status="expired",
-                    created=iso(end),
-                    expires=iso(floor),
-                    detail=f"content published {iso(end)}..{iso(floor)} is past the API's 7 days and was lost",
+            units = self._expired_failures(ct, positions, now)
+            if start < floor and positions.get(ct, {}).get("end"):
+                # Part of what should be (re-)listed is past the API's 7 days: blobs published
+                # there and not read yet (late ones included) cannot be recovered. Say so.
+                units.append(
+                    WorkUnit(
+                        id=f"gap:{ct}:{iso(start)}",
+                        kind="o365_content_gap",
+                        status="expired",
+                        created=iso(start),
+                        expires=iso(floor),
+                        detail=f"content published {iso(start)}..{iso(floor)} and not read before is past the "
+                        f"Management API's 7 days and lost (cursor was {iso(end)})",
+                    )
                 )
                 self.log.error(
-                    "%s: %s cursor %s is older than the Management API keeps (7 days); content between it and "
-                    "%s is lost and recorded as a gap in the completeness report",
+                    "%s: %s cursor %s is too old to re-list (the Management API keeps 7 days); unread content "
+                    "published %s..%s is lost and recorded as a gap in the completeness report",
                     self.name,
                     ct,
                     iso(end),
+                    iso(start),
                     iso(floor),
                 )
                 self.context.count("content_gaps")
-                end = floor
+            end = max(end, floor)
             start = max(start, floor)
-            if gap is not None:
+            if units:
                 positions.setdefault(ct, {})["end"] = iso(end)
-                yield SourceBatch(cursor=_dump(positions), units=[gap])
+                yield SourceBatch(cursor=_dump(positions), units=units)
             yield from self._read(ct, start, now, positions, commit_from=end, use_ledger=True)
+
+    def _expired_failures(self, ct: str, positions: dict[str, dict[str, Any]], now: dt.datetime) -> list[WorkUnit]:
+        """Blobs that failed earlier and expired before a retry could read them: report them."""
+        pending = positions.get(ct, {}).get("failed") or {}
+        units = []
+        for unit_id, info in list(pending.items()):
+            expires = parse_cursor_time(str(info.get("expires", "")))
+            if expires is not None and expires <= now:
+                entry = {
+                    "contentId": unit_id.split(":", 1)[-1],
+                    "contentCreated": info.get("created", ""),
+                    "contentExpiration": info.get("expires", ""),
+                }
+                units.append(self._expired(ct, unit_id, entry, "expired after failed downloads, before a retry"))
+                del pending[unit_id]
+        return units
 
     def backfill(self, since: dt.datetime, until: dt.datetime, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
         api = self._api()
@@ -373,17 +395,25 @@ class ManagementActivitySource(Source):
         size = dt.timedelta(hours=self.settings.window_hours)
         done, total = progress_base or (0, count_windows(start, end, size))
         for a, b in windows(start, end, size):
-            records_in_window = 0
-            failures: list[str] = []
+            failures: list[tuple[str, dict[str, Any], str]] = []
+            pending = positions.setdefault(ct, {}).setdefault("failed", {})
             for entries in self._list(ct, a, b):
-                for batch in self._fetch(ct, entries, use_ledger, failures):
-                    records_in_window += len(batch.records)
-                    yield batch
+                yield from self._fetch(ct, entries, use_ledger, failures, pending)
             done += 1
             if failures:
+                # Remember the failed blobs (bounded) so that one expiring before it could be
+                # read is still reported; the window end itself is not committed.
+                for unit_id, entry, _ in failures:
+                    if len(pending) < 10_000:
+                        pending[unit_id] = {
+                            "created": str(entry.get("contentCreated", "")),
+                            "expires": str(entry.get("contentExpiration", "")),
+                        }
+                positions[ct].setdefault("end", iso(commit_from))
+                yield SourceBatch(cursor=_dump(positions))
                 raise RetriableError(
-                    f"{self.name}: {len(failures)} {ct} blob(s) could not be downloaded ({failures[0]}); "
-                    f"the cursor stays at {iso(a)} and they are retried on the next poll"
+                    f"{self.name}: {len(failures)} {ct} blob(s) could not be downloaded ({failures[0][2]}); "
+                    f"the cursor stays before them and they are retried on the next poll"
                 )
             progress = {"content_type": ct, "done": done, "total": total, "window_end": iso(b)}
             if b > commit_from:
@@ -439,7 +469,12 @@ class ManagementActivitySource(Source):
             params = None
 
     def _fetch(
-        self, ct: str, entries: list[dict[str, Any]], use_ledger: bool, failures: list[str]
+        self,
+        ct: str,
+        entries: list[dict[str, Any]],
+        use_ledger: bool,
+        failures: list[tuple[str, dict[str, Any], str]],
+        failed_before: dict[str, Any],
     ) -> Iterator[SourceBatch]:
         """Download the new blobs among ``entries`` concurrently; yield their records blob by blob."""
         api = self._api()
@@ -458,6 +493,8 @@ class ManagementActivitySource(Source):
                 continue
             todo.append((unit_id, entry))
         if expired_units:
+            for u in expired_units:
+                failed_before.pop(u.id, None)
             yield SourceBatch(units=expired_units)
             for u in expired_units:
                 self._mark_done(u.id)
@@ -481,7 +518,7 @@ class ManagementActivitySource(Source):
                 try:
                     outcome, payload = future.result()
                 except (RetriableError, FatalError) as exc:
-                    failures.append(str(exc))
+                    failures.append((unit_id, entry, str(exc)))
                     self.context.count("blob_failures")
                     self.log.warning("%s: %s blob %s failed: %s", self.name, ct, entry.get("contentId"), exc)
                     yield SourceBatch(
@@ -497,6 +534,7 @@ class ManagementActivitySource(Source):
                         ]
                     )
                     continue
+                failed_before.pop(unit_id, None)
                 if outcome == "gone":
                     yield SourceBatch(units=[self._expired(ct, unit_id, entry, str(payload))])
                     self._mark_done(unit_id)

@@ -191,7 +191,7 @@ def test_first_run_and_stale_cursor_are_clamped_to_7_days_with_a_gap_unit(caplog
     gap = [u for b in batches for u in b.units if u.kind == "o365_content_gap"]
     assert len(gap) == 1 and gap[0].status == "expired" and "lost" in gap[0].detail
     assert ctx.counters["content_gaps"] == 1 and api.af20055 == 0
-    assert "older than the Management API keeps" in caplog.text
+    assert "too old to re-list" in caplog.text
 
 
 def test_af20055_from_the_service_is_clamped_never_looped():
@@ -250,14 +250,36 @@ def test_failed_download_is_retried_and_never_passed_by_the_cursor():
             for u in batch.units:
                 ctx.ledger[u.id] = u.status
             cursor = batch.cursor or cursor
-    assert cursor is None  # never committed past the failed blob
+    # The cursor never moves past the failed blob; it remembers it to report it if it expires.
+    assert parse(cursor["content"]["DLP.All"]["end"].rstrip("Z")) <= NOW - dt.timedelta(hours=4)
+    assert list(cursor["content"]["DLP.All"]["failed"]) == ["DLP.All:c1"]
     assert sorted(r.data["Id"] for r in got) == ["rec-0", "rec-2", "rec-3"]
     assert ctx.ledger["DLP.All:c1"] == "failed" and sleeps  # retried with back-off first
     api.failing["c1"] = 0
     api.downloads.clear()
-    records, cursor = drain(src.poll(None), ctx)
+    records, cursor = drain(src.poll(cursor), ctx)
     assert [r.data["Id"] for r in records] == ["rec-1"] and api.downloads == ["c1"]
-    assert cursor is not None
+    assert cursor["content"]["DLP.All"]["failed"] == {}
+    assert parse(cursor["content"]["DLP.All"]["end"].rstrip("Z")) == NOW
+
+
+def test_failed_blob_that_expires_before_a_retry_is_reported():
+    api = FakeManagementApi(NOW)
+    api.add("c0", NOW - dt.timedelta(days=6, hours=20), [rec(0)])
+    api.failing["c0"] = -1
+    src, ctx, _, _ = make(api, max_retry_wait=1, start_hours=24 * 7)
+    cursor = None
+    with pytest.raises(RetriableError):
+        for batch in src.poll(None):
+            cursor = batch.cursor or cursor
+    # An outage long enough for the blob to expire; the listing no longer shows it.
+    api.now = NOW + dt.timedelta(days=1)
+    api.blobs.clear()
+    batches = list(src.poll(cursor))
+    units = [u for b in batches for u in b.units]
+    expired = [u for u in units if u.id == "DLP.All:c0"]
+    assert expired and expired[0].status == "expired" and "failed downloads" in expired[0].detail
+    assert ctx.counters["blobs_expired"] == 1
 
 
 def test_throttling_af429_and_5xx_are_retried_with_backoff():
