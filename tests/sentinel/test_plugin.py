@@ -1,0 +1,105 @@
+"""Registration through the entry points, settings validation, and the emulator command."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+import time
+
+import httpx
+
+from forwarder.plugins import PluginHost
+from forwarder.settings import build
+from sinks.sentinel.sink import SentinelSettings, SentinelSink
+from tests.sentinel.helpers import DCR, Issuer
+
+
+def test_entry_points_register_the_sink_and_the_command():
+    host = PluginHost().load(allow=["sentinel", "emulator_logs_ingestion"])
+    assert not host.failures, host.failures
+    assert host.sinks["sentinel"] is SentinelSink
+    assert "logs-ingestion-emulator" in host.commands
+
+
+def test_settings_problems_are_reported_with_key_paths():
+    problems: list[str] = []
+    build(
+        SentinelSettings,
+        {"endpoint": "http://dce.example", "auth": {"tenant_id": "t"}, "max_request_bytes": 2_000_000},
+        "sinks[0]",
+        problems,
+    )
+    text = "\n".join(problems)
+    assert "sinks[0].endpoint: expected an https URL" in text
+    assert "sinks[0].dcr_immutable_id: required" in text
+    assert "sinks[0].auth.client_id: required" in text
+    assert "sinks[0].max_request_bytes: expected at most 1048576" in text
+
+
+def test_settings_defaults_and_cloud_scope():
+    problems: list[str] = []
+    settings = build(
+        SentinelSettings,
+        {
+            "endpoint": "https://dce.usgovvirginia-1.ingest.monitor.azure.us",
+            "dcr_immutable_id": DCR,
+            "auth": {"tenant_id": "t", "client_id": "c", "client_secret": "s", "cloud": "gcc-high"},
+        },
+        "sinks[0]",
+        problems,
+    )
+    assert problems == []
+    assert settings.stream == "Custom-PurviewDLP_CL" and settings.api_version == "2023-01-01"
+    import logging
+
+    from forwarder.sink import SinkContext
+
+    sink = SentinelSink("s", settings, SinkContext("s", logging.getLogger("t")))
+    assert sink.scope == "https://monitor.azure.us/.default"
+    assert (
+        sink.url
+        == f"https://dce.usgovvirginia-1.ingest.monitor.azure.us/dataCollectionRules/{DCR}/streams/Custom-PurviewDLP_CL"
+    )
+
+
+def test_emulator_command_serves_in_its_own_process(tmp_path):
+    issuer = Issuer()
+    key = tmp_path / "pub.pem"
+    key.write_bytes(issuer.public_pem)
+    out = tmp_path / "rows.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emulators.logs_ingestion",
+            "--public-key",
+            str(key),
+            "--state-dir",
+            str(tmp_path / "tls"),
+            "--dcr",
+            DCR,
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        info = {}
+        deadline = time.monotonic() + 30
+        while "ca_bundle" not in info and time.monotonic() < deadline:
+            k, _, v = proc.stdout.readline().strip().partition(" = ")
+            info[k] = v
+        ctx = ssl.create_default_context(cafile=info["ca_bundle"])
+        r = httpx.post(
+            f"{info['endpoint']}/dataCollectionRules/{DCR}/streams/{info['stream']}?api-version=2023-01-01",
+            content=b'[{"EventId": "cli"}]',
+            headers={"Authorization": f"Bearer {issuer.token()}", "Content-Type": "application/json"},
+            verify=ctx,
+        )
+        assert r.status_code == 204
+        assert out.read_text() == '{"EventId":"cli"}\n'
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
