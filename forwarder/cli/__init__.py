@@ -122,27 +122,46 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--config",
         metavar="PATH",
         default=default,
-        help="configuration file (default: ./dlpfwd.toml or $DLPFWD_CONFIG)",
+        help="default $DLPFWD_CONFIG, else ./dlpfwd.toml",
     )
     parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
+        metavar="LEVEL",
         default=default,
-        help="log level (default: the configuration's, else info)",
+        help="debug, info, warning or error",
     )
     parser.add_argument(
         "--strict-plugins",
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
-        help="exit 3 if any plugin fails to load",
+        help="exit 3 if a plugin fails to load",
     )
+
+
+_HELP_POSITION = 32
+_HELP_WIDTH = 50  # what fits beside the command names at 80 columns
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, max_help_position=_HELP_POSITION)
+
+
+def _one_line(text: str) -> str:
+    """A command's help shortened to one line of an 80-column overview (``--help`` fits a screen);
+    the command's own ``--help`` shows it in full."""
+    text = text.split(" (")[0].split("; ")[0].strip()
+    if len(text) <= _HELP_WIDTH:
+        return text
+    return text[: _HELP_WIDTH - 3].rsplit(" ", 1)[0] + "..."
 
 
 def build_parser(host: Any) -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered command."""
     parser = argparse.ArgumentParser(
         prog="dlpfwd",
-        description="Forward Microsoft Purview DLP alerts, incidents and audit records to SIEMs, losing nothing.",
+        formatter_class=_formatter,
+        description="Forward Microsoft Purview DLP events to SIEMs and files, losing nothing.",
         epilog="Exit codes: 0 ok, 1 undelivered or unhealthy, 2 usage/config error, 3 plugin load failure (strict). "
         "Docs: README.md, docs/configuration.md, docs/cli.md.",
     )
@@ -153,7 +172,7 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     _global_options(shared, suppress=True)
     for name in sorted(host.commands):
         command = host.commands[name]
-        child = sub.add_parser(name, help=command.help, description=command.help, parents=[shared])
+        child = sub.add_parser(name, help=_one_line(command.help), description=command.help, parents=[shared])
         try:
             command.configure(child)
         except Exception as exc:  # noqa: BLE001 - a broken plugin command must not break the CLI

@@ -92,7 +92,7 @@ def _plugins(args: argparse.Namespace) -> int:
         _out(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return EXIT_OK
     widths = {k: max([len(k)] + [len(r.get(k, "")) for r in rows]) for k in ("kind", "name", "version", "module")}
-    _out("  ".join(k.upper().ljust(widths[k]) for k in widths))
+    _out("  ".join(k.upper().ljust(widths[k]) for k in widths).rstrip())
     for row in rows:
         line = "  ".join(row.get(k, "").ljust(widths[k]) for k in widths)
         if row["kind"] == "FAILED":
@@ -319,5 +319,5 @@ def dlpfwd_register_commands(register: Callable[..., None]) -> None:
     register("run", "forward continuously (--once: poll every source once and exit)", _run_configure, _run)
     register("backfill", "re-read a historical time range of one source", _backfill_configure, _backfill)
     register("check", "validate the configuration (--probe: also test every source and sink)", _check_configure, _check)
-    register("plugins", "list installed plugins: kind, name, version, module", _plugins_configure, _plugins)
+    register("plugins", "list plugins: kind, name, version, module", _plugins_configure, _plugins)
     register("version", "print the version", lambda parser: None, _version)
