@@ -124,6 +124,34 @@ TABLE_TYPES = {
 RESERVED = frozenset({"id", "_ResourceId", "_SubscriptionId", "TenantId", "Type", "UniqueId", "Title"})
 
 
+#: Columns not fed by a schema field (documented as ``(constant)`` rows in docs/schema.md).
+COMPUTED = ("TrimmedFields",)
+
+
+def _schema_fields_of(column: Column) -> tuple[str, ...]:
+    from forwarder.schema import schema_fields
+
+    special = {
+        "TimeGenerated": ("event_time", "updated_time", "ingest_time"),
+        "SeverityRank": ("severity",),
+        "SensitiveMatchCount": ("sensitive_types[].count",),
+        "Actions": ("policies[].rules[].actions",),
+        "OverriddenActions": ("policies[].rules[].overridden_actions",),
+        "RawRecord": ("raw",),
+    }
+    if column.name in special:
+        return special[column.name]
+    if column.type == "dynamic" and "." not in column.rule and "[]" not in column.rule:
+        nested = tuple(f for f in schema_fields() if f.startswith(column.rule + "[]."))
+        if nested:
+            return nested
+    return (column.rule,)
+
+
+#: Column -> the schema field(s) feeding it; ``docs/schema.md`` documents exactly this.
+MAPPING: dict[str, tuple[str, ...]] = {c.name: _schema_fields_of(c) for c in COLUMNS if c.name not in COMPUTED}
+
+
 # --------------------------------------------------------------------------- row building
 
 
