@@ -322,14 +322,14 @@ class Drainer:
     def apply(self, rows: Sequence[SpoolRow], outcome: Outcome) -> None:
         """Settle one outcome in the store (delivered -> deleted, rejected -> dead letters)."""
         by_id = {r.id: r for r in rows}
-        delivered = [i for i in outcome.delivered if i in by_id]
+        delivered = [i for i in dict.fromkeys(outcome.delivered) if i in by_id]
         rejected = [(by_id[i], reason) for i, reason in outcome.rejected.items() if i in by_id]
         pending = [i for i in outcome.pending if i in by_id]
         settled = set(delivered) | set(outcome.rejected) | set(pending)
         retry = [r.id for r in rows if r.id not in settled]
         for i in pending:
             self.pending[i] = by_id[i]
-        self._settle(delivered, rejected, retry, outcome)
+        self._settle(delivered, rejected, retry, outcome, [by_id[i] for i in delivered])
         if rows:
             last = rows[-1].id
             self.pos = max(self.pos, last)
@@ -342,9 +342,10 @@ class Drainer:
         rejected: list[tuple[SpoolRow, str]],
         retry: list[int],
         outcome: Outcome,
+        delivered_rows: list[SpoolRow] | None = None,
     ) -> None:
         now = time.time()
-        counts = self.store.settle(self.name, delivered, rejected, retry, now)
+        counts = self.store.settle(self.name, delivered, rejected, retry, now, delivered_rows)
         m = self.metrics
         m.sink(self.name, "delivered", counts["delivered"])
         m.sink(self.name, "rejected", len(rejected))

@@ -133,6 +133,7 @@ class StateStore(Protocol):
         rejected: Sequence[tuple[SpoolRow, str]],
         retried: Sequence[int],
         now: float,
+        delivered_rows: Sequence[SpoolRow] | None = None,
     ) -> dict[str, int]: ...
 
     # cursors, key-value, health
