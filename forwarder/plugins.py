@@ -81,6 +81,7 @@ class PluginHost:
         self.normalizers: dict[str, Callable[..., Any]] = {}
         self.commands: dict[str, Command] = {}
         self._owner: dict[tuple[str, str], str] = {}
+        self._collected: set[tuple[str, str]] = set()  # (hook, plugin) already called by collect()
 
     # ------------------------------------------------------------------ loading
 
@@ -128,7 +129,10 @@ class PluginHost:
         self.plugins.append(PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__), "", ""))
 
     def collect(self, strict: bool = False) -> None:
-        """Call every registration hook, one plugin at a time, so a broken one is isolated."""
+        """Call every registration hook, one plugin at a time, so a broken one is isolated.
+
+        Idempotent: a plugin's hooks are called once, so plugins added after a first
+        ``collect`` (``load_module``, ``register_object``) are collected by the next one."""
         self._call_each("dlpfwd_register_sources", self._register_source, strict)
         self._call_each("dlpfwd_register_sinks", self._register_sink, strict)
         self._call_each("dlpfwd_register_normalizers", self._register_normalizer, strict)
@@ -153,6 +157,9 @@ class PluginHost:
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             plugin = impl.plugin_name
+            if (hook_name, plugin) in self._collected:
+                continue
+            self._collected.add((hook_name, plugin))
 
             def bound(*args: Any, _plugin: str = plugin, **kw: Any) -> None:
                 register(_plugin, *args, **kw)

@@ -76,3 +76,14 @@ def test_allow_list_limits_entry_points_but_never_the_essentials() -> None:
     assert {m.rsplit(".", 1)[-1] for m in ESSENTIAL} <= loaded
     assert {"run", "check", "plugins", "version", "backfill"} <= set(host.commands)
     assert build_host([]).sinks == {}
+
+
+def test_collect_is_idempotent_and_picks_up_late_plugins() -> None:
+    host = PluginHost()
+    host.load_module("file", "sinks.file")
+    host.collect()
+    host.load_module("sample", "sources.sample")
+    host.collect()
+    host.collect()
+    assert host.failures == []
+    assert "file" in host.sinks and "sample" in host.sources and "sample" in host.normalizers
