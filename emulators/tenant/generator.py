@@ -70,6 +70,11 @@ def guid(r: random.Random) -> str:
     return str(uuid.UUID(int=r.getrandbits(128), version=4))
 
 
+def _microseconds(t: float) -> float:
+    """``t`` rounded the way a client parsing :func:`graph_time` output sees it."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).timestamp()
+
+
 def mgmt_time(t: float) -> str:
     """Management API CreationTime style: UTC, no zone suffix, no fraction."""
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -603,7 +608,8 @@ class Dataset:
         r = rng(self.seed, "alt", j)
         base = self.t0 + (self.alert_every + 1) * self.step
         created = base + (j + 0.5 * r.random()) * self.astep
-        return created, created + 0.49 * r.random() * self.astep
+        updated = created + 0.49 * r.random() * self.astep
+        return _microseconds(created), _microseconds(updated)
 
     def alert_id(self, j: int) -> str:
         r = rng(self.seed, "aid", j)

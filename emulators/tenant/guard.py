@@ -55,11 +55,13 @@ class RateWindow:
 
     def hit(self, key: str, limit: int, now: float) -> bool:
         """Record a request; False when ``limit`` (per minute) is exceeded (the request is not counted)."""
+        if limit <= 0:
+            return True  # no limit, no accounting
         with self._lock:
             q = self._hits[key]
             while q and q[0] <= now - 60:
                 q.popleft()
-            if limit > 0 and len(q) >= limit:
+            if len(q) >= limit:
                 return False
             q.append(now)
             return True
