@@ -52,6 +52,7 @@ VIEW_NAMES: dict[str, str] = {
 }
 
 FORBIDDEN = ("raw", "detected_values")
+ROW_LIMIT = 600  # characters of one line of the details block, so the links and footer fit in 4000
 
 #: ServiceNow column lengths the sink truncates to (characters).
 MAX_LENGTHS = {"short_description": 160, "correlation_id": 100, "correlation_display": 100, "description": 4000}
@@ -331,21 +332,29 @@ class EventView:
             ("Alerts", self.get("alert_ids")),
             ("Description", e.description),
         ]
-        lines = [f"{what} {ident}: {self.get('title')}", ""]
-        lines += [f"{label}: {value}" for label, value in rows if value]
-        enrichment = self.get("enrichment")
-        if enrichment:
-            lines += ["", "Enrichment:", enrichment]
+        head = [f"{what} {ident}: {_cap(self.get('title'), 300)}"]
         links = [
             ("Defender XDR incident", e.links.incident),
             ("Defender XDR alert", e.links.alert),
             ("Purview", e.links.purview),
         ]
-        if any(url for _, url in links):
-            lines.append("")
-            lines += [f"{label}: {url}" for label, url in links if url]
-        lines += ["", f"Forwarded by dlpfwd from source {e.source or '?'} (event {e.id})"]
-        return "\n".join(lines)
+        head += [f"{label}: {_cap(url, 500)}" for label, url in links if url]
+        tail = f"Forwarded by dlpfwd from source {_cap(e.source, 100) or '?'} (event {_cap(e.id, 200)})"
+        body = [f"{label}: {_cap(value, ROW_LIMIT)}" for label, value in rows if value]
+        enrichment = self.get("enrichment")
+        if enrichment:
+            body += ["", "Enrichment:", _cap(enrichment, ROW_LIMIT)]
+        # The whole block fits the description column: the links and the footer always survive.
+        budget = MAX_LENGTHS["description"] - sum(len(x) + 1 for x in head) - len(tail) - 4
+        kept: list[str] = []
+        for line in body:
+            if len(line) + 1 > budget:
+                if budget > 20:
+                    kept.append(_cap(line, budget - 1))
+                break
+            kept.append(line)
+            budget -= len(line) + 1
+        return "\n".join([*head, "", *kept, "", tail])
 
 
 def incident_id(event: DlpEvent) -> str:
@@ -355,6 +364,10 @@ def incident_id(event: DlpEvent) -> str:
             return event.related.incident_ids[0]
         return event.id.partition(":")[2] if event.id.startswith("incident:") else event.id
     return event.related.incident_ids[0] if event.related.incident_ids else ""
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _walk(data: Any, parts: list[str]) -> Any:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from forwarder.errors import ConfigError, FatalError, RetriableError
@@ -60,6 +60,33 @@ class MemoryState:
         self.data.pop(key, None)
 
 
+class _MappingState:
+    """Adapts a plain mutable mapping (as some test harnesses hand out) to get/put/delete."""
+
+    def __init__(self, mapping: MutableMapping[str, Any]) -> None:
+        self.mapping = mapping
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.mapping.get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self.mapping[key] = value
+
+    def delete(self, key: str) -> None:
+        self.mapping.pop(key, None)
+
+
+def _key_value(state: Any) -> Any:
+    """The host's durable namespace (get/put/delete), a mapping adapted to it, or memory."""
+    if state is None:
+        return MemoryState()
+    if hasattr(state, "put"):
+        return state
+    if isinstance(state, MutableMapping):
+        return _MappingState(state)
+    raise TypeError(f"SinkContext.state must offer get/put/delete, got {type(state).__name__}")
+
+
 class ServiceNowSink(Sink):
     """See the module docstring."""
 
@@ -79,7 +106,7 @@ class ServiceNowSink(Sink):
         if problems:
             raise ConfigError(problems)
         self.templates: dict[str, Template] = {k: v for k, v in templates.items() if k not in RESERVED}
-        self.state = context.state if context.state is not None else MemoryState()
+        self.state = _key_value(context.state)
         self.client: TableClient | None = None
 
     def _check(self, s: ServiceNowSettings) -> list[str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from emulators.httpd import EmulatorServer
+from emulators.httpd import App, EmulatorServer, Request, Response
 from emulators.servicenow.app import ServiceNowApp
 from forwarder.schema import (
     DetectedValue,
@@ -59,10 +59,41 @@ def app() -> ServiceNowApp:
     return ServiceNowApp(users={"dlpfwd": "pa55word"}, clients={"dlpfwd-client": ("cl1ent-secret", "dlpfwd.oauth")})
 
 
+class Switch(App):
+    """Routes every request to the app the current test mounted (one server for the session:
+    stopping a server costs half a second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target: App = App()
+
+    def handle(self, request: Request) -> Response:
+        return self.target.handle(request)
+
+
+@pytest.fixture(scope="session")
+def shared_server(cert_dir: str) -> Iterator[tuple[EmulatorServer, Switch]]:
+    switch = Switch()
+    with EmulatorServer(switch, cert_dir=cert_dir) as srv:
+        yield srv, switch
+
+
 @pytest.fixture
-def server(app: ServiceNowApp, cert_dir: str) -> Iterator[EmulatorServer]:
-    with EmulatorServer(app, cert_dir=cert_dir) as srv:
-        yield srv
+def mount(shared_server: tuple[EmulatorServer, Switch]) -> Iterator[Callable[[App], EmulatorServer]]:
+    srv, switch = shared_server
+
+    def mount(app: App) -> EmulatorServer:
+        switch.target = app
+        app.base_url = srv.url
+        return srv
+
+    yield mount
+    switch.target = App()
+
+
+@pytest.fixture
+def server(app: ServiceNowApp, mount: Callable[[App], EmulatorServer]) -> EmulatorServer:
+    return mount(app)
 
 
 def sn_settings(server: EmulatorServer, **overrides: Any) -> ServiceNowSettings:

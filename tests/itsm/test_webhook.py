@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from emulators.httpd import App, EmulatorServer, Request, Response
+from emulators.httpd import App, Request, Response
 from forwarder.errors import ConfigError
 from forwarder.settings import build
 from forwarder.sink import SinkContext
@@ -54,9 +54,8 @@ def receiver() -> Receiver:
 
 
 @pytest.fixture
-def hook_server(receiver, cert_dir):
-    with EmulatorServer(receiver, cert_dir=cert_dir) as srv:
-        yield srv
+def hook_server(receiver, mount):
+    return mount(receiver)
 
 
 def make_webhook(server, **overrides) -> WebhookSink:
