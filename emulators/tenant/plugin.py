@@ -44,7 +44,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, records: int) -> None:
 
 
 def configure_emulator(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    # dest is not "host": the CLI keeps its plugin host in args.host
+    parser.add_argument("--host", dest="bind", default="127.0.0.1", help="address to listen on (loopback)")
     parser.add_argument("--port", type=int, default=8443, help="port (0: a free one)")
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS (msal needs HTTPS)")
     parser.add_argument("--state-dir", default="./dlpfwd-emulator", help="signing key and TLS CA/certificates")
@@ -89,9 +90,9 @@ def connection_info(emu: Any, server: Any) -> dict[str, str]:
 def run_emulator(args: argparse.Namespace) -> int:
     emu = build_emulator(args, args.state_dir)
     try:
-        server = emu.serve(tls=not args.http, port=args.port, host=args.host)
+        server = emu.serve(tls=not args.http, port=args.port, host=args.bind)
     except OSError as exc:
-        print(f"emulator: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        print(f"emulator: cannot listen on {args.bind}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
     info = connection_info(emu, server)
     if args.info_file:
