@@ -151,6 +151,10 @@ class ApiClient:
         value = response.headers.get("Date")
         if not value:
             return
+        if value.count("GMT") > 1:
+            # Two Date headers joined by a comma (some servers send their own besides the
+            # framework's): the last one is the application's.
+            value = ", ".join(value.split(", ")[-2:])
         try:
             server = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
@@ -195,7 +199,7 @@ class ApiClient:
                 if not any(p.startswith(k.lower() + "=") for p in present):
                     query[k] = v
         waited = 0.0
-        refreshed = False
+        refreshed = 0
         attempt = 0
         while True:
             attempt += 1
@@ -216,10 +220,11 @@ class ApiClient:
             self.requests += 1
             self._observe_date(response)
             status = response.status_code
-            if status == 401 and not refreshed:
-                # Token expired or revoked mid-run: get a fresh one and repeat once.
+            if status == 401 and refreshed < 3:
+                # Token expired or revoked mid-run: get a fresh one and repeat (a few times at
+                # most: a short-lived token can expire again while a retry waits).
                 self.tokens.invalidate(self.scope)
-                refreshed = True
+                refreshed += 1
                 continue
             throttled = status == 429 or (status == 403 and _is_af429(response))
             if status in RETRY_STATUSES or throttled:

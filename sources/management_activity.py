@@ -500,6 +500,21 @@ class ManagementActivitySource(Source):
                 self._mark_done(u.id)
         if not todo:
             return
+        # Record the blobs as listed first: the completeness report then knows of a blob that
+        # is not read yet and warns before it expires at the source.
+        yield SourceBatch(
+            units=[
+                WorkUnit(
+                    id=unit_id,
+                    kind=f"o365_blob:{ct}",
+                    status="listed",
+                    created=str(entry.get("contentCreated", "")),
+                    expires=str(entry.get("contentExpiration", "")),
+                )
+                for unit_id, entry in todo
+                if known.get(unit_id) is None
+            ]
+        )
         pool = ThreadPoolExecutor(
             max_workers=min(self.settings.concurrency, len(todo)), thread_name_prefix="dlpfwd-o365"
         )
