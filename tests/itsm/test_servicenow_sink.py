@@ -252,3 +252,20 @@ def test_without_host_state_the_lookup_still_prevents_duplicates(server, app):
     for _ in range(2):
         ServiceNowSink("sn", sn_settings(server), ctx).write_batch(entries(incident()))
     assert len(tickets(app)) == 1
+
+
+def test_docs_cover_every_setting_and_view_name():
+    from pathlib import Path
+
+    from forwarder.settings import describe
+    from sinks.servicenow.mapping import VIEW_NAMES
+    from sinks.servicenow.settings import ServiceNowSettings
+    from sinks.webhook.settings import WebhookSettings
+
+    docs = (Path(__file__).parents[2] / "docs" / "itsm.md").read_text()
+    for cls in (ServiceNowSettings, WebhookSettings):
+        for key, *_ in describe(cls):
+            if not key.startswith("http."):
+                assert f"`{key}`" in docs, f"docs/itsm.md does not document {cls.__name__}.{key}"
+    for name in VIEW_NAMES:
+        assert f"| `{name}` |" in docs, f"docs/itsm.md does not document the view name {name}"
