@@ -44,7 +44,6 @@ class TokenProvider:
     """Hands out bearer tokens for a scope (``https://graph.microsoft.com/.default``...)."""
 
     def __init__(self, settings: AuthSettings, http: HttpSettings | None = None) -> None:
-        import msal
         import requests
 
         self.settings = settings
@@ -55,15 +54,10 @@ class TokenProvider:
         session.trust_env = session.verify is True
         if http.proxy:
             session.proxies = {"http": http.proxy, "https": http.proxy}
-        authority_host = settings.authority or cloud_of(settings).login
-        self._app = msal.ConfidentialClientApplication(
-            settings.client_id,
-            client_credential=self._credential(),
-            authority=f"{authority_host.rstrip('/')}/{settings.tenant_id}",
-            http_client=session,
-            timeout=http.timeout,
-            instance_discovery=False if settings.authority else None,
-        )
+        self.session = session
+        self._http = http
+        self._credential_value = self._credential()  # file and credential problems show at once
+        self._app: Any = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float]] = {}
         #: Tokens obtained from the login host (not from a cache); for tests and metrics.
@@ -73,13 +67,19 @@ class TokenProvider:
         s = self.settings
         password = s.certificate_password.reveal() if s.certificate_password else None
         if s.pfx:
+            if not Path(s.pfx).is_file():
+                raise FatalError(f"auth: PFX file {s.pfx} not found")
             cred: dict[str, Any] = {"private_key_pfx_path": s.pfx}
             if password:
                 cred["passphrase"] = password
             return cred
         if s.certificate:
-            cert_pem = Path(s.certificate).read_bytes()
-            key_pem = Path(s.private_key or s.certificate).read_text()
+            try:
+                cert_pem = Path(s.certificate).read_bytes()
+                key_pem = Path(s.private_key or s.certificate).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not a PEM text file"
+                raise FatalError(f"auth: cannot read the certificate or private key file: {reason}") from None
             cred = {
                 "private_key": key_pem,
                 "thumbprint": certificate_thumbprint(cert_pem),
@@ -112,9 +112,33 @@ class TokenProvider:
             self.acquired += 1
             return token
 
+    def _application(self) -> Any:
+        """The msal application, built on first use (msal fetches the authority's OpenID
+        configuration then: a network step, so it never happens at construction)."""
+        if self._app is None:
+            import msal
+
+            s = self.settings
+            authority_host = s.authority or cloud_of(s).login
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    s.client_id,
+                    client_credential=self._credential_value,
+                    authority=f"{authority_host.rstrip('/')}/{s.tenant_id}",
+                    http_client=self.session,
+                    timeout=self._http.timeout,
+                    instance_discovery=False if s.authority else None,
+                )
+            except ValueError as exc:  # msal: bad authority, unreadable key or PFX
+                raise FatalError(f"auth: {_first_line(exc)}") from None
+            except Exception as exc:  # noqa: BLE001 - requests/msal transport failures
+                raise RetriableError(f"login host {authority_host} unreachable: {_first_line(exc)}") from None
+        return self._app
+
     def _acquire(self, scope: str) -> dict[str, Any]:
+        app = self._application()
         try:
-            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[scope])
+            result: dict[str, Any] = app.acquire_token_for_client(scopes=[scope])
         except Exception as exc:  # noqa: BLE001 - msal/requests transport failures
             raise RetriableError(f"token request to the login host failed: {type(exc).__name__}") from None
         if "access_token" not in result:
@@ -132,9 +156,17 @@ class TokenProvider:
             self._forget(scope)
 
     def _forget(self, scope: str) -> None:
+        if self._app is None:
+            return
         cache = self._app.token_cache
         for entry in list(cache.search(cache.CredentialType.ACCESS_TOKEN, target=[scope])):
             cache.remove_at(entry)
+
+
+def _first_line(exc: BaseException) -> str:
+    """A short, header-free description of a library exception (no tokens, no secrets)."""
+    text = str(exc).split("\n")[0]
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def certificate_thumbprint(pem: bytes) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import time
 
 import pytest
 
