@@ -36,24 +36,25 @@ CEF_SEVERITY: dict[str, int] = {"unknown": 5, "informational": 1, "low": 3, "med
 VENDOR = "Microsoft"
 PRODUCT = "Purview DLP"
 
-#: CEF target (header field or extension key) -> DlpEvent field it comes from (docs and tests).
-CEF_MAPPING: dict[str, str] = {
+#: CEF target (header field or extension key) -> DlpEvent field(s) it comes from, first
+#: non-empty wins (docs/schema.md ## CEF is checked against this).
+CEF_MAPPING: dict[str, str | tuple[str, ...]] = {
     "Device Version": "schema_version",
-    "Device Event Class ID": "operation",
-    "Name": "title",
+    "Device Event Class ID": ("operation", "kind"),
+    "Name": ("title", "operation", "policies[].name"),
     "Severity": "severity",
     "rt": "event_time",
     "externalId": "id",
     "cat": "kind",
     "deviceFacility": "workload",
     "act": "policies[].rules[].actions",
-    "suser": "user.upn",
+    "suser": ("user.upn", "sender"),
     "suid": "user.object_id",
     "duser": "recipients",
     "fname": "object.name",
     "filePath": "object.path",
     "fsize": "object.size",
-    "fileHash": "object.sha256",
+    "fileHash": ("object.sha256", "object.sha1"),
     "request": "object.url",
     "src": "client_ip",
     "c6a2": "client_ip",
@@ -65,15 +66,18 @@ CEF_MAPPING: dict[str, str] = {
     "reason": "override.justification",
     "cs1": "policies[].name",
     "cs2": "policies[].rules[].name",
-    "cs3": "sensitive_types[].name",
-    "cs4": "labels[].name",
-    "cs5": "links.alert",
+    "cs3": ("sensitive_types[].name", "sensitive_types[].id", "sensitive_types[].count"),
+    "cs4": ("labels[].name", "labels[].id"),
+    "cs5": ("links.alert", "links.incident", "links.purview"),
     "cs6": "id",
     "cn1": "record_type",
     "flexString1": "tenant_id",
     "flexString2": "status",
     "deviceCustomDate1": "updated_time",
 }
+
+#: Targets with fixed values (documented as constants).
+CEF_CONSTANTS: tuple[str, ...] = ("CEF Version", "Device Vendor", "Device Product")
 
 #: Labels of the custom keys.
 CEF_LABELS: dict[str, str] = {

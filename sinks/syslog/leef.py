@@ -36,13 +36,13 @@ SUBSTITUTE = "\ufffd"
 MAX_VALUE_CHARS = 4000
 
 #: LEEF target (header field or attribute key) -> DlpEvent field (docs and tests).
-LEEF_MAPPING: dict[str, str] = {
+LEEF_MAPPING: dict[str, str | tuple[str, ...]] = {
     "Product Version": "schema_version",
-    "EventID": "operation",
+    "EventID": ("operation", "kind"),
     "devTime": "event_time",
     "sev": "severity",
     "cat": "kind",
-    "usrName": "user.upn",
+    "usrName": ("user.upn", "sender"),
     "src": "client_ip",
     "externalId": "id",
     "eventId": "id",
@@ -56,14 +56,14 @@ LEEF_MAPPING: dict[str, str] = {
     "fileName": "object.name",
     "filePath": "object.path",
     "fileSize": "object.size",
-    "fileHash": "object.sha256",
+    "fileHash": ("object.sha256", "object.sha1"),
     "url": "object.url",
     "subject": "object.subject",
     "policies": "policies[].name",
     "rules": "policies[].rules[].name",
     "actions": "policies[].rules[].actions",
-    "sensitiveTypes": "sensitive_types[].name",
-    "labels": "labels[].name",
+    "sensitiveTypes": ("sensitive_types[].name", "sensitive_types[].id", "sensitive_types[].count"),
+    "labels": ("labels[].name", "labels[].id"),
     "deviceName": "device.name",
     "deviceId": "device.id",
     "application": "device.application",
@@ -71,9 +71,12 @@ LEEF_MAPPING: dict[str, str] = {
     "justification": "override.justification",
     "tenantId": "tenant_id",
     "recordType": "record_type",
-    "link": "links.alert",
+    "link": ("links.alert", "links.incident", "links.purview"),
     "updatedTime": "updated_time",
 }
+
+#: Targets with fixed values (documented as constants).
+LEEF_CONSTANTS: tuple[str, ...] = ("LEEF Version", "Vendor", "Product", "Delimiter", "devTimeFormat")
 
 _NOT_CUTTABLE = frozenset(
     {"devTime", "devTimeFormat", "sev", "cat", "src", "externalId", "eventId", "fileSize", "recordType", "updatedTime"}
