@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,20 @@ def orjson_pass(data: list[bytes]) -> float:
     return len(data) / (time.perf_counter() - start)
 
 
+def sink_pass(sink: SentinelSink, data: list[bytes], batch_size: int) -> tuple[float, int]:
+    """Seconds to deliver ``data`` in host-sized batches, and how many were delivered (-1: failure)."""
+    start = time.perf_counter()
+    delivered = 0
+    for i in range(0, len(data), batch_size):
+        batch = [Entry(i + j, p) for j, p in enumerate(data[i : i + batch_size])]
+        outcome = sink.write_batch(batch)
+        if outcome.fatal or outcome.retry or outcome.rejected:
+            print("unexpected outcome:", outcome.fatal, outcome.retry_reason, outcome.rejected)
+            return 0.0, -1
+        delivered += len(outcome.delivered)
+    return time.perf_counter() - start, delivered
+
+
 def start_emulator(state: Path, key: rsa.RSAPrivateKey) -> tuple[subprocess.Popen[str], str, str]:
     pem = state / "pub.pem"
     pem.write_bytes(
@@ -108,6 +123,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000, help="events per write_batch (host max_events)")
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--no-gzip", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     args = parser.parse_args()
 
     data = payloads(args.events)
@@ -128,17 +144,15 @@ def main() -> int:
             sink.tokens = StaticTokens(token)
             sink.connect()
             sink.write_batch([Entry(0, data[0])])  # warm the TLS connection
-            baseline = orjson_pass(data)
-            start = time.perf_counter()
-            delivered = 0
-            for i in range(0, len(data), args.batch):
-                batch = [Entry(i + j, p) for j, p in enumerate(data[i : i + args.batch])]
-                outcome = sink.write_batch(batch)
-                if outcome.fatal or outcome.retry or outcome.rejected:
-                    print("unexpected outcome:", outcome.fatal, outcome.retry_reason, outcome.rejected)
+            # Interleave the two measurements and keep the best of each: the machine is shared.
+            baseline, elapsed, delivered = 0.0, float("inf"), 0
+            for _ in range(args.rounds):
+                baseline = max(baseline, orjson_pass(data))
+                took, count = sink_pass(sink, data, args.batch)
+                if count < 0:
                     return 1
-                delivered += len(outcome.delivered)
-            elapsed = time.perf_counter() - start
+                if took < elapsed:
+                    elapsed, delivered = took, count
             sink.close()
         finally:
             proc.terminate()
@@ -149,6 +163,7 @@ def main() -> int:
         f"events: {delivered}, mean spooled payload {size:.0f} bytes, batch {args.batch}, "
         f"gzip {'off' if args.no_gzip else f'level {args.level}'}"
     )
+    print(f"best of {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f}")
     print(f"orjson loads+dumps: {baseline:,.0f} events/s")
     print(f"sentinel sink -> emulator: {rate:,.0f} events/s ({elapsed:.2f} s)")
     print(f"ratio: {100 * rate / baseline:.1f} % (target >= 25 %)")

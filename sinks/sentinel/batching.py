@@ -2,9 +2,9 @@
 
 The service refuses a call over 1 MB (1,048,576 bytes) and the limit applies to the body both
 before and after gzip. Rows are encoded once each (orjson), then packed into JSON arrays whose
-*uncompressed* size stays within ``limit``; each body is then compressed and, in the unlikely
-case the compressed body is still over ``limit`` (incompressible data plus gzip framing), split
-in half again. Nothing here talks to the network.
+*uncompressed* size stays within ``limit``; the compressed body is smaller except for
+incompressible data, which is then sent uncompressed (:func:`on_the_wire`), so both sizes
+always fit. Nothing here talks to the network.
 
 Oversized events (one row larger than ``limit`` minus the array brackets) are trimmed by
 :func:`fit_row`, in this documented order, until the row fits:
@@ -51,12 +51,14 @@ class Piece:
 
 @dataclass(slots=True)
 class Chunk:
-    """One request body: the rows it carries, the JSON array and what goes on the wire."""
+    """One request: the rows it carries and their JSON array (at most the limit, uncompressed)."""
 
     pieces: list[Piece]
-    json_bytes: int
-    wire: bytes  # what goes on the wire: the gzip-compressed array, or the array itself
-    gzipped: bool = False
+    body: bytes
+
+    @classmethod
+    def of(cls, pieces: list[Piece]) -> Chunk:
+        return cls(pieces, array(pieces))
 
     @property
     def entry_ids(self) -> list[int]:
@@ -143,37 +145,27 @@ def pack(pieces: Iterable[Piece], limit: int) -> Iterator[list[Piece]]:
         yield group
 
 
-def chunks(pieces: Sequence[Piece], limit: int, compress: bool, level: int = 1) -> list[Chunk]:
-    """Request bodies for ``pieces``, each within ``limit`` before and after compression."""
-    result: list[Chunk] = []
-    for group in pack(pieces, limit):
-        result.extend(encode(group, limit, compress, level))
-    return result
+def chunks(pieces: Iterable[Piece], limit: int) -> list[Chunk]:
+    """Requests for ``pieces``, in order, each array within ``limit`` bytes uncompressed."""
+    return [Chunk.of(group) for group in pack(pieces, limit)]
 
 
-def encode(group: list[Piece], limit: int, compress: bool, level: int) -> list[Chunk]:
-    """One packed group as request bodies: one, or more if the compressed body is still over ``limit``."""
-    body = array(group)
+def on_the_wire(chunk: Chunk, limit: int, compress: bool, level: int = 1) -> tuple[bytes, bool]:
+    """``(bytes to send, gzipped?)``: the gzip-compressed array when compressing and it fits ``limit``,
+    else the array itself (which always fits: only incompressible data grows, by gzip's framing).
+
+    Runs in the sink's sender thread: zlib releases the GIL, so compression overlaps the
+    encoding of the next call.
+    """
     if not compress:
-        return [Chunk(group, len(body), body)]
-    wire = gzip.compress(body, compresslevel=level, mtime=0)
+        return chunk.body, False
+    wire = gzip.compress(chunk.body, compresslevel=level, mtime=0)
     if len(wire) <= limit:
-        return [Chunk(group, len(body), wire, True)]
-    if len(group) == 1:
-        # An incompressible row within ``limit`` grows only by gzip's framing: send it as is.
-        return [Chunk(group, len(body), body)]
-    half = len(group) // 2
-    return encode(group[:half], limit, compress, level) + encode(group[half:], limit, compress, level)
+        return wire, True
+    return chunk.body, False
 
 
-def split(chunk: Chunk, compress: bool, level: int = 1) -> tuple[Chunk, Chunk]:
+def split(chunk: Chunk) -> tuple[Chunk, Chunk]:
     """Halve a chunk of two or more rows (after a 413, or to isolate a bad row after a 400)."""
     half = len(chunk.pieces) // 2
-    return _plain(chunk.pieces[:half], compress, level), _plain(chunk.pieces[half:], compress, level)
-
-
-def _plain(group: list[Piece], compress: bool, level: int) -> Chunk:
-    body = array(group)
-    if not compress:
-        return Chunk(group, len(body), body)
-    return Chunk(group, len(body), gzip.compress(body, compresslevel=level, mtime=0), True)
+    return Chunk.of(chunk.pieces[:half]), Chunk.of(chunk.pieces[half:])

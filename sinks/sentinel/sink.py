@@ -42,7 +42,7 @@ from forwarder.errors import FatalError, RetriableError
 from forwarder.http import make_client, retry_after
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Entry, Health, Outcome, Sink, SinkContext
-from sinks.sentinel.batching import SERVICE_LIMIT, Chunk, Piece, encode, fit_row, pack, split
+from sinks.sentinel.batching import SERVICE_LIMIT, Chunk, Piece, fit_row, on_the_wire, pack, split
 from sinks.sentinel.columns import STREAM, to_row
 
 API_VERSION = "2023-01-01"
@@ -167,15 +167,13 @@ class SentinelSink(Sink):
         in_flight: tuple[Chunk, Future[_Reply]] | None = None
         going = True
         for group in pack(self._pieces(entries, outcome), s.max_request_bytes):
-            for chunk in encode(group, s.max_request_bytes, s.gzip, s.compress_level):
-                if in_flight is not None:
-                    going = self._settle(in_flight[0], in_flight[1].result(), outcome)
-                    in_flight = None
-                    if not going:
-                        break
-                in_flight = (chunk, self._pool.submit(self._call, chunk))
-            if not going:
-                break
+            chunk = Chunk.of(group)
+            if in_flight is not None:
+                going = self._settle(in_flight[0], in_flight[1].result(), outcome)
+                in_flight = None
+                if not going:
+                    break
+            in_flight = (chunk, self._pool.submit(self._call, chunk))
         if in_flight is not None:
             self._settle(in_flight[0], in_flight[1].result(), outcome)
         settled = set(outcome.delivered) | set(outcome.retry) | set(outcome.rejected)
@@ -209,7 +207,6 @@ class SentinelSink(Sink):
         Returns False when the batch must stop (retry later, or a fatal configuration fault).
         """
         queue: deque[tuple[Chunk, _Reply | None]] = deque([(chunk, reply)])
-        s = self.settings
         while queue:
             current, answer = queue.popleft()
             if answer is None:
@@ -221,7 +218,7 @@ class SentinelSink(Sink):
                 continue
             if status in (400, 413) and answer.code not in REQUEST_ERRORS:
                 if len(current.pieces) > 1:
-                    left, right = split(current, s.gzip, s.compress_level)
+                    left, right = split(current)
                     queue.appendleft((right, None))
                     queue.appendleft((left, None))
                     self.context.count("splits_413" if status == 413 else "bisections_400")
@@ -295,12 +292,12 @@ class SentinelSink(Sink):
             "Content-Type": "application/json",
             "x-ms-client-request-id": request_id,
         }
-        if chunk.gzipped:
+        s = self.settings
+        wire, gzipped = on_the_wire(chunk, s.max_request_bytes, s.gzip, s.compress_level)
+        if gzipped:
             headers["Content-Encoding"] = "gzip"
         try:
-            response = self._client.post(
-                self.url, params={"api-version": self.settings.api_version}, content=chunk.wire, headers=headers
-            )
+            response = self._client.post(self.url, params={"api-version": s.api_version}, content=wire, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             return _Reply(0, message=f"cannot reach {self.settings.endpoint}: {type(exc).__name__}")
         except httpx.TransportError as exc:

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sinks.sentinel.batching import Piece, chunks, fit_row, pack, split
+from sinks.sentinel.batching import Chunk, Piece, chunks, fit_row, on_the_wire, pack, split
 
 
 @settings(max_examples=50, deadline=None)
@@ -25,20 +25,27 @@ def test_packing_keeps_order_and_every_array_within_the_limit(sizes, limit):
 
 
 def test_compressed_and_uncompressed_sizes_both_within_the_limit():
-    # random bytes (hex) do not compress well: the gzip body must still fit
-    pieces = [Piece(i, orjson.dumps({"blob": os.urandom(1500).hex()})) for i in range(40)]
-    for chunk in chunks(pieces, 20_000, compress=True):
-        assert chunk.json_bytes <= 20_000 and len(chunk.wire) <= 20_000
-        if chunk.gzipped:
-            assert len(gzip.decompress(chunk.wire)) == chunk.json_bytes
+    pieces = [Piece(i, orjson.dumps({"text": "compressible " * 100})) for i in range(40)]
+    for chunk in chunks(pieces, 20_000):
+        assert len(chunk.body) <= 20_000
+        wire, gzipped = on_the_wire(chunk, 20_000, compress=True)
+        assert gzipped and len(wire) < len(chunk.body) and gzip.decompress(wire) == chunk.body
+
+
+def test_incompressible_body_goes_uncompressed_rather_than_over_the_limit():
+    # random bytes grow under gzip: a full body would exceed the limit once compressed
+    chunk = Chunk.of([Piece(0, os.urandom(19_990))])
+    wire, gzipped = on_the_wire(chunk, len(chunk.body), compress=True)
+    assert not gzipped and wire == chunk.body
+    assert on_the_wire(chunk, 20_000, compress=False) == (chunk.body, False)
 
 
 def test_split_halves_and_keeps_every_row():
     pieces = [Piece(i, b'{"a":1}') for i in range(5)]
-    (chunk,) = chunks(pieces, 10_000, compress=True)
-    left, right = split(chunk, compress=True)
+    (chunk,) = chunks(pieces, 10_000)
+    left, right = split(chunk)
     assert left.entry_ids + right.entry_ids == [0, 1, 2, 3, 4]
-    assert orjson.loads(gzip.decompress(right.wire)) == [{"a": 1}] * 3
+    assert orjson.loads(right.body) == [{"a": 1}] * 3
 
 
 def test_trimming_order_raw_then_detail_then_halving():
