@@ -185,6 +185,51 @@ def throughput(n: int) -> dict[str, float]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def stage(n: int) -> dict[str, float]:
+    """The spool + file sink stage alone: serialized events (the pool's JSON with unique
+    idempotency keys) go through the batch transaction (dedup, ledger, cursor, spool append)
+    while a drainer delivers them to the file sink (fsync per batch), concurrently."""
+    from forwarder.pipeline import BatchCounts
+    from forwarder.runtime import Forwarder
+    from forwarder.source import SourceBatch as Batch
+
+    blobs = [orjson.dumps(e) for e in _POOL]
+    workdir = tempfile.mkdtemp(prefix="bench-stage-")
+    try:
+        with Forwarder(make_config(workdir, n), make_host()) as fw:
+            routes = fw.pipeline.routes
+            drainer = fw.drainers["file"]
+            stop, finish = threading.Event(), threading.Event()
+            thread = threading.Thread(target=drainer.run, args=(stop, finish))
+            t0 = time.perf_counter()
+            thread.start()
+            for start in range(0, n, BATCH):
+                prepared: list[Any] = [
+                    (f"ev-{i}|2026-11-01T00:00:00Z", f"unit-{i // 10_000}", [blobs[i % len(blobs)]])
+                    for i in range(start, min(n, start + BATCH))
+                ]
+                fw.pipeline.commit(
+                    "bench",
+                    Batch(cursor={"next": start}),
+                    "source:bench",
+                    prepared,
+                    [],
+                    routes,
+                    True,
+                    time.time(),
+                    BatchCounts(),
+                )
+                drainer.wake()
+            t_spooled = time.perf_counter() - t0
+            finish.set()
+            thread.join()
+            elapsed = time.perf_counter() - t0
+            assert drainer.delivered == n, drainer.delivered
+        return {"rate": n / elapsed, "seconds": elapsed, "spool_rate": n / t_spooled}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def child_fill(workdir: str, n: int) -> None:
     """Spool ``n`` events with no drainer (a sink that is down), print RSS as it goes, then wait
     to be killed."""
@@ -274,9 +319,16 @@ def main() -> None:
         return
     base = baseline(_POOL, args.events)
     print(f"baseline orjson loads+dumps: {base:,.0f} events/s", flush=True)
+    st = stage(args.events)
+    print(
+        f"spool + file sink stage (serialized events in, file out): {st['rate']:,.0f} events/s "
+        f"({st['rate'] / base:.0%} of baseline; spool appends alone {st['spool_rate']:,.0f} events/s)",
+        flush=True,
+    )
     tp = throughput(args.events)
     print(
-        f"spool + file sink: {tp['rate']:,.0f} events/s ({tp['rate'] / base:.0%} of baseline; "
+        f"full pipeline (policy, serialize, spool, file sink): {tp['rate']:,.0f} events/s "
+        f"({tp['rate'] / base:.0%} of baseline; "
         f"{args.events} events of {tp['avg_bytes']:.0f} bytes on average in {tp['seconds']:.1f} s)",
         flush=True,
     )

@@ -329,7 +329,7 @@ class Drainer:
         retry = [r.id for r in rows if r.id not in settled]
         for i in pending:
             self.pending[i] = by_id[i]
-        self._settle(delivered, rejected, retry, outcome, [by_id[i] for i in delivered])
+        self._settle([by_id[i] for i in delivered], rejected, [by_id[i] for i in retry], outcome)
         if rows:
             last = rows[-1].id
             self.pos = max(self.pos, last)
@@ -338,14 +338,13 @@ class Drainer:
 
     def _settle(
         self,
-        delivered: list[int],
+        delivered: list[SpoolRow],
         rejected: list[tuple[SpoolRow, str]],
-        retry: list[int],
+        retry: list[SpoolRow],
         outcome: Outcome,
-        delivered_rows: list[SpoolRow] | None = None,
     ) -> None:
         now = time.time()
-        counts = self.store.settle(self.name, delivered, rejected, retry, now, delivered_rows)
+        counts = self.store.settle(self.name, delivered, rejected, retry, now)
         m = self.metrics
         m.sink(self.name, "delivered", counts["delivered"])
         m.sink(self.name, "rejected", len(rejected))
@@ -400,12 +399,12 @@ class Drainer:
         if not rows:
             return
         by_id = {r.id: r for r in rows}
-        delivered = [i for i in outcome.delivered if i in by_id]
+        delivered = [by_id[i] for i in dict.fromkeys(outcome.delivered) if i in by_id]
         rejected = [(by_id[i], reason) for i, reason in outcome.rejected.items() if i in by_id]
-        retry = [i for i in outcome.retry if i in by_id]
+        retry = [by_id[i] for i in outcome.retry if i in by_id]
         self._settle(delivered, rejected, retry, outcome)
         if retry:
-            self.pos = min(self.pos, min(retry) - 1)
+            self.pos = min(self.pos, min(r.id for r in retry) - 1)
 
     def _crashed(self, rows: list[SpoolRow], exc: Exception) -> bool:
         """``write_batch`` raised an unexpected exception: retry, bisect, dead-letter a lone culprit."""

@@ -103,6 +103,10 @@ def _drop_values(event: DlpEvent) -> DlpEvent:
     return event
 
 
+#: (idempotency key, ledger unit, payload per route or None when the route's filter refuses it)
+Prepared = tuple[str, str, list[bytes | None]]
+
+
 @dataclass
 class SinkRoute:
     """Where a sink's spool gets events from: its filter and whether it carries ``raw``."""
@@ -211,6 +215,36 @@ class Pipeline:
             log.warning("source %s: quarantined %d record(s) that could not be normalized", name, len(bad))
         return counts
 
+    @staticmethod
+    def serialize(events: list[tuple[DlpEvent, str]], routes: list[SinkRoute]) -> list[Prepared]:
+        """Per event: its key, unit and the payload each route gets (``None``: filtered out).
+        Done before the transaction so the writer lock is held only for SQL."""
+        plain_needed = any(not r.carry_raw for r in routes)
+        raw_needed = any(r.carry_raw for r in routes)
+        dumps = orjson.dumps
+        out: list[Prepared] = []
+        for ev, unit in events:
+            with_raw = dumps(ev) if raw_needed else b""
+            plain = b""
+            if plain_needed:
+                if ev.raw is None:
+                    plain = with_raw or dumps(ev)
+                else:
+                    raw, ev.raw = ev.raw, None
+                    plain = dumps(ev)
+                    ev.raw = raw
+            out.append(
+                (
+                    ev.idempotency_key,
+                    unit,
+                    [
+                        (with_raw if r.carry_raw else plain) if r.accept is None or r.accept(ev) else None
+                        for r in routes
+                    ],
+                )
+            )
+        return out
+
     def _commit(
         self,
         name: str,
@@ -223,53 +257,50 @@ class Pipeline:
         now: float,
         counts: BatchCounts,
     ) -> None:
+        self.commit(name, batch, cursor_key, self.serialize(events, routes), bad, routes, dedup, now, counts)
+
+    def commit(
+        self,
+        name: str,
+        batch: SourceBatch,
+        cursor_key: str,
+        prepared: list[Prepared],
+        bad: list[tuple[str, str, bytes, str]],
+        routes: list[SinkRoute],
+        dedup: bool,
+        now: float,
+        counts: BatchCounts,
+    ) -> None:
+        """The one transaction of a batch: dedup, spool appends, quarantine, ledger, cursor."""
         with self.store.transaction() as tx:
-            unit_ids = {u for _, u in events} | {b[0] for b in bad}
+            unit_ids = {p[1] for p in prepared} | {b[0] for b in bad}
             if batch.units:
                 tx.record_units(name, batch.units, now)
             refs = tx.unit_refs(name, sorted(unit_ids), now) if unit_ids else {}
             dup_units: Counter[str] = Counter()
-            if dedup and self.dedup_window > 0 and events:
-                keys = [e.idempotency_key for e, _ in events if e.idempotency_key]
+            if dedup and self.dedup_window > 0 and prepared:
+                keys = [p[0] for p in prepared if p[0]]
                 seen = tx.seen_keys(keys, now - self.dedup_window) if keys else set()
-                kept: list[tuple[DlpEvent, str]] = []
+                kept: list[Prepared] = []
                 fresh: list[str] = []
-                for ev, unit in events:
-                    key = ev.idempotency_key
+                for p in prepared:
+                    key = p[0]
                     if key:
                         if key in seen:
-                            dup_units[unit] += 1
+                            dup_units[p[1]] += 1
                             continue
                         seen.add(key)
                         fresh.append(key)
-                    kept.append((ev, unit))
+                    kept.append(p)
                 if fresh:
                     tx.remember_keys(fresh, now)
-                counts.duplicates = len(events) - len(kept)
-                events = kept
-            spooled_units: Counter[str] = Counter(unit for _, unit in events)
-            counts.spooled = len(events)
-            plain_needed = any(not r.carry_raw for r in routes)
-            raw_needed = any(r.carry_raw for r in routes)
-            per_route: dict[str, list[tuple[bytes, int]]] = {r.name: [] for r in routes}
-            dumps = orjson.dumps
-            for ev, unit in events:
-                ref = refs[unit]
-                with_raw = dumps(ev) if raw_needed else b""
-                plain = b""
-                if plain_needed:
-                    if ev.raw is None:
-                        plain = with_raw or dumps(ev)
-                    else:
-                        raw, ev.raw = ev.raw, None
-                        plain = dumps(ev)
-                        ev.raw = raw
-                for r in routes:
-                    if r.accept is None or r.accept(ev):
-                        per_route[r.name].append((with_raw if r.carry_raw else plain, ref))
-            for r in routes:
-                rows = per_route[r.name]
-                counts.per_sink[r.name] = tx.append(r.name, rows, now)
+                counts.duplicates = len(prepared) - len(kept)
+                prepared = kept
+            spooled_units: Counter[str] = Counter(p[1] for p in prepared)
+            counts.spooled = len(prepared)
+            for index, r in enumerate(routes):
+                rows = [(p[2][index], refs[p[1]]) for p in prepared if p[2][index] is not None]
+                counts.per_sink[r.name] = tx.append(r.name, rows, now)  # type: ignore[arg-type]
                 if r.drop_oldest:
                     dropped = tx.drop_oldest(r.name, r.max_events, r.max_bytes)
                     if dropped:

@@ -4,8 +4,8 @@ Contract, whatever the backend:
 
 * Everything written inside one :meth:`StateStore.transaction` becomes durable together or
   not at all (spool appends, ledger counts, dedup keys, the source cursor).
-* Spool ids grow monotonically per sink and are never reused, so a drainer can page through
-  a spool with ``id > last`` and delete delivered entries by id ranges.
+* Spool entry ids grow monotonically per sink and are never reused, so a drainer can page
+  through a spool with ``id > last``.
 * Nothing at start-up scans a spool: depths are kept as counters beside the spools.
 """
 
@@ -129,11 +129,10 @@ class StateStore(Protocol):
     def settle(
         self,
         sink: str,
-        delivered: Sequence[int],
+        delivered: Sequence[SpoolRow],
         rejected: Sequence[tuple[SpoolRow, str]],
-        retried: Sequence[int],
+        retried: Sequence[SpoolRow],
         now: float,
-        delivered_rows: Sequence[SpoolRow] | None = None,
     ) -> dict[str, int]: ...
 
     # cursors, key-value, health

@@ -7,8 +7,9 @@ the WAL was synced to disk (at the next checkpoint) may be rolled back; the data
 consistent, and because the source cursor lives in the same transaction as the spool append,
 those events are simply read again from the source (at-least-once holds).
 
-Layout: one table per sink spool (``spool_<n>``, integer AUTOINCREMENT ids, so ids are never
-reused and delivered entries are deleted by id ranges), depth counters in ``sinks`` (no scan
+Layout: one table per sink spool (``spool_<n>``) of segments -- the events of one batch in
+one row, see :mod:`forwarder.state.segments` -- with AUTOINCREMENT ids, so entry ids are never
+reused, depth counters in ``sinks`` (no scan
 at start-up), ``dead_letters``, ``quarantine``, ``dedup`` (idempotency keys), ``ledger`` +
 ``ledger_sink`` (completeness), ``cursors``, ``kv`` (plugin state), ``health``, ``totals``.
 
@@ -28,9 +29,10 @@ from typing import Any
 
 import orjson
 
+from forwarder.state import segments
 from forwarder.state.base import DeadLetter, KeyValue, LedgerRow, Quarantined, SpoolRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "state.sqlite3"
 _CHUNK = 500  # SQL variables per IN (...) list
 PAGE_SIZE = 16384
@@ -69,7 +71,8 @@ CREATE TABLE IF NOT EXISTS totals (scope TEXT NOT NULL, name TEXT NOT NULL, valu
 """
 
 _SPOOL = """CREATE TABLE IF NOT EXISTS spool_{sid} (id INTEGER PRIMARY KEY AUTOINCREMENT,
-    payload BLOB NOT NULL, unit INTEGER NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)"""
+    n INTEGER NOT NULL, bytes INTEGER NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    done BLOB, lens BLOB NOT NULL, units BLOB NOT NULL, body BLOB NOT NULL)"""
 
 _LEDGER_SINK_ADD = """INSERT INTO ledger_sink (ref, sink, {col}) VALUES (?, ?, ?)
     ON CONFLICT (ref, sink) DO UPDATE SET {col} = {col} + excluded.{col}"""
@@ -78,17 +81,6 @@ _LEDGER_SINK_ADD = """INSERT INTO ledger_sink (ref, sink, {col}) VALUES (?, ?, ?
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def id_ranges(ids: Sequence[int]) -> list[tuple[int, int]]:
-    """Contiguous runs of the given ids as ``(first, last)`` pairs, for range deletes."""
-    runs: list[tuple[int, int]] = []
-    for i in sorted(ids):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], i)
-        elif not runs or i != runs[-1][1]:
-            runs.append((i, i))
-    return runs
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -187,75 +179,79 @@ class _SqliteTransaction:
             self.db.executemany(_LEDGER_SINK_ADD.format(col=column), [(ref, sink, n) for ref, n in per_unit.items()])
 
     def append(self, sink: str, rows: Sequence[tuple[bytes, int]], now: float) -> int:
+        """Append ``(payload, unit)`` rows as segments (one row per up to MAX_ENTRIES entries)."""
         if not rows:
             return 0
         sid = self.store._sid(sink)
-        self.db.executemany(
-            f"INSERT INTO spool_{sid} (payload, unit, created) VALUES (?, ?, {now!r})",  # noqa: S608
-            rows,
-        )
-        self.store._depth_add(sink, len(rows), sum(len(p) for p, _ in rows))
-        self.depth_changed.add(sink)
+        sql = f"INSERT INTO spool_{sid} (n, bytes, created, lens, units, body) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+        total = 0
+        for start in range(0, len(rows), segments.MAX_ENTRIES):
+            part = rows[start : start + segments.MAX_ENTRIES]
+            lens, units, body, size = segments.encode(part)
+            self.db.execute(sql, (len(part), size, now, lens, units, body))
+            total += size
+        self.store._depth_add(sink, len(rows), total)
         self.add_sink_unit_counts(sink, "spooled", Counter(u for _, u in rows))
         return len(rows)
 
-    def delete_known(self, sink: str, rows: Sequence[SpoolRow]) -> Counter[int] | None:
-        """Delete entries this process read and nobody else deletes (fast path: no RETURNING).
-        Returns units per count, or ``None`` (nothing changed) if some row was already gone --
-        then the caller uses :meth:`delete`."""
+    def settle_rows(self, sink: str, rows: Sequence[SpoolRow]) -> list[SpoolRow]:
+        """Mark entries settled (delivered or dead-lettered); a segment whose entries are all
+        settled is deleted. Returns the rows that were still unsettled (exact accounting)."""
+        if not rows:
+            return []
         sid = self.store._sid(sink)
-        ids = [r.id for r in rows]
-        n = 0
-        sql = f"DELETE FROM spool_{sid} WHERE id BETWEEN ? AND ?"  # noqa: S608
-        self.db.execute("SAVEPOINT fast_delete")
-        for first, last in id_ranges(ids):
-            n += self.db.execute(sql, (first, last)).rowcount
-        if n != len(set(ids)):
-            self.db.execute("ROLLBACK TO fast_delete")
-            self.db.execute("RELEASE fast_delete")
-            return None
-        self.db.execute("RELEASE fast_delete")
-        units: Counter[int] = Counter(r.unit for r in rows)
-        self.store._depth_add(sink, -n, -sum(len(r.payload) for r in rows))
-        self.depth_changed.add(sink)
-        return units
-
-    def delete(self, sink: str, ids: Sequence[int], deleted: set[int] | None = None) -> Counter[int]:
-        """Delete entries by id ranges; returns deleted counts per ledger unit (exact, entries
-        already gone are not counted). Adds the ids actually deleted to ``deleted`` if given."""
-        sid = self.store._sid(sink)
-        units: Counter[int] = Counter()
-        n = size = 0
-        for first, last in id_ranges(ids):
-            sql = f"DELETE FROM spool_{sid} WHERE id BETWEEN ? AND ? RETURNING unit, length(payload), id"  # noqa: S608
-            for unit, length, rid in self.db.execute(sql, (first, last)):
-                units[unit] += 1
-                n += 1
-                size += length
-                if deleted is not None:
-                    deleted.add(rid)
-        if n:
-            self.store._depth_add(sink, -n, -size)
-            self.depth_changed.add(sink)
-        return units
+        by_segment: dict[int, dict[int, SpoolRow]] = {}
+        for r in rows:
+            seg, index = segments.split_id(r.id)
+            by_segment.setdefault(seg, {})[index] = r
+        fresh: list[SpoolRow] = []
+        get = f"SELECT n, done FROM spool_{sid} WHERE id = ?"  # noqa: S608
+        delete = f"DELETE FROM spool_{sid} WHERE id = ?"  # noqa: S608
+        update = f"UPDATE spool_{sid} SET done = ? WHERE id = ?"  # noqa: S608
+        for seg, entries in by_segment.items():
+            found = self.db.execute(get, (seg,)).fetchone()
+            if found is None:
+                continue  # dropped meanwhile (overflow = drop_oldest): already accounted for
+            n, done = found
+            if done is None and len(entries) == n:
+                self.db.execute(delete, (seg,))
+                fresh.extend(entries.values())
+                continue
+            bitmap, newly = segments.mark(done, n, list(entries))
+            fresh.extend(entries[i] for i in newly)
+            if segments.count_done(bytes(bitmap)) >= n:
+                self.db.execute(delete, (seg,))
+            elif newly:
+                self.db.execute(update, (bytes(bitmap), seg))
+        if fresh:
+            self.store._depth_add(sink, -len(fresh), -sum(len(r.payload) for r in fresh))
+        return fresh
 
     def drop_oldest(self, sink: str, max_events: int, max_bytes: int) -> int:
         events, size = self.store.spool_depth(sink)
         if events <= max_events and size <= max_bytes:
             return 0
         sid = self.store._sid(sink)
-        drop: list[int] = []
         over_events, over_bytes = events - max_events, size - max_bytes
-        sql = f"SELECT id, length(payload) FROM spool_{sid} ORDER BY id"  # noqa: S608
-        for rid, length in self.db.execute(sql):
+        victims: list[int] = []
+        units: Counter[int] = Counter()
+        dropped = dropped_bytes = 0
+        sql = f"SELECT id, n, done, lens, units FROM spool_{sid} ORDER BY id"  # noqa: S608
+        for seg, n, done, lens_blob, units_blob in self.db.execute(sql).fetchall():
             if over_events <= 0 and over_bytes <= 0:
                 break
-            drop.append(rid)
-            over_events -= 1
-            over_bytes -= length
-        units = self.delete(sink, drop)
+            _, lens, unit_refs = segments.decode(lens_blob, units_blob, b"")
+            for i in range(n):
+                if not segments.is_done(done, i):
+                    units[unit_refs[i]] += 1
+                    dropped += 1
+                    dropped_bytes += lens[i]
+                    over_events -= 1
+                    over_bytes -= lens[i]
+            victims.append(seg)
+        self.db.executemany(f"DELETE FROM spool_{sid} WHERE id = ?", [(v,) for v in victims])  # noqa: S608
+        self.store._depth_add(sink, -dropped, -dropped_bytes)
         self.add_sink_unit_counts(sink, "dropped", units)
-        dropped = sum(units.values())
         self.add_totals(sink, {"dropped_oldest": dropped})
         return dropped
 
@@ -422,47 +418,61 @@ class SqliteStateStore:
         return float(row[0]) if row else None
 
     def read_spool(self, sink: str, after: int, limit: int) -> list[SpoolRow]:
-        """Up to ``limit`` entries with ``id > after``, oldest first (never the whole spool)."""
-        sql = f"SELECT id, payload, unit, attempts FROM spool_{self._sid(sink)} WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608
-        return [SpoolRow(*r) for r in self._reader().execute(sql, (after, limit))]
+        """Up to ``limit`` unsettled entries with ``id > after``, oldest first (reads segment by
+        segment, never the whole spool)."""
+        first_segment = segments.split_id(after)[0]
+        sql = (
+            f"SELECT id, n, attempts, done, lens, units, body FROM spool_{self._sid(sink)} "  # noqa: S608
+            "WHERE id >= ? ORDER BY id"
+        )
+        out: list[SpoolRow] = []
+        cursor = self._reader().execute(sql, (first_segment,))
+        try:
+            for seg, n, attempts, done, lens_blob, units_blob, body in cursor:
+                offsets, lens, units = segments.decode(lens_blob, units_blob, body)
+                base = seg * segments.STRIDE
+                for i in range(n):
+                    eid = base + i
+                    if eid <= after or (done is not None and segments.is_done(done, i)):
+                        continue
+                    start = offsets[i]
+                    out.append(SpoolRow(eid, body[start : start + lens[i]], units[i], attempts))
+                    if len(out) >= limit:
+                        return out
+        finally:
+            cursor.close()
+        return out
 
     def settle(
         self,
         sink: str,
-        delivered: Sequence[int],
+        delivered: Sequence[SpoolRow],
         rejected: Sequence[tuple[SpoolRow, str]],
-        retried: Sequence[int],
+        retried: Sequence[SpoolRow],
         now: float,
-        delivered_rows: Sequence[SpoolRow] | None = None,
     ) -> dict[str, int]:
-        """Apply a delivery outcome in one transaction: delete delivered entries, move rejected
-        ones to dead letters, count attempts of retried ones. Returns exact counts.
-        ``delivered_rows`` (the rows as read) enables the fast delete path."""
+        """Apply a delivery outcome in one transaction: delivered entries leave the spool,
+        rejected ones move to dead letters, retried ones count an attempt. Exact counts."""
         with self.transaction() as tx:
-            done = tx.delete_known(sink, delivered_rows) if delivered_rows else None
-            if done is None:
-                done = tx.delete(sink, delivered)
-            tx.add_sink_unit_counts(sink, "delivered", done)
-            dead: Counter[int] = Counter()
+            done = tx.settle_rows(sink, delivered)
+            tx.add_sink_unit_counts(sink, "delivered", Counter(r.unit for r in done))
+            dead: list[SpoolRow] = []
             if rejected:
-                gone_ids: set[int] = set()
-                gone = tx.delete(sink, [row.id for row, _ in rejected], gone_ids)
-                rows = [
-                    (sink, r.payload, reason, r.unit, now, r.attempts + 1) for r, reason in rejected if r.id in gone_ids
-                ]
+                reasons = {r.id: reason for r, reason in rejected}
+                dead = tx.settle_rows(sink, [r for r, _ in rejected])
                 self._db.executemany(
                     "INSERT INTO dead_letters (sink, payload, reason, unit, time, attempts) VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
+                    [(sink, r.payload, reasons[r.id], r.unit, now, r.attempts + 1) for r in dead],
                 )
-                dead = gone
-                tx.add_sink_unit_counts(sink, "dead", dead)
+                tx.add_sink_unit_counts(sink, "dead", Counter(r.unit for r in dead))
             if retried:
                 sid = self._sid(sink)
+                segs = {segments.split_id(r.id)[0] for r in retried}
                 self._db.executemany(
                     f"UPDATE spool_{sid} SET attempts = attempts + 1 WHERE id = ?",  # noqa: S608
-                    [(i,) for i in retried],
+                    [(seg,) for seg in segs],
                 )
-            counts = {"delivered": sum(done.values()), "dead_lettered": sum(dead.values())}
+            counts = {"delivered": len(done), "dead_lettered": len(dead)}
             tx.add_totals(sink, counts)
             if counts["delivered"]:
                 tx.beat(sink, now)

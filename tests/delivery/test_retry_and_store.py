@@ -7,7 +7,7 @@ from pathlib import Path
 from forwarder.delivery import CLOSED, HALF_OPEN, OPEN, Backoff, CircuitBreaker, RetryGate
 from forwarder.options import RetryOptions
 from forwarder.source import WorkUnit
-from forwarder.state.sqlite import SqliteStateStore, id_ranges
+from forwarder.state.sqlite import SqliteStateStore
 
 
 class Clock:
@@ -75,12 +75,6 @@ def test_retry_gate_combines_backoff_and_breaker() -> None:
     assert gate.failures == 0 and gate.breaker.state == CLOSED
 
 
-def test_id_ranges() -> None:
-    assert id_ranges([5, 3, 4, 9, 10, 12]) == [(3, 5), (9, 10), (12, 12)]
-    assert id_ranges([]) == []
-    assert id_ranges([1, 1, 2]) == [(1, 2)]
-
-
 def test_store_ids_are_never_reused_and_depth_survives_restart(tmp_path: Path) -> None:
     store = SqliteStateStore(str(tmp_path))
     store.register_sink("s")
@@ -88,16 +82,43 @@ def test_store_ids_are_never_reused_and_depth_survives_restart(tmp_path: Path) -
         tx.append("s", [(b"a", 0), (b"bb", 0), (b"ccc", 0)], 1.0)
     rows = store.read_spool("s", 0, 10)
     assert [r.payload for r in rows] == [b"a", b"bb", b"ccc"]
-    store.settle("s", [r.id for r in rows], [], [], 2.0)
+    assert store.spool_depth("s") == (3, 6)
+    store.settle("s", rows, [], [], 2.0)
     assert store.spool_depth("s") == (0, 0)
     with store.transaction() as tx:
         tx.append("s", [(b"dddd", 0)], 3.0)
     (row,) = store.read_spool("s", 0, 10)
-    assert row.id == 4  # AUTOINCREMENT: never reuses delivered ids
+    assert row.id > max(r.id for r in rows)  # AUTOINCREMENT: delivered ids are never reused
     store.close()
     again = SqliteStateStore(str(tmp_path))
     assert again.spool_depth("s") == (1, 4)
     assert again.read_spool("s", 0, 10)[0].payload == b"dddd"
+    again.close()
+
+
+def test_partly_settled_segment_keeps_only_unsettled_entries(tmp_path: Path) -> None:
+    store = SqliteStateStore(str(tmp_path))
+    store.register_sink("s")
+    with store.transaction() as tx:
+        tx.append("s", [(f"e{i}".encode(), 7) for i in range(10)], 1.0)
+    rows = store.read_spool("s", 0, 100)
+    # 0-3 delivered, 4 rejected, the rest retried (e.g. a sink that split the batch)
+    counts = store.settle("s", rows[:4], [(rows[4], "bad")], rows[5:], 2.0)
+    assert counts == {"delivered": 4, "dead_lettered": 1}
+    # delivering the same entries twice does not count twice
+    assert store.settle("s", rows[:4], [], [], 2.5) == {"delivered": 0, "dead_lettered": 0}
+    left = store.read_spool("s", 0, 100)
+    assert [r.payload for r in left] == [f"e{i}".encode() for i in range(5, 10)]
+    assert left[0].attempts == 1
+    assert store.read_spool("s", rows[6].id, 100)[0].payload == b"e7"  # paging with id > after
+    assert store.spool_depth("s") == (5, 10)
+    store.close()
+    again = SqliteStateStore(str(tmp_path))  # the settled bitmap is durable
+    assert [r.payload for r in again.read_spool("s", 0, 100)] == [f"e{i}".encode() for i in range(5, 10)]
+    again.settle("s", again.read_spool("s", 0, 100), [], [], 3.0)
+    assert again.spool_depth("s") == (0, 0)
+    assert again.read_spool("s", 0, 100) == []
+    assert [d.payload for d in again.dead_letters("s")] == [b"e4"]
     again.close()
 
 
