@@ -18,8 +18,10 @@ Layout:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,7 +69,15 @@ def rng(seed: int, *parts: object) -> random.Random:
 
 
 def guid(r: random.Random) -> str:
-    return str(uuid.UUID(int=r.getrandbits(128), version=4))
+    """A random (version 4) GUID string from ``r``."""
+    h = f"{r.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def name_guid(text: str) -> str:
+    """A stable GUID for a name (sites, rules, messages)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, text))
 
 
 def _microseconds(t: float) -> float:
@@ -77,7 +87,7 @@ def _microseconds(t: float) -> float:
 
 def mgmt_time(t: float) -> str:
     """Management API CreationTime style: UTC, no zone suffix, no fraction."""
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
 
 
 def graph_time(t: float) -> str:
@@ -215,12 +225,17 @@ class Dataset:
         )
 
     # ------------------------------------------------------------------ audit records
+    def _tw(self, i: int) -> tuple[float, float]:
+        r = rng(self.seed, "tw", i)
+        return r.random(), r.random()
+
     def record_time(self, i: int) -> float:
         """When record ``i`` happened, before any out-of-order backdating."""
-        return self.t0 + (i + rng(self.seed, "t", i).random()) * self.step
+        return self.t0 + (i + self._tw(i)[0]) * self.step
 
-    def workload(self, i: int) -> str:
-        x = rng(self.seed, "w", i).random()
+    def workload(self, i: int, x: float | None = None) -> str:
+        if x is None:
+            x = self._tw(i)[1]
         for bound, name in _WORKLOAD_CUM:
             if x < bound:
                 return name
@@ -235,7 +250,8 @@ class Dataset:
 
     def facts(self, i: int) -> Facts:
         r = rng(self.seed, "a", i)
-        workload = self.workload(i)
+        u_time, u_workload = self._tw(i)
+        workload = self.workload(i, u_workload)
         user = self.users[r.randrange(len(self.users))]
         policy = catalog.POLICIES[r.randrange(len(catalog.POLICIES))]
         rule = policy.rules[r.randrange(len(policy.rules))]
@@ -306,7 +322,7 @@ class Dataset:
         backdated = (
             self.faults.out_of_order_rate > 0 and rng(self.seed, "ooo", i).random() < self.faults.out_of_order_rate
         )
-        t = self.record_time(i)
+        t = self.t0 + (i + u_time) * self.step
         if backdated:
             t -= 3600 * (1 + rng(self.seed, "ooo-h", i).randrange(72))
         return Facts(
@@ -415,7 +431,7 @@ class Dataset:
                 "OtherConditions": other,
                 "SensitiveInformation": self._sensitive_information(f, detections, location),
             },
-            "ManagementRuleId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"mgmt/{f.rule_id}")),
+            "ManagementRuleId": name_guid(f"mgmt/{f.rule_id}"),
             "RuleId": f.rule_id,
             "RuleMode": "Enable",
             "RuleName": f.rule.name,
@@ -457,7 +473,7 @@ class Dataset:
                 "Sent": mgmt_time(f.time - 2),
                 "Subject": f.object_name,
                 "To": list(f.recipients[:1]),
-                "UniqueID": str(uuid.uuid5(uuid.NAMESPACE_URL, f.object_url)),
+                "UniqueID": name_guid(f.object_url),
             }
         else:
             agent = (
@@ -484,9 +500,9 @@ class Dataset:
                 "SensitivityLabelIds": [catalog.LABELS[f.label].id] if f.label is not None else [],
                 "SharedBy": f.user.upn if f.extra % 4 == 0 else "",
                 "SiteAdmin": [f"admin@{self.domain}"],
-                "SiteCollectionGuid": str(uuid.uuid5(uuid.NAMESPACE_URL, site)),
+                "SiteCollectionGuid": name_guid(site),
                 "SiteCollectionUrl": site,
-                "UniqueID": str(uuid.uuid5(uuid.NAMESPACE_URL, f.object_url)),
+                "UniqueID": name_guid(f.object_url),
             }
             if f.extra % 5 == 0:  # the casing the schema page uses
                 meta["itemCreationTime"] = meta.pop("ItemCreationTime")
@@ -709,7 +725,7 @@ class Dataset:
                         "recipientEmailAddress": f.recipients[0] if f.recipients else None,
                         "p1Sender": {"emailAddress": f.user.upn, "displayName": f.user.display},
                         "p2Sender": {"emailAddress": f.user.upn, "displayName": f.user.display},
-                        "networkMessageId": str(uuid.uuid5(uuid.NAMESPACE_URL, f.object_url)),
+                        "networkMessageId": name_guid(f.object_url),
                         "deliveryAction": "blocked" if f.rule.block else "delivered",
                     }
                 )
