@@ -233,7 +233,7 @@ class ServiceNowSink(Sink):
         # An unknown column in sysparm_query is silently ignored by ServiceNow: check it really matches.
         for row in rows if isinstance(rows, list) else []:
             if isinstance(row, dict) and row.get("correlation_id") == corr and row.get("sys_id"):
-                return {"sys_id": row["sys_id"], "number": row.get("number", ""), "owner": "", "fields": {}}
+                return {"sys_id": row["sys_id"], "number": row.get("number", ""), "source": "", "fields": {}}
         return None
 
     def _create(self, key: str, corr: str, owner: str, event: DlpEvent, fields: dict[str, str]) -> None:
@@ -258,11 +258,11 @@ class ServiceNowSink(Sink):
         self, key: str, corr: str, link: dict[str, Any], owner: str, event: DlpEvent, fields: dict[str, str]
     ) -> None:
         """PATCH what changed. Fields are written by the owning event kind (the incident for an
-        incident ticket), by the event that created the ticket, or after an adoption; other
-        events of the group (more alerts) only add a work note."""
+        incident ticket) or by the event that created the ticket; other events of the group
+        (more alerts, or an alert adopting a ticket found by correlation_id) only add a work note."""
         assert self.client is not None
         source = link.get("source", "")
-        writes_fields = event.kind == owner or source in ("", event.id)
+        writes_fields = event.kind == owner or source == event.id
         if writes_fields and source == event.id and event.updated_time and link.get("updated", "") > event.updated_time:
             self.context.count("stale_skipped")  # an older version of what the ticket already shows
             return

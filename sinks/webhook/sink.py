@@ -20,6 +20,7 @@ Classification of the receiver's answer:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -82,8 +83,11 @@ class WebhookSink(Sink):
         outcome = Outcome()
         for index, entry in enumerate(entries):
             body = orjson.dumps(self.payload(entry))
-            extra = {"Idempotency-Key": entry.data.get("idempotency_key") or str(entry.id)}
-            extra["X-Dlpfwd-Event-Id"] = str(entry.data.get("id", ""))
+            key = str(entry.data.get("idempotency_key") or entry.id)
+            extra = {
+                "Idempotency-Key": _header_value(key),
+                "X-Dlpfwd-Event-Id": _header_value(str(entry.data.get("id"))),
+            }
             result = self._post(body, [entry], extra)
             outcome.merge(result)
             if result.fatal or result.retry:
@@ -137,6 +141,12 @@ class WebhookSink(Sink):
             return first.merge(self._post_array(list(entries[half:])))
         reason = f"{what}: {_snippet(response)}"
         return Outcome(rejected={e.id: reason for e in entries})
+
+
+def _header_value(text: str) -> str:
+    """A header-safe form of an id: visible ASCII kept, anything else percent-encoded (so a
+    hostile id can neither break the request nor inject a header)."""
+    return quote(text, safe="!#$&'()*+,/:;=?@[]~-._")[:512]
 
 
 def _snippet(response: httpx.Response) -> str:

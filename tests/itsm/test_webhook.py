@@ -198,3 +198,27 @@ def test_configuration_problems_name_their_keys(hook_server):
     assert "sinks.hook.fields[2]" in text and "include_detected_values" in text
     assert "sinks.hook.rename.other" in text
     assert "sinks.hook.headers.Authorization" in text
+
+
+def test_hostile_ids_cannot_break_or_inject_headers(hook_server, receiver):
+    sink = make_webhook(hook_server)
+    event = incident()
+    event.id = "incident:42\r\nX-Injected: 1 ünïcode"
+    event.idempotency_key = event.id + "@t"
+    out = sink.write_batch(entries(event))
+    assert out.delivered == [1]
+    headers, body = receiver.received[0]
+    assert "x-injected" not in headers
+    assert headers["x-dlpfwd-event-id"] == "incident:42%0D%0AX-Injected:%201%20%C3%BCn%C3%AFcode"
+    assert body["id"] == event.id
+
+
+def test_alert_adopting_an_incident_ticket_only_adds_a_note(server, app):
+    from .conftest import KV, make_sink
+
+    make_sink(server).write_batch(entries(incident()))
+    before = app.table("incident")[0]
+    make_sink(server, state=KV()).write_batch(entries(alert("da9")))  # state lost, an alert comes first
+    (after,) = app.table("incident")
+    assert after["short_description"] == before["short_description"]
+    assert "alert da9 linked" in app.journal(after["sys_id"], "work_notes")[-1]
