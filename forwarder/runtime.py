@@ -49,6 +49,7 @@ from forwarder.state.sqlite import SqliteStateStore, open_store
 log = logging.getLogger("dlpfwd.runtime")
 
 DEDUP_PURGE_INTERVAL = 3600.0
+EXPIRY_CHECK_INTERVAL = 600.0
 
 
 @dataclass
@@ -403,12 +404,16 @@ class Forwarder:
             t = threading.Thread(target=self._source_loop, args=(name, stop), name=f"dlpfwd-source-{name}", daemon=True)
             t.start()
             source_threads.append(t)
-        last_purge = time.monotonic()
+        last_purge = last_expiry_check = time.monotonic()
+        self.warn_expiring()
         while not stop.wait(1.0):
             self.update_gauges()
             if time.monotonic() - last_purge > DEDUP_PURGE_INTERVAL:
                 self._purge_dedup()
                 last_purge = time.monotonic()
+            if time.monotonic() - last_expiry_check > EXPIRY_CHECK_INTERVAL:
+                self.warn_expiring()
+                last_expiry_check = time.monotonic()
         deadline = time.monotonic() + self.config.forwarder.shutdown_deadline
         log.info("shutting down (deadline %.0f s)", self.config.forwarder.shutdown_deadline)
         for t in source_threads:
@@ -433,6 +438,26 @@ class Forwarder:
             self.metrics.spool_bytes.labels(name).set(size)
             oldest = self.store.spool_oldest(name) if events else None
             self.metrics.spool_age.labels(name).set(now - oldest if oldest else 0.0)
+
+    def warn_expiring(self, within: float = 24 * 3600.0) -> list[str]:
+        """Log (and return) a warning per source with work not fetched yet that expires at the
+        source within ``within`` seconds, or already expired: the completeness alarm."""
+        from forwarder.report import build_report
+
+        now = time.time()
+        report = build_report(self.store.ledger(now - 8 * 86400), now - 8 * 86400, now, within)
+        warnings = []
+        for name, tally in report.sources.items():
+            if tally.at_risk:
+                warnings.append(
+                    f"source {name}: {len(tally.at_risk)} unit(s) not fetched yet expire at the source within "
+                    f"{within / 3600:.0f} h (first: {tally.at_risk[0].unit}, expires {tally.at_risk[0].expires})"
+                )
+            if tally.expired:
+                warnings.append(f"source {name}: {len(tally.expired)} unit(s) expired at the source before being read")
+        for w in warnings:
+            log.warning("%s; see `dlpfwd report --since 7d`", w)
+        return warnings
 
     def _purge_dedup(self) -> None:
         window = self.config.forwarder.dedup_window

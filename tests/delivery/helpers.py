@@ -129,6 +129,13 @@ class ListedSource(Source):
             )
             start = end
 
+    def backfill(self, since: Any, until: Any, cursor: dict[str, Any] | None) -> Iterator[SourceBatch]:
+        """The same records as ``poll``, tagged so a test can tell them apart, with progress."""
+        for batch in self.poll(cursor):
+            nxt = batch.cursor["next"] if batch.cursor else 0
+            batch.progress = {"done": nxt, "total": self.settings.count}
+            yield batch
+
 
 def make_record(i: int, payload_bytes: int = 200, updated: str = "2026-11-01T00:00:00Z") -> dict[str, Any]:
     return {

@@ -89,6 +89,9 @@ def test_report_names_expired_and_at_risk_units(tmp_path: Path, capsys: pytest.C
             WorkUnit("blob-missed", "content", "listed", expires=past),
         ]
         fw.pipeline.process("src", "listed", fw.sources["src"], SourceBatch(units=units), "source:src")
+        warnings = fw.warn_expiring()
+        assert any("1 unit(s) not fetched yet" in w and "blob-late" in w for w in warnings)
+        assert any("2 unit(s) expired at the source" in w for w in warnings)
     code, out, _ = run_cli(capsys, "report", "--since", "1h", "--state-dir", str(tmp_path / "state"))
     assert code == 1
     assert "LOST: expired at the source: 2 unit(s)" in out

@@ -289,3 +289,61 @@ def test_second_forwarder_on_same_state_dir_is_refused(tmp_path: Path) -> None:
     with Forwarder(cfg, h.make_host()):
         with pytest.raises(StateDirBusy):
             Forwarder(cfg, h.make_host())
+
+
+def test_backfill_uses_its_own_cursor_and_can_target_one_sink(tmp_path: Path) -> None:
+    import datetime as dt
+
+    cfg = h.config(
+        str(tmp_path / "state"),
+        [h.listed(count=40, batch=10)],
+        [h.recording("a", str(tmp_path / "a.jsonl")), h.recording("b", str(tmp_path / "b.jsonl"))],
+    )
+    since = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    until = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    with Forwarder(cfg, h.make_host()) as fw:
+        assert fw.run_once().ok  # live: both sinks get 40, live cursor at 40
+        seen: list[dict] = []
+        result = fw.backfill("src", since, until, sink="b", progress=seen.append)
+        assert result.ok and result.delivered == {"b": 40}
+        assert seen[-1]["done"] == 40 and seen[-1]["total"] == 40 and seen[-1]["spooled"] == 40
+        assert len(h.read_ids(str(tmp_path / "a.jsonl"))) == 40  # untouched
+        assert len(h.read_ids(str(tmp_path / "b.jsonl"))) == 80  # re-fed on purpose (no dedup)
+        assert fw.store.get_cursor("source:src") == {"next": 40}
+        # Resumable: the backfill's own cursor is stored, a second run reads nothing new.
+        again = fw.backfill("src", since, until, sink="b")
+        assert again.sources["src"]["read"] == 0
+        # Without a sink, deduplication applies: everything was already spooled once.
+        third = fw.backfill("src", since - dt.timedelta(days=1), until)
+        assert third.sources["src"]["duplicates"] == 40
+
+
+def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
+    import httpx
+
+    port = free_port()
+    cfg = h.config(
+        str(tmp_path / "state"), [h.listed(count=20)], [h.recording("s", str(tmp_path / "o"))], metrics_port=port
+    )
+    stop = threading.Event()
+    with Forwarder(cfg, h.make_host()) as fw:
+        runner = threading.Thread(target=fw.run, args=(stop,))
+        runner.start()
+        try:
+            wait_for(lambda: fw.store.totals().get("s", {}).get("delivered") == 20, what="delivered")
+            body = ""
+
+            def scraped() -> bool:
+                nonlocal body
+                try:
+                    body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                except httpx.HTTPError:
+                    return False
+                return 'dlpfwd_sink_events_total{outcome="delivered",sink="s"} 20.0' in body
+
+            wait_for(scraped, what="metrics endpoint")
+            assert 'dlpfwd_source_events_total{source="src",stage="spooled"} 20.0' in body
+            assert "dlpfwd_spool_events" in body and "dlpfwd_sink_last_delivery_timestamp_seconds" in body
+        finally:
+            stop.set()
+            runner.join(30)
