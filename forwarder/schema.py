@@ -262,15 +262,36 @@ def severity_rank(severity: str) -> int:
 # --------------------------------------------------------------------------- (de)serialization
 
 
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson can write
+
+
 def to_json(event: DlpEvent) -> bytes:
-    """Serialize an event with orjson (compact, UTF-8)."""
-    return orjson.dumps(event)
+    """Serialize an event with orjson (compact, UTF-8).
+
+    Free-form content (``raw``, ``enrichment``) that orjson cannot write as is -- integers
+    beyond 64 bits, non-string keys -- is written as strings rather than failing."""
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        return orjson.dumps(_json_safe(dataclasses.asdict(event)), option=orjson.OPT_NON_STR_KEYS)
 
 
 def to_dict(event: DlpEvent) -> dict[str, Any]:
     """The event as plain JSON types (what ``to_json`` writes)."""
-    result: dict[str, Any] = orjson.loads(orjson.dumps(event))
+    result: dict[str, Any] = orjson.loads(to_json(event))
     return result
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if _INT_MIN <= value <= _INT_MAX else str(value)
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def from_json(data: bytes | str) -> DlpEvent:
@@ -316,15 +337,24 @@ def _convert(hint: Any, value: Any) -> Any:
         return [_convert(item, v) for v in value]
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _convert(args[0], value) if len(args) == 1 else value
+        if len(args) != 1:
+            return value
+        if typing.get_origin(args[0]) is dict and not isinstance(value, dict):
+            return None  # e.g. ``raw`` that is not an object
+        return _convert(args[0], value)
+    if origin is dict:
+        return value if isinstance(value, dict) else {}
     if hint is str:
         return value if isinstance(value, str) else str(value)
     if hint is int:
         try:
-            return int(value)
-        except (TypeError, ValueError):
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
             return 0
+        return number if _INT_MIN <= number <= _INT_MAX else 0
     if hint is bool:
+        if isinstance(value, str):
+            return value.strip().lower() in ("true", "1", "yes")
         return bool(value)
     return value
 
