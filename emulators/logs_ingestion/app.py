@@ -140,6 +140,7 @@ class LogsIngestionApp(App):
         self._lock = threading.Lock()
         self._window: deque[tuple[float, int]] = deque()  # (time, bytes) of calls in the last minute
         self._window_bytes = 0
+        self._verified: dict[str, dict[str, Any]] = {}
         self.route("POST", r"/dataCollectionRules/(?P<dcr>[^/]+)/streams/(?P<stream>[^/]+)", self.upload)
 
     # ------------------------------------------------------------------ test controls
@@ -189,7 +190,7 @@ class LogsIngestionApp(App):
         if not auth.lower().startswith("bearer "):
             return _error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
         try:
-            claims = self.verifier.verify(bearer(auth), self.audience)
+            claims = self._claims(bearer(auth))
         except TokenError as exc:
             return _error(401, _TOKEN_CODES.get(exc.reason, "InvalidAuthenticationToken"), exc.message)
         dcr = self.dcrs.get(dcr_id)
@@ -258,6 +259,19 @@ class LogsIngestionApp(App):
         if fault is not None and fault.stall:
             time.sleep(fault.stall)
         return Response.empty(204)
+
+    def _claims(self, token: str | None) -> dict[str, Any]:
+        """Verified claims of ``token``; a token seen before is re-checked only for expiry."""
+        cached = self._verified.get(token or "")
+        now = getattr(self.verifier, "now", time.time)  # the tenant emulator's (emulated) clock
+        if cached is not None and float(cached.get("exp", 0)) > now():
+            return cached
+        claims = self.verifier.verify(token, self.audience)
+        with self._lock:
+            if len(self._verified) >= 64:
+                self._verified.clear()
+            self._verified[token or ""] = claims
+        return claims
 
     def _validate(self, data: list[Any], columns: dict[str, str]) -> tuple[str, bool]:
         """(problem or "", whether any row has columns the stream does not declare)."""

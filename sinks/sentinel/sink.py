@@ -126,7 +126,10 @@ class SentinelSink(Sink):
 
     def connect(self) -> None:
         if self.tokens is None:
-            self.tokens = TokenProvider(self.settings.auth, self.settings.http)
+            try:
+                self.tokens = TokenProvider(self.settings.auth, self.settings.http)
+            except (OSError, ValueError) as exc:  # unreadable certificate/key files, bad PEM
+                raise FatalError(f"auth: cannot load the app credential: {type(exc).__name__}: {exc}") from None
         if self._client is None:
             self._client = make_client(self.settings.http)
         self.tokens.token(self.scope)  # fail early on bad credentials (FatalError) or no login host

@@ -241,3 +241,19 @@ def test_emulator_received_gzip(emulator, tokens, issuer: Issuer):
     json_size = len(orjson.dumps(emulator.app.all_rows(STREAM)))
     assert emulator.app.stats.bytes_in < json_size
     assert gzip.decompress(gzip.compress(b"[]")) == b"[]"
+
+
+def test_unreadable_certificate_is_a_fatal_configuration_error(emulator, tmp_path):
+    from forwarder.auth import AuthSettings
+    from forwarder.errors import FatalError
+
+    sink = make_sink(emulator.url, emulator.ca_file, None)
+    sink.settings.auth = AuthSettings("t", "c", certificate=str(tmp_path / "missing.pem"))
+    try:
+        sink.connect()
+    except FatalError as exc:
+        assert "certificate" in str(exc)
+    else:
+        raise AssertionError("connect() accepted a missing certificate")
+    health = sink.health()
+    assert not health.ok and health.checks[0].name == "token"
