@@ -12,7 +12,7 @@ from forwarder.hookspecs import hookimpl
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    parser.add_argument("--listen", default="127.0.0.1", help="address to listen on (loopback by default)")
     parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
     parser.add_argument("--state-dir", default="./servicenow-emulator", help="where the TLS CA and certificate live")
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink insists on https URLs)")
@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
         app.tables = set(args.table)
     if args.throttle:
         app.throttle(args.throttle, args.retry_after)
-    server = EmulatorServer(app, host=args.host, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
-    print(f"ServiceNow emulator listening on {server.url}" + (f" (CA: {server.ca_file})" if server.ca_file else ""))
+    server = EmulatorServer(app, host=args.listen, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
+    print(
+        f"ServiceNow emulator listening on {server.url}" + (f" (CA: {server.ca_file})" if server.ca_file else ""),
+        flush=True,
+    )
     stop = threading.Event()
     server.start()
     try:

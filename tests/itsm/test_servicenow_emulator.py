@@ -166,3 +166,28 @@ def test_oauth_client_credentials(server, app: ServiceNowApp):
 )
 def test_encoded_query(text, record, expected):
     assert query.parse(text).matches(record) is expected
+
+
+def test_the_servicenow_emulator_command_serves_the_table_api(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    code = "import sys; from forwarder.cli import main; sys.exit(main())"
+    env = {**os.environ, "SN_EMULATOR_PASSWORD": "pw"}
+    cmd = [sys.executable, "-c", code, "servicenow-emulator", "--state-dir", str(tmp_path), "--user", "u"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"listening on (\S+) \(CA: (\S+)\)", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        tls = ssl.create_default_context(cafile=m.group(2))
+        with httpx.Client(base_url=m.group(1), verify=tls, auth=("u", "pw")) as c:
+            assert c.post("/api/now/table/incident", json={"short_description": "x"}).status_code == 201
+            assert c.get("/api/now/table/incident").json()["result"][0]["number"] == "INC0010001"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
