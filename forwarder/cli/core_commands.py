@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 import threading
@@ -38,7 +39,7 @@ def _load(args: argparse.Namespace) -> Any:
     from forwarder.config import load_config
 
     config = load_config(args.config, args.host)
-    if not getattr(args, "log_level", None):
+    if not getattr(args, "log_level", None) and not os.environ.get("DLPFWD_LOG_LEVEL"):
         setup_logging(config.forwarder.log_level)
     return config
 
