@@ -260,3 +260,44 @@ def test_console_script_runs(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "DLPFWD_LOAD_PLUGINS": "file,sample", "HOME": str(tmp_path)}
     proc = subprocess.run([str(script), "version"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("dlpfwd ")
+
+
+def test_backfill_runs_and_shows_progress(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("forwarder.runtime")
+    records = tmp_path / "r.jsonl"
+    records.write_text(
+        '{"id": "in", "event_time": "2026-02-01T00:00:00Z"}\n{"id": "out", "event_time": "2025-02-01T00:00:00Z"}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(
+        tmp_path,
+        f"[forwarder]\nstate_dir='{tmp_path}/state'\n[[sources]]\nname='replay'\ntype='sample'\npath='{records}'\n"
+        f"[[sinks]]\nname='archive'\ntype='file'\npath='{out}'\n",
+    )
+    code, _, err = run_cli(
+        capsys, "--config", str(cfg), "backfill", "--source", "replay", "--since", "2026-01-01", "--until", "2026-03-01"
+    )
+    assert code == 0, err
+    assert "backfill: " in err
+    assert [orjson.loads(line)["id"] for line in out.read_text().splitlines()] == ["in"]
+
+
+def test_progress_line_on_a_terminal_and_in_a_log() -> None:
+    import io
+
+    from forwarder.cli.core_commands import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    progress = Progress(tty)
+    progress({"done": 1, "total": 4, "read": 10})
+    progress({"done": 4, "total": 4, "read": 40})
+    progress.finish()
+    assert tty.getvalue().count("\r") == 2 and "4/4 (100%) read=40" in tty.getvalue()
+    assert tty.getvalue().endswith("\n")
+    pipe = io.StringIO()
+    Progress(pipe)({"done": 2, "total": 8})
+    assert pipe.getvalue() == "backfill: 2/8 (25%)\n"
