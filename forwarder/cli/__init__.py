@@ -56,7 +56,9 @@ def peek_allow_list(path: str) -> list[str] | None:
     return None
 
 
-_SECRET_KEY = ("secret", "token", "password", "passphrase", "key", "credential", "signature")
+# Keys whose literal string values are credentials (not paths to them: "private_key" is a file).
+_SECRET_KEY = ("secret", "token", "password", "passphrase", "credential", "signature", "hash_key", "api_key")
+_NOT_SECRET_KEY = ("_file", "_path", "_url", "_uri", "token_url", "_cache")
 
 
 def peek_secrets(path: str) -> int:
@@ -86,7 +88,7 @@ def peek_secrets(path: str) -> int:
                 if secret is not None and secret.reveal():
                     register_secret(secret)
                     count += 1
-            elif any(word in key for word in _SECRET_KEY):
+            elif any(word in key for word in _SECRET_KEY) and not key.endswith(_NOT_SECRET_KEY):
                 register_secret(value)
                 count += 1
 

@@ -301,3 +301,17 @@ def test_progress_line_on_a_terminal_and_in_a_log() -> None:
     pipe = io.StringIO()
     Progress(pipe)({"done": 2, "total": 8})
     assert pipe.getvalue() == "backfill: 2/8 (25%)\n"
+
+
+def test_peek_secrets_registers_credentials_but_not_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forwarder.logs import redact
+
+    monkeypatch.setenv("PEEK_TEST_SECRET", "env-held-secret-9876")
+    cfg = write_config(
+        tmp_path,
+        "[[sources]]\n[sources.auth]\nclient_secret='${PEEK_TEST_SECRET}'\nprivate_key='/etc/dlpfwd/app-key.pem'\n"
+        "[[sinks]]\ntoken='literal-hec-token-5432'\ntoken_url='https://login.example/token'\n",
+    )
+    assert cli.peek_secrets(str(cfg)) == 2
+    text = redact("env-held-secret-9876 literal-hec-token-5432 /etc/dlpfwd/app-key.pem https://login.example/token")
+    assert text == "*** *** /etc/dlpfwd/app-key.pem https://login.example/token"
