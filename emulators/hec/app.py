@@ -36,6 +36,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,11 @@ class HecApp(App):
         self.report_event_number = True  # False: answer data errors without invalid-event-number
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.indexed: list[dict[str, Any]] = []
+        # what was indexed: (envelope JSON bytes, index, token name, channel); bytes, not parsed
+        # objects, so a long run does not make the garbage collector crawl over millions of dicts
+        self._indexed: list[tuple[bytes, str, str, str]] = []
+        self.record = True  # False: count only (benchmarks, long dry runs)
+        self.indexed_count = 0
         self.channels: dict[str, Channel] = {}
         self.requests = 0
         self.ack_polls = 0
@@ -210,10 +215,9 @@ class HecApp(App):
         accepted, error = self._parse(body, token, request)
         with self.lock:
             name = request.header("x-splunk-request-channel") or request.query.get("channel", "")
-            for item in accepted:
-                item["_token"] = token.name
-                item["_channel"] = name
-            self.indexed.extend(accepted)
+            self.indexed_count += len(accepted)
+            if self.record:
+                self._indexed.extend((raw, index, token.name, name) for raw, index in accepted)
             if error is not None:
                 code, n = error
                 if not self.report_event_number:
@@ -232,12 +236,13 @@ class HecApp(App):
 
     def _parse(
         self, body: bytes, token: TokenConfig, request: Request
-    ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
-        """Envelopes before the first bad one, and (code, its number) if there is one."""
-        accepted: list[dict[str, Any]] = []
+    ) -> tuple[list[tuple[bytes, str]], tuple[int, int] | None]:
+        """(envelope bytes, index) of the envelopes before the first bad one, and (code, its
+        number) if there is one."""
+        accepted: list[tuple[bytes, str]] = []
         default_index = request.query.get("index") or token.default_index
         n = 0
-        for obj in _objects(body):
+        for raw, obj in _objects(body):
             if not isinstance(obj, dict):
                 return accepted, (6, n)
             index = obj.get("index") or default_index
@@ -251,8 +256,7 @@ class HecApp(App):
             fields = obj.get("fields")
             if fields is not None and not _flat(fields):
                 return accepted, (15, n)
-            obj["index"] = index
-            accepted.append(obj)
+            accepted.append((raw, index))
             n += 1
         return accepted, None
 
@@ -293,7 +297,7 @@ class HecApp(App):
             pending = sum(len(c.acks) for c in self.channels.values())
             return Response.json(
                 {
-                    "indexed": len(self.indexed),
+                    "indexed": self.indexed_count,
                     "requests": self.requests,
                     "ack_polls": self.ack_polls,
                     "channels": len(self.channels),
@@ -302,8 +306,7 @@ class HecApp(App):
             )
 
     def dump(self, request: Request) -> Response:
-        with self.lock:
-            return Response.json(self.indexed)
+        return Response.json(self.indexed)
 
     def faults(self, request: Request) -> Response:
         knobs = request.json()
@@ -316,6 +319,7 @@ class HecApp(App):
                 "ack_delay",
                 "max_content_length",
                 "report_event_number",
+                "record",
             ):
                 if key in knobs:
                     setattr(self, key, knobs[key])
@@ -327,17 +331,30 @@ class HecApp(App):
 
     def reset(self) -> None:
         with self.lock:
-            self.indexed.clear()
+            self._indexed.clear()
+            self.indexed_count = 0
             self.channels.clear()
             self.requests = self.ack_polls = 0
             self.busy_next = 0
             self.busy_rate = 0.0
             self.drop_acks = False
 
+    @property
+    def indexed(self) -> list[dict[str, Any]]:
+        """Every indexed envelope in arrival order, with its effective ``index`` and the
+        ``_token`` (name) and ``_channel`` it came with."""
+        with self.lock:
+            records = list(self._indexed)
+        result = []
+        for raw, index, token, channel in records:
+            item = _parse_one(raw)
+            item.update(index=index, _token=token, _channel=channel)
+            result.append(item)
+        return result
+
     def events(self) -> list[Any]:
         """The ``event`` part of every indexed envelope, in arrival order."""
-        with self.lock:
-            return [item["event"] for item in self.indexed]
+        return [item["event"] for item in self.indexed]
 
 
 def _flat(fields: Any) -> bool:
@@ -355,14 +372,19 @@ def _flat(fields: Any) -> bool:
 _DECODER = json.JSONDecoder()
 
 
-def _objects(body: bytes) -> Any:
-    """Yield the concatenated JSON values of a HEC body; a value that does not parse yields
-    a sentinel (``Ellipsis``) and stops. Newline-separated bodies take the orjson fast path."""
+def _parse_one(raw: bytes) -> dict[str, Any]:
+    value = orjson.loads(raw)
+    return value if isinstance(value, dict) else {"event": value}
+
+
+def _objects(body: bytes) -> Iterator[tuple[bytes, Any]]:
+    """Yield (bytes, value) for each concatenated JSON value of a HEC body; a value that does
+    not parse yields ``Ellipsis`` and stops. Newline-separated bodies take the orjson fast path."""
     for line in body.split(b"\n"):
         if not line.strip():
             continue
         try:
-            yield orjson.loads(line)
+            yield line, orjson.loads(line)
             continue
         except orjson.JSONDecodeError:
             pass
@@ -373,9 +395,10 @@ def _objects(body: bytes) -> Any:
                 pos += 1
             if pos >= len(text):
                 break
+            start = pos
             try:
                 value, pos = _DECODER.raw_decode(text, pos)
             except json.JSONDecodeError:
-                yield ...
+                yield b"", ...
                 return
-            yield value
+            yield text[start:pos].encode("utf-8"), value

@@ -15,6 +15,7 @@ asks ``POST /services/collector/ack`` (same endpoint, same channel) about up to
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class PendingRequest:
 
 
 class AckTracker:
-    """Pending requests per endpoint and channel; see the module docstring."""
+    """Pending requests per endpoint and channel; see the module docstring. Thread-safe:
+    background senders :meth:`add` while the drain thread polls."""
 
     def __init__(
         self,
@@ -51,38 +53,39 @@ class AckTracker:
         self.timeout = timeout
         self.batch_size = batch_size
         self.clock = clock
+        self._lock = threading.Lock()
         # (endpoint, channel) -> ackId -> pending request
         self.pending: dict[tuple[Endpoint, str], dict[int, PendingRequest]] = {}
 
     def add(self, endpoint: Endpoint, channel: str, ack_id: int, entry_ids: list[int]) -> None:
-        self.pending.setdefault((endpoint, channel), {})[ack_id] = PendingRequest(list(entry_ids), self.clock())
+        with self._lock:
+            self.pending.setdefault((endpoint, channel), {})[ack_id] = PendingRequest(list(entry_ids), self.clock())
 
     def count(self) -> int:
         """Entries still awaiting an ack."""
-        return sum(len(p.entry_ids) for reqs in self.pending.values() for p in reqs.values())
+        with self._lock:
+            return sum(len(p.entry_ids) for reqs in self.pending.values() for p in reqs.values())
 
     def poll(self) -> Outcome:
         """Ask every channel with pending requests; settle what can be settled."""
         outcome = Outcome()
-        for key in list(self.pending):
-            endpoint, channel = key
-            requests = self.pending[key]
-            ids = sorted(requests)
+        with self._lock:
+            snapshot = {key: sorted(reqs) for key, reqs in self.pending.items()}
+        for key, ids in snapshot.items():
             for start in range(0, len(ids), self.batch_size):
-                chunk = ids[start : start + self.batch_size]
-                if not self._poll_chunk(endpoint, channel, requests, chunk, outcome):
+                if not self._poll_chunk(key, ids[start : start + self.batch_size], outcome):
                     break
-            self._expire(requests, outcome)
-            if not requests:
-                del self.pending[key]
+            self._expire(key, outcome)
             if outcome.fatal:
                 break
+        with self._lock:
+            for key in [k for k, reqs in self.pending.items() if not reqs]:
+                del self.pending[key]
         return outcome
 
-    def _poll_chunk(
-        self, endpoint: Endpoint, channel: str, requests: dict[int, PendingRequest], chunk: list[int], out: Outcome
-    ) -> bool:
+    def _poll_chunk(self, key: tuple[Endpoint, str], chunk: list[int], out: Outcome) -> bool:
         """Poll one batch of ack ids; False when this channel should not be polled further now."""
+        endpoint, channel = key
         body = orjson.dumps({"acks": chunk})
         try:
             response = endpoint.post(ACK_PATH, body, {"X-Splunk-Request-Channel": channel})
@@ -95,15 +98,18 @@ class AckTracker:
             acks = data.get("acks")
             if not isinstance(acks, dict):
                 return False
-            for ack_id in chunk:
-                if acks.get(str(ack_id)) is True:
-                    out.delivered.extend(requests.pop(ack_id).entry_ids)
+            with self._lock:
+                requests = self.pending.get(key, {})
+                for ack_id in chunk:
+                    if acks.get(str(ack_id)) is True and ack_id in requests:
+                        out.delivered.extend(requests.pop(ack_id).entry_ids)
             return True
         if verdict.action == CHANNEL:
-            for ack_id in list(requests):
-                lost = requests.pop(ack_id).entry_ids
-                out.retry.extend(lost)
-                out.duplicates_possible += len(lost)
+            with self._lock:
+                requests = self.pending.pop(key, {})
+            for request in requests.values():
+                out.retry.extend(request.entry_ids)
+                out.duplicates_possible += len(request.entry_ids)
             out.retry_reason = out.retry_reason or f"acknowledgement channel lost ({verdict.message}); re-sending"
             if endpoint.channel == channel:
                 endpoint.new_channel()
@@ -114,16 +120,19 @@ class AckTracker:
         out.retry_reason = out.retry_reason or f"ack poll: {verdict.message}"
         return False
 
-    def _expire(self, requests: dict[int, PendingRequest], out: Outcome) -> None:
+    def _expire(self, key: tuple[Endpoint, str], out: Outcome) -> None:
         now = self.clock()
-        for ack_id in [a for a, p in requests.items() if now - p.sent_at >= self.timeout]:
-            lost = requests.pop(ack_id).entry_ids
-            out.retry.extend(lost)
-            out.duplicates_possible += len(lost)
+        with self._lock:
+            requests = self.pending.get(key, {})
+            expired = [requests.pop(a) for a, p in list(requests.items()) if now - p.sent_at >= self.timeout]
+        for request in expired:
+            out.retry.extend(request.entry_ids)
+            out.duplicates_possible += len(request.entry_ids)
             out.retry_reason = out.retry_reason or f"no indexer acknowledgement within {self.timeout:g} s; re-sending"
 
     def abandon(self) -> list[int]:
         """Forget every pending request (on close); their entries stay in the spool."""
-        ids = [i for reqs in self.pending.values() for p in reqs.values() for i in p.entry_ids]
-        self.pending.clear()
+        with self._lock:
+            ids = [i for reqs in self.pending.values() for p in reqs.values() for i in p.entry_ids]
+            self.pending.clear()
         return ids

@@ -15,23 +15,34 @@ from tests.splunk.conftest import entries
 
 
 def settle(sink, outcome: Outcome, deadline: float = 10.0) -> Outcome:
-    """Poll acks until nothing is pending or the deadline passes; merged outcome."""
-    total = Outcome(delivered=list(outcome.delivered), rejected=dict(outcome.rejected), retry=list(outcome.retry))
+    """Poll acks until nothing is pending, a fatal fault, or the deadline; merged outcome."""
+    total = Outcome(
+        delivered=list(outcome.delivered),
+        rejected=dict(outcome.rejected),
+        retry=list(outcome.retry),
+        fatal=outcome.fatal,
+        retry_reason=outcome.retry_reason,
+        duplicates_possible=outcome.duplicates_possible,
+    )
     waiting = set(outcome.pending)
     end = time.monotonic() + deadline
-    while waiting and time.monotonic() < end:
+    while waiting and time.monotonic() < end and not total.fatal:
         polled = sink.poll_acks()
-        total.merge(
-            Outcome(
-                delivered=polled.delivered, retry=polled.retry, fatal=polled.fatal, retry_reason=polled.retry_reason
-            )
-        )
-        total.duplicates_possible += polled.duplicates_possible
-        waiting -= set(polled.delivered) | set(polled.retry)
-        if polled.fatal:
-            break
+        waiting -= set(polled.delivered) | set(polled.retry) | set(polled.rejected)
+        polled.pending = []
+        total.merge(polled)
+        if waiting:
+            time.sleep(0.01)
     total.pending = sorted(waiting)
     return total
+
+
+def wait_sent(sink, n: int, deadline: float = 10.0) -> None:
+    """Wait until background sends put ``n`` entries under acknowledgement."""
+    end = time.monotonic() + deadline
+    while sink.acks.count() < n and time.monotonic() < end:
+        time.sleep(0.01)
+    assert sink.acks.count() == n
 
 
 def keys(app: HecApp) -> list[str]:
@@ -162,16 +173,17 @@ def test_a_bad_event_is_isolated_and_the_rest_delivered(hec, make_sink, report_n
         assert out.duplicates_possible > 0  # bisecting re-sends what HEC indexed before the refusal
 
 
-def test_a_bad_event_with_acks_resends_the_head_under_ack(hec_ack, make_sink):
+@pytest.mark.parametrize("in_flight", [0, 2])
+def test_a_bad_event_with_acks_resends_the_head_under_ack(hec_ack, make_sink, in_flight):
     app, server = hec_ack
-    sink = make_sink(server, ack=True)
+    sink = make_sink(server, ack=True, max_in_flight=in_flight)
     batch = entries(6)
     _poison(sink, {batch[3].id})
-    out = sink.write_batch(batch)
-    assert list(out.rejected) == [batch[3].id]
-    assert out.duplicates_possible == 3
-    done = settle(sink, out)
+    done = settle(sink, sink.write_batch(batch))
+    assert list(done.rejected) == [batch[3].id]
+    assert done.duplicates_possible == 3
     assert sorted(done.delivered) == sorted(e.id for e in batch if e.id != batch[3].id)
+    assert len(app.indexed) == 5 + 3  # the head was indexed before the refusal, then re-sent under ack
 
 
 def test_busy_fails_over_to_the_next_endpoint(tmp_path, make_sink):
@@ -231,7 +243,7 @@ def test_configuration_faults_stop_the_sink(tmp_path, make_sink, token_config, s
     app = HecApp({DEFAULT_TOKEN: token_config})
     with EmulatorServer(app, cert_dir=tmp_path / "c") as server:
         sink = make_sink(server, **settings)
-        out = sink.write_batch(entries(3))
+        out = settle(sink, sink.write_batch(entries(3)))
     assert out.fatal and all(text in out.fatal for text in expected), out.fatal
     assert DEFAULT_TOKEN not in out.fatal
     assert sorted(out.retry) == [1, 2, 3]  # kept in the spool
@@ -250,6 +262,7 @@ def test_ack_disabled_on_poll_is_fatal(hec_ack, make_sink):
     sink = make_sink(server, ack=True)
     out = sink.write_batch(entries(2))
     assert out.pending
+    wait_sent(sink, 2)
     app.tokens[DEFAULT_TOKEN].use_ack = False
     polled = sink.poll_acks()
     assert polled.fatal and "code 14" in polled.fatal
