@@ -115,6 +115,7 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probe", action="store_true", help="also connect to every source and sink and run its health check"
     )
+    parser.add_argument("--show", action="store_true", help="print the effective configuration (secrets as ***)")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -124,11 +125,31 @@ def _check(args: argparse.Namespace) -> int:
     _out(f"configuration {args.config}: valid")
     _out(f"  sources: {', '.join(f'{s.name} ({s.type})' for s in config.sources) or '(none)'}")
     _out(f"  sinks:   {', '.join(f'{s.name} ({s.type})' for s in config.sinks) or '(none)'}")
+    if args.show:
+        _out(orjson.dumps(effective_config(config), option=orjson.OPT_INDENT_2, default=str).decode())
     for key_path in literal_secrets(config):
         _err(f'warning: {key_path} is a literal secret; prefer "${{ENV_VAR}}" or "file:/path"')
     if not args.probe:
         return EXIT_OK
     return EXIT_OK if _probe(config, args.host) else EXIT_UNDELIVERED
+
+
+def effective_config(config: Any) -> dict[str, Any]:
+    """The validated configuration with defaults filled in and every secret as ``***``."""
+    from forwarder.settings import redacted
+
+    return {
+        "forwarder": redacted(config.forwarder),
+        "policy": redacted(config.policy),
+        "sources": [
+            {"name": s.name, "type": s.type, **redacted(s.options), **(redacted(s.settings) or {})}
+            for s in config.sources
+        ],
+        "sinks": [
+            {"name": s.name, "type": s.type, **redacted(s.options), **(redacted(s.settings) or {})}
+            for s in config.sinks
+        ],
+    }
 
 
 def _probe(config: Any, host: Any) -> bool:

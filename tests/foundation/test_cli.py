@@ -315,3 +315,21 @@ def test_peek_secrets_registers_credentials_but_not_paths(tmp_path: Path, monkey
     assert cli.peek_secrets(str(cfg)) == 2
     text = redact("env-held-secret-9876 literal-hec-token-5432 /etc/dlpfwd/app-key.pem https://login.example/token")
     assert text == "*** *** /etc/dlpfwd/app-key.pem https://login.example/token"
+
+
+def test_check_show_prints_the_effective_configuration_with_secrets_redacted(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOW_HASH_KEY", SECRET)
+    cfg = write_config(
+        tmp_path,
+        "[policy]\nsensitive_values='hash'\nhash_key='${SHOW_HASH_KEY}'\n"
+        f"[[sinks]]\nname='archive'\ntype='file'\npath='{tmp_path}/o.jsonl'\n",
+    )
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check", "--show")
+    assert code == 0, err
+    shown = orjson.loads(out[out.index("{") :])
+    assert shown["policy"] == {"sensitive_values": "hash", "hash_key": "***"}
+    sink = shown["sinks"][0]
+    assert sink["layout"] == "native" and sink["batch"]["max_events"] == 500 and sink["fsync"] is True
+    assert_no_secret(out, err)
