@@ -159,9 +159,26 @@ def escape_extension(value: str) -> str:
     return value.translate(_EXT_TABLE) if _EXT_SPECIAL.search(value) else value
 
 
-def cef_pairs(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """The extension as (key, unescaped value) pairs, labels included, empty values left out;
-    each value already cut to its key's dictionary length."""
+def _prefix(key: str) -> str:
+    """`` key=`` preceded by the key's label pair when it has one."""
+    label = CEF_LABELS.get(key)
+    return f" {key}Label={label} {key}=" if label else f" {key}="
+
+
+_P = {key: _prefix(key) for key in (*CEF_MAPPING, "c6a2") if key[0].islower()}
+# The same prefixes with \x01 for "=": the body is then escaped in one pass and \x01 turned
+# back into "=" (only when no value holds a control character, so never a value's \x01).
+_PX = {p: p.replace("=", "\x01") for p in _P.values()}
+_BIG = 1 << 30
+
+
+def _int_text(value: Any) -> str:
+    return "" if value is None or isinstance(value, bool) else str(value)
+
+
+def _items(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(prefix, unescaped value) for every non-empty extension value, each already cut to its
+    key's dictionary length; the prefix is `` key=`` (with the label pair before it)."""
     get = data.get
     user = get("user") or _EMPTY
     obj = get("object") or _EMPTY
@@ -169,57 +186,62 @@ def cef_pairs(data: dict[str, Any]) -> list[tuple[str, str]]:
     event_id = get("id") or ""
     ip = get("client_ip") or ""
     version = f.ip_version(ip)
-    size = obj.get("size")
-    record_type = get("record_type")
     policies, rules, actions = f.policy_fields(data)
-    labels = get("labels")
-    types = get("sensitive_types")
-    pairs = (
-        ("rt", f.epoch_ms(get("event_time") or "")),
-        ("externalId", f.source_id(event_id) if event_id else ""),
-        ("cat", get("kind")),
-        ("deviceFacility", get("workload")),
-        ("act", actions),
-        ("suser", user.get("upn") or get("sender")),
-        ("suid", user.get("object_id")),
-        ("duser", f.recipients(data) if get("recipients") else ""),
-        ("fname", obj.get("name")),
-        ("filePath", obj.get("path")),
-        ("fsize", "" if size is None else size),
-        ("fileHash", obj.get("sha256") or obj.get("sha1")),
-        ("request", obj.get("url")),
-        ("src", ip if version == 4 else ""),
-        ("c6a2", ip if version == 6 else ""),
-        ("shost", device.get("name")),
-        ("deviceExternalId", device.get("id")),
-        ("deviceProcessName", device.get("application")),
-        ("dhost", device.get("target")),
-        ("msg", get("description")),
-        ("reason", (get("override") or _EMPTY).get("justification")),
-        ("cs1", policies),
-        ("cs2", rules),
-        ("cs3", f.sensitive_types(data) if types else ""),
-        ("cs4", f.label_names(data) if labels else ""),
-        ("cs5", f.portal_link(data)),
-        ("cs6", event_id),
-        ("cn1", "" if record_type is None else record_type),
-        ("flexString1", get("tenant_id")),
-        ("flexString2", get("status")),
-        ("deviceCustomDate1", f.epoch_ms(get("updated_time") or "")),
+    P = _P
+    raw = (
+        (P["rt"], f.epoch_ms(get("event_time") or ""), _BIG),
+        (P["externalId"], f.source_id(event_id) if event_id else "", 40),
+        (P["cat"], get("kind"), 1023),
+        (P["deviceFacility"], get("workload"), 1023),
+        (P["act"], actions, 63),
+        (P["suser"], user.get("upn") or get("sender"), 1023),
+        (P["suid"], user.get("object_id"), 1023),
+        (P["duser"], f.recipients(data) if get("recipients") else "", 1023),
+        (P["fname"], obj.get("name"), 1023),
+        (P["filePath"], obj.get("path"), 1023),
+        (P["fsize"], _int_text(obj.get("size")), _BIG),
+        (P["fileHash"], obj.get("sha256") or obj.get("sha1"), 255),
+        (P["request"], obj.get("url"), 1023),
+        (P["src"], ip if version == 4 else "", _BIG),
+        (P["c6a2"], ip if version == 6 else "", _BIG),
+        (P["shost"], device.get("name"), 1023),
+        (P["deviceExternalId"], device.get("id"), 255),
+        (P["deviceProcessName"], device.get("application"), 1023),
+        (P["dhost"], device.get("target"), 1023),
+        (P["msg"], get("description"), 1023),
+        (P["reason"], (get("override") or _EMPTY).get("justification"), 1023),
+        (P["cs1"], policies, 4000),
+        (P["cs2"], rules, 4000),
+        (P["cs3"], f.sensitive_types(data) if get("sensitive_types") else "", 4000),
+        (P["cs4"], f.label_names(data) if get("labels") else "", 4000),
+        (P["cs5"], f.portal_link(data), 4000),
+        (P["cs6"], event_id, _BIG),
+        (P["cn1"], _int_text(get("record_type")), _BIG),
+        (P["flexString1"], get("tenant_id"), 1023),
+        (P["flexString2"], get("status"), 1023),
+        (P["deviceCustomDate1"], f.epoch_ms(get("updated_time") or ""), _BIG),
     )
+    try:
+        return [(p, v if len(v) <= lim else cut_chars(v, lim)[0]) for p, v, lim in raw if v]
+    except TypeError:  # a non-string where the schema has a string: format it as text
+        out = []
+        for p, v, lim in raw:
+            text = f.text(v)
+            if text:
+                out.append((p, text if len(text) <= lim else cut_chars(text, lim)[0]))
+        return out
+
+
+def cef_pairs(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The extension as (key, unescaped value) pairs, labels included, empty values left out;
+    each value already cut to its key's dictionary length."""
     out: list[tuple[str, str]] = []
-    for key, value in pairs:
-        if value == "" or value is None:
-            continue
-        if value.__class__ is not str:
-            value = f.text(value)
-        label = CEF_LABELS.get(key)
-        if label:
-            out.append((key + "Label", label))
-        limit = CEF_MAX_LENGTH.get(key)
-        if limit is not None and len(value) > limit:
-            value = cut_chars(value, limit)[0]
-        out.append((key, value))
+    for prefix, value in _items(data):
+        parts = prefix.split(" ")
+        if len(parts) > 2:  # " csNLabel=<label> csN=": label pair first
+            label_key, _, label = prefix[1:].partition("=")
+            out.append((label_key, label.rsplit(" ", 1)[0]))
+        out.append((parts[-1][:-1], value))
     return out
 
 
@@ -254,25 +276,33 @@ def format_cef(data: dict[str, Any], budget: int) -> str:
     Raises :class:`FormatError` when even cutting every cuttable value cannot fit.
     """
     header = cef_header(data)
-    pairs = cef_pairs(data)
-    joined = "".join([v for _, v in pairs])
-    if _ODD_CONTROL.search(joined):  # rare: controls with no CEF escape; value by value
-        body = " ".join([k + "=" + escape_extension(v) for k, v in pairs])
-    else:  # escape the whole body at once; \x01 stands for the key/value "=" meanwhile
-        body = " ".join([k + "\x01" + v for k, v in pairs])
-        if _EXT_SPECIAL.search(joined):
-            body = body.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n").replace("\r", "\\r")
-        body = body.replace("\x01", "=")
-    text = header + body
+    items = _items(data)
+    joined = "".join([v for _, v in items])
+    printable = joined.isprintable()  # fast: no control characters at all
+    if printable and "\\" not in joined and "=" not in joined:
+        body = "".join([p + v for p, v in items])
+    elif not printable and _ODD_CONTROL.search(joined):  # rare: controls CEF cannot escape
+        body = "".join([p + escape_extension(v) for p, v in items])
+    else:
+        px = _PX
+        body = (
+            "".join([px[p] + v for p, v in items])
+            .replace("\\", "\\\\")
+            .replace("=", "\\=")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            .replace("\x01", "=")
+        )
+    text = header + body[1:]
     size = len(text) if text.isascii() else len(text.encode())
-    if size > budget:
-        keys = [k for k, _ in pairs]
-        values = [v for _, v in pairs]
-        cuttable = [k not in _NOT_CUTTABLE for k in keys]
-        if not shrink_to_fit(values, cuttable, size - budget, escape_extension):
-            raise FormatError(f"a CEF event cannot fit in {budget} bytes even with every value cut")
-        body = " ".join(f"{k}={escape_extension(v)}" for k, v in zip(keys, values, strict=True))
-        text = header + body
-        if len(text.encode()) > budget:  # the header alone is too long
-            raise FormatError(f"the CEF header alone exceeds {budget} bytes")
+    if size <= budget:
+        return text
+    prefixes = [p for p, _ in items]
+    values = [v for _, v in items]
+    cuttable = [p.rsplit(" ", 1)[-1][:-1] not in _NOT_CUTTABLE for p in prefixes]
+    if not shrink_to_fit(values, cuttable, size - budget, escape_extension):
+        raise FormatError(f"a CEF event cannot fit in {budget} bytes even with every value cut")
+    text = header + "".join([p + escape_extension(v) for p, v in zip(prefixes, values, strict=True)])[1:]
+    if len(text.encode()) > budget:  # the header alone is too long
+        raise FormatError(f"the CEF header alone exceeds {budget} bytes")
     return text

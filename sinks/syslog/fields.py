@@ -68,6 +68,11 @@ def ip_version(value: str) -> int:
     """4 or 6 for an IP address, 0 otherwise."""
     if not value or value.__class__ is not str:
         return 0
+    parts = value.split(".")
+    if len(parts) == 4 and all(x.isdigit() and x.isascii() and len(x) <= 3 for x in parts):
+        return 4 if all(int(x) <= 255 and (x == "0" or x[0] != "0") for x in parts) else 0
+    if ":" not in value:
+        return 0
     try:
         return ipaddress.ip_address(value).version
     except ValueError:

@@ -101,13 +101,17 @@ class HeaderBuilder:
         # LEEF guide shows the 3164 header as "<PRI>Mmm dd hh:mm:ss host" with no tag.
         tag_text = re.sub(r"[^A-Za-z0-9]", "", app_name)[:32] or "dlpfwd"
         self.tag = f"{tag_text}: " if tag else ""
+        self._fixed = f"{self.hostname} {self.app_name} {self.procid} "
+        self._msgids: dict[str, str] = {}
 
     def build(self, severity: str, event_time: str, msgid: str) -> str:
         """The header for one event, ending with a space."""
         pri = priority(self.facility, SYSLOG_SEVERITY.get(severity, 5))
         if self.style == "rfc5424":
-            return (
-                f"<{pri}>1 {rfc5424_time(event_time)} {self.hostname} {self.app_name} "
-                f"{self.procid} {printable(msgid, 32)} - "
-            )
+            field = self._msgids.get(msgid)
+            if field is None:
+                if len(self._msgids) > 4096:
+                    self._msgids.clear()
+                field = self._msgids[msgid] = printable(msgid, 32)
+            return f"<{pri}>1 {rfc5424_time(event_time)} {self._fixed}{field} - "
         return f"<{pri}>{rfc3164_time(event_time)} {self.hostname} {self.tag}"

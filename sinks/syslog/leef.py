@@ -188,11 +188,19 @@ class LeefFormatter:
         """The LEEF text of one event, at most ``budget`` UTF-8 bytes (else :class:`FormatError`)."""
         header = self.header(data)
         pairs = self.pairs(data)
+        try:
+            values = [v if len(v) <= MAX_VALUE_CHARS else cut_chars(v, MAX_VALUE_CHARS)[0] for _, v in pairs]
+        except TypeError:  # a non-string where the schema has a string
+            values = [cut_chars(f.text(v), MAX_VALUE_CHARS)[0] for _, v in pairs]
         keys = [k for k, _ in pairs]
-        values = [cut_chars(v, MAX_VALUE_CHARS)[0] for _, v in pairs]
         d = self.delimiter
-        text = header + d.join(f"{k}={self.escape(v)}" for k, v in zip(keys, values, strict=True))
-        size = len(text.encode())
+        joined = "".join(values)
+        if joined.isprintable() and d not in joined:
+            body = d.join([k + "=" + v for k, v in zip(keys, values, strict=True)])
+        else:
+            body = d.join([k + "=" + self.escape(v) for k, v in zip(keys, values, strict=True)])
+        text = header + body
+        size = len(text) if text.isascii() else len(text.encode())
         if size > budget:
             cuttable = [k not in _NOT_CUTTABLE for k in keys]
             if not shrink_to_fit(values, cuttable, size - budget, self.escape):

@@ -114,8 +114,8 @@ class SyslogSink(Sink):
                 return LeefFormatter(self.settings.leef_delimiter).format
             except ValueError as exc:
                 raise FatalError(f"sinks.{self.name}.leef_delimiter: {exc}") from exc
-        carry = bool(getattr(self.settings, "carry_raw", False))
-        return lambda data, budget: format_json(data, budget, carry)
+        # The host strips ``raw`` before spooling unless this sink's ``carry_raw`` option is on.
+        return lambda data, budget: format_json(data, budget, carry_raw=True)
 
     def encode(self, data: dict[str, Any]) -> bytes:
         """One event as a complete syslog message (header + body), within ``max_bytes``."""
