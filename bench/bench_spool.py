@@ -51,6 +51,7 @@ from forwarder.source import NormalizeContext, RawRecord, Source, SourceBatch  #
 
 BATCH = 500
 POOL = 2000
+CPU: dict[str, float] = {}  # CPU microseconds per event (all threads): steadier than wall time on a busy machine
 
 
 def peak_rss_mb() -> float:
@@ -162,9 +163,10 @@ def make_config(workdir: str, count: int, offset: int = 0) -> Config:
 def baseline(pool: list[DlpEvent], n: int) -> float:
     """Events/s of a plain orjson loads + dumps pass over the same events."""
     blobs = [orjson.dumps(e) for e in pool]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         orjson.dumps(orjson.loads(blobs[i % len(blobs)]))
+    CPU["baseline"] = (time.process_time() - c0) / n * 1e6
     return n / (time.perf_counter() - t0)
 
 
@@ -174,9 +176,10 @@ def throughput(n: int) -> dict[str, float]:
     workdir = tempfile.mkdtemp(prefix="bench-spool-")
     try:
         with Forwarder(make_config(workdir, n), make_host()) as fw:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             result = fw.run_once()
             elapsed = time.perf_counter() - t0
+            CPU["pipeline"] = (time.process_time() - c0) / n * 1e6
             assert result.ok, result
             assert result.delivered["file"] == n, result
         size = os.path.getsize(os.path.join(workdir, "out", "events.jsonl"))
@@ -201,7 +204,7 @@ def stage(n: int) -> dict[str, float]:
             drainer = fw.drainers["file"]
             stop, finish = threading.Event(), threading.Event()
             thread = threading.Thread(target=drainer.run, args=(stop, finish))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             thread.start()
             for start in range(0, n, BATCH):
                 prepared: list[Any] = [
@@ -224,6 +227,7 @@ def stage(n: int) -> dict[str, float]:
             finish.set()
             thread.join()
             elapsed = time.perf_counter() - t0
+            CPU["stage"] = (time.process_time() - c0) / n * 1e6
             assert drainer.delivered == n, drainer.delivered
         return {"rate": n / elapsed, "seconds": elapsed, "spool_rate": n / t_spooled}
     finally:
@@ -330,6 +334,12 @@ def main() -> None:
         f"full pipeline (policy, serialize, spool, file sink): {tp['rate']:,.0f} events/s "
         f"({tp['rate'] / base:.0%} of baseline; "
         f"{args.events} events of {tp['avg_bytes']:.0f} bytes on average in {tp['seconds']:.1f} s)",
+        flush=True,
+    )
+    print(
+        "CPU per event (all threads; steadier on a busy machine): "
+        + ", ".join(f"{k} {v:.1f} us" for k, v in CPU.items())
+        + f"; stage/baseline CPU ratio {CPU['baseline'] / CPU['stage']:.0%}",
         flush=True,
     )
     if args.backlog:

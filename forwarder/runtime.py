@@ -50,6 +50,7 @@ log = logging.getLogger("dlpfwd.runtime")
 
 DEDUP_PURGE_INTERVAL = 3600.0
 EXPIRY_CHECK_INTERVAL = 600.0
+LEDGER_RETENTION = 31 * 86400  # settled units are kept a month for `dlpfwd report`
 
 
 @dataclass
@@ -460,11 +461,16 @@ class Forwarder:
         return warnings
 
     def _purge_dedup(self) -> None:
+        """Hourly housekeeping: idempotency keys past the window, settled ledger units past
+        :data:`LEDGER_RETENTION`."""
         window = self.config.forwarder.dedup_window
         if window > 0:
             n = self.store.purge_dedup(time.time() - window)
             if n:
                 log.info("forgot %d idempotency keys older than the deduplication window", n)
+        n = self.store.purge_ledger(time.time() - LEDGER_RETENTION)
+        if n:
+            log.info("forgot %d settled ledger units older than %d days", n, LEDGER_RETENTION // 86400)
 
     def close(self) -> None:
         """Close every plugin and the state store; idempotent."""

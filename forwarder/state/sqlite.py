@@ -622,6 +622,22 @@ class SqliteStateStore:
             entry.sinks = sinks
             yield entry
 
+    def purge_ledger(self, before: float) -> int:
+        """Forget ledger units last updated before ``before`` that have nothing pending."""
+        with self.transaction():
+            refs = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT ref FROM ledger WHERE updated < ? AND ref NOT IN "
+                    "(SELECT ref FROM ledger_sink WHERE spooled > delivered + dead + dropped)",
+                    (before,),
+                )
+            ]
+            self._db.executemany("DELETE FROM ledger_sink WHERE ref = ?", [(r,) for r in refs])
+            self._db.executemany("DELETE FROM ledger WHERE ref = ?", [(r,) for r in refs])
+            self._unit_cache.clear()
+            return len(refs)
+
     def purge_dedup(self, before: float) -> int:
         """Forget idempotency keys older than the deduplication window."""
         with self.transaction():

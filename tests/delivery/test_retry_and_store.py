@@ -150,3 +150,17 @@ def test_ledger_status_and_kv(tmp_path: Path) -> None:
     kv.delete("incident-1")
     assert kv.get("incident-1", "gone") == "gone"
     store.close()
+
+
+def test_ledger_retention_keeps_units_with_pending_events(tmp_path: Path) -> None:
+    store = SqliteStateStore(str(tmp_path))
+    store.register_sink("s")
+    with store.transaction() as tx:
+        refs = tx.unit_refs("src", ["old-done", "old-pending"], 1.0)
+        tx.append("s", [(b"x", refs["old-done"])], 1.0)
+        tx.append("s", [(b"y", refs["old-pending"])], 1.0)
+    done = [r for r in store.read_spool("s", 0, 10) if r.payload == b"x"]
+    store.settle("s", done, [], [], 2.0)
+    assert store.purge_ledger(before=100.0) == 1
+    assert store.ledger_status("src", ["old-done", "old-pending"]).keys() == {"old-pending"}
+    store.close()
