@@ -44,7 +44,7 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, what: str
 class Rsyslog:
     """One private rsyslogd; see the module docstring."""
 
-    def __init__(self, work_dir: Path, ca: Path, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+    def __init__(self, work_dir: Path, ca: Path, cert: Path, key: Path, buffered: bool = False) -> None:
         self.dir = work_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "spool").mkdir(exist_ok=True)
@@ -57,6 +57,9 @@ class Rsyslog:
         self.pidfile = self.dir / "rsyslogd.pid"
         self.stderr = self.dir / "rsyslogd.err"
         self.proc: subprocess.Popen[bytes] | None = None
+        # buffered (benchmarks): big asynchronous file writes, flushed every second
+        buffering = ' asyncWriting="on" ioBufferSize="1m" flushOnTXEnd="off" flushInterval="1"'
+        self.write_options = buffering if buffered else ""
         self.conf.write_text(self._config())
 
     def log(self, name: str) -> Path:
@@ -65,7 +68,8 @@ class Rsyslog:
     def _config(self) -> str:
         d = self.dir
         out = "\n".join(
-            f'ruleset(name="{name}") {{ action(type="omfile" file="{d / (name + ".log")}" template="raw") }}'
+            f'ruleset(name="{name}") {{ action(type="omfile" file="{d / (name + ".log")}" template="raw"'
+            f"{self.write_options}) }}"
             for name in ("udp", "tcp", "tls", "mtls")
         )
         return f"""
