@@ -617,14 +617,15 @@ class Dataset:
 
     # ------------------------------------------------------------------ Graph alerts
     def alert_record_index(self, j: int) -> int:
-        return j * self.alert_every + rng(self.seed, "al", j).randrange(self.alert_every)
+        """The audit record alert ``j`` is about: one in the first half of its slot of K records."""
+        return j * self.alert_every + rng(self.seed, "al", j).randrange(max(1, self.alert_every // 2))
 
     def alert_times(self, j: int) -> tuple[float, float]:
-        """(createdDateTime, lastUpdateDateTime) of alert ``j``: both strictly increasing in ``j``."""
+        """(createdDateTime, lastUpdateDateTime) of alert ``j``: both strictly increasing in ``j``,
+        after its record (for ``alert_every`` >= 2) and never after the data set's anchor."""
         r = rng(self.seed, "alt", j)
-        base = self.t0 + (self.alert_every + 1) * self.step
-        created = base + (j + 0.5 * r.random()) * self.astep
-        updated = created + 0.49 * r.random() * self.astep
+        created = self.t0 + (j + 0.6 + 0.2 * r.random()) * self.astep
+        updated = created + 0.19 * r.random() * self.astep
         return _microseconds(created), _microseconds(updated)
 
     def alert_id(self, j: int) -> str:

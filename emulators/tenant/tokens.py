@@ -191,12 +191,13 @@ class TokenVerifier:
         )
         if key is None or header.get("alg") != "RS256":
             raise TokenError("signature", "Access token validation failure: signature key not found.")
+        # time claims are checked below against ``now`` (the emulated clock), not by PyJWT
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=["RS256"],
-                options={"verify_exp": False, "verify_nbf": False, "verify_aud": False},
+                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
             )
         except jwt.PyJWTError:
             raise TokenError("signature", "Access token validation failure: invalid signature.") from None
