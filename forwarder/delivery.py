@@ -299,7 +299,7 @@ class Drainer:
                     return True  # come back for a fuller batch
                 rows = rows2 or rows
         self._partial_since = None
-        entries = [Entry(r.id, r.payload, r.attempts) for r in rows]
+        entries: list[Entry] = list(rows)  # a SpoolRow is an Entry
         try:
             outcome = self.sink.write_batch(entries)
         except NotConnected as exc:

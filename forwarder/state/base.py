@@ -16,15 +16,34 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from forwarder.sink import Entry
 
-@dataclass(slots=True)
-class SpoolRow:
-    """One spooled entry as read back: spool id, payload, ledger unit reference, attempts."""
 
-    id: int
-    payload: bytes
-    unit: int
-    attempts: int
+class SpoolRow(Entry):
+    """One spooled entry as read back: an :class:`forwarder.sink.Entry` (handed to the sink as
+    is) that also knows its ledger unit reference."""
+
+    __slots__ = ("unit",)
+
+    def __init__(self, id: int, payload: bytes, unit: int = 0, attempts: int = 0) -> None:
+        self.id = id
+        self.payload = payload
+        self.attempts = attempts
+        self._data = None
+        self._event = None
+        self.unit = unit
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SpoolRow):
+            return NotImplemented
+        return (self.id, self.payload, self.unit, self.attempts) == (
+            other.id,
+            other.payload,
+            other.unit,
+            other.attempts,
+        )
+
+    __hash__ = Entry.__hash__
 
 
 @dataclass(slots=True)

@@ -426,19 +426,29 @@ class SqliteStateStore:
             "WHERE id >= ? ORDER BY id"
         )
         out: list[SpoolRow] = []
+        append = out.append
+        is_done = segments.is_done
         cursor = self._reader().execute(sql, (first_segment,))
         try:
             for seg, n, attempts, done, lens_blob, units_blob, body in cursor:
                 offsets, lens, units = segments.decode(lens_blob, units_blob, body)
                 base = seg * segments.STRIDE
-                for i in range(n):
-                    eid = base + i
-                    if eid <= after or (done is not None and segments.is_done(done, i)):
-                        continue
-                    start = offsets[i]
-                    out.append(SpoolRow(eid, body[start : start + lens[i]], units[i], attempts))
-                    if len(out) >= limit:
-                        return out
+                first = max(0, after - base + 1)
+                last = min(n, first + limit - len(out))
+                if done is None:
+                    for i in range(first, last):
+                        start = offsets[i]
+                        append(SpoolRow(base + i, body[start : offsets[i + 1]], units[i], attempts))
+                else:
+                    for i in range(first, n):
+                        if is_done(done, i):
+                            continue
+                        start = offsets[i]
+                        append(SpoolRow(base + i, body[start : offsets[i + 1]], units[i], attempts))
+                        if len(out) >= limit:
+                            break
+                if len(out) >= limit:
+                    return out
         finally:
             cursor.close()
         return out
