@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sinks.sentinel.batching import Chunk, Piece, chunks, fit_row, on_the_wire, pack, split
+from sinks.sentinel.batching import Chunk, Piece, chunks, fit_row, gzip_bytes, on_the_wire, pack, split
 
 
 @settings(max_examples=50, deadline=None)
@@ -74,3 +74,10 @@ def test_protected_columns_are_never_cut():
 def test_small_rows_untouched():
     body, trimmed = fit_row({"EventId": "e"}, 1000)
     assert body == b'{"EventId":"e"}' and trimmed == []
+
+
+def test_isal_and_zlib_write_the_same_gzip_format():
+    body = orjson.dumps([{"EventId": str(i), "Description": "some text " * 20} for i in range(200)])
+    for fast in (True, False):
+        wire = gzip_bytes(body, 1, fast=fast)
+        assert wire[:2] == b"\x1f\x8b" and gzip.decompress(wire) == body

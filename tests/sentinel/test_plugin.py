@@ -103,3 +103,24 @@ def test_emulator_command_serves_in_its_own_process(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_every_cloud_has_a_monitor_scope_the_emulators_know():
+    import logging
+
+    from emulators.tenant.tokens import RESOURCES
+    from forwarder.auth import AuthSettings
+    from forwarder.clouds import CLOUDS
+    from forwarder.settings import Secret
+    from forwarder.sink import SinkContext
+
+    for name, cloud in CLOUDS.items():
+        auth = AuthSettings("t", "c", client_secret=Secret("s"), cloud=name)
+        settings = SentinelSettings(endpoint="https://dce.example", dcr_immutable_id=DCR, auth=auth)
+        sink = SentinelSink("s", settings, SinkContext("s", logging.getLogger("t")))
+        assert sink.scope == cloud.monitor_scope and sink.scope.endswith("/.default")
+        assert sink.scope.removesuffix("/.default") in RESOURCES, name
+    override = SentinelSettings(
+        endpoint="https://dce.example", dcr_immutable_id=DCR, auth=auth, scope="https://custom/.default"
+    )
+    assert SentinelSink("s", override, SinkContext("s", logging.getLogger("t"))).scope == "https://custom/.default"
