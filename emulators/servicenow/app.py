@@ -110,6 +110,9 @@ class ServiceNowApp(App):
         self.token_lifetime = token_lifetime
         self.tables: set[str] | None = None  # None: any table name is valid
         self.read_only: set[str] = set()
+        # table -> its columns; unknown columns are then ignored in queries and writes, as on
+        # an instance (a table missing from here accepts any column)
+        self.columns: dict[str, set[str]] = {}
         self.hibernating = False
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
         self.writes = 0
@@ -262,7 +265,8 @@ class ServiceNowApp(App):
             return error(400, "Invalid sysparm_limit or sysparm_offset", None)
         if limit < 0 or offset < 0:
             return error(400, "Invalid sysparm_limit or sysparm_offset", None)
-        parsed = encoded_query.parse(request.query.get("sysparm_query", ""))
+        columns = self._columns(table)
+        parsed = encoded_query.parse(request.query.get("sysparm_query", ""), columns)
         for name, value in request.query.items():  # name=value pairs are an alternative form
             if not name.startswith("sysparm_"):
                 parsed.blocks = parsed.blocks or [[]]
@@ -396,6 +400,12 @@ class ServiceNowApp(App):
 
     # ------------------------------------------------------------------ helpers
 
+    def _columns(self, table: str) -> set[str] | None:
+        known = self.columns.get(table)
+        if known is None:
+            return None
+        return known | {"sys_id", "number", "sys_created_on", "sys_updated_on", "sys_created_by", "sys_updated_by"}
+
     def _body(self, request: Request) -> tuple[dict[str, Any], Response | None]:
         content_type = request.header("content-type").split(";")[0].strip().lower()
         if content_type not in ("application/json", ""):
@@ -411,9 +421,12 @@ class ServiceNowApp(App):
     def _apply(self, table: str, record: dict[str, Any], body: dict[str, Any]) -> list[tuple[str, str]]:
         """Write ``body`` into ``record`` (strings; sys_* fields ignored); return journal entries."""
         journal: list[tuple[str, str]] = []
+        columns = self._columns(table)
         for name, value in body.items():
             if not re.fullmatch(r"[a-z0-9_]+", name) or name.startswith("sys_"):
                 continue
+            if columns is not None and name not in columns and name not in JOURNAL_FIELDS:
+                continue  # an unknown column is silently ignored
             text = _text(value)
             if name in JOURNAL_FIELDS:
                 if text:

@@ -48,8 +48,9 @@ class Query:
         return result
 
 
-def parse(text: str) -> Query:
-    """Parse ``sysparm_query``; unknown parts land in ``Query.ignored``."""
+def parse(text: str, columns: set[str] | None = None) -> Query:
+    """Parse ``sysparm_query``; unknown parts land in ``Query.ignored``. With ``columns``, a
+    condition or sort on a column not in it is ignored too (as an instance does)."""
     query = Query()
     if not text:
         return query
@@ -58,14 +59,16 @@ def parse(text: str) -> Query:
         for part in block_text.split("^"):
             if not part:
                 continue
-            if part.startswith("ORDERBYDESC"):
-                query.order.append((part[len("ORDERBYDESC") :], True))
-                continue
             if part.startswith("ORDERBY"):
-                query.order.append((part[len("ORDERBY") :], False))
+                descending = part.startswith("ORDERBYDESC")
+                name = part[len("ORDERBYDESC") :] if descending else part[len("ORDERBY") :]
+                if columns is None or name in columns:
+                    query.order.append((name, descending))
+                else:
+                    query.ignored.append(part)
                 continue
             is_or = part.startswith("OR") and bool(block) and _CONDITION.match(part[2:]) is not None
-            predicate = _condition(part[2:] if is_or else part)
+            predicate = _condition(part[2:] if is_or else part, columns)
             if predicate is None:
                 query.ignored.append(part)
                 continue
@@ -78,9 +81,9 @@ def parse(text: str) -> Query:
     return query
 
 
-def _condition(text: str) -> Predicate | None:
+def _condition(text: str, columns: set[str] | None = None) -> Predicate | None:
     m = _CONDITION.match(text)
-    if m is None:
+    if m is None or (columns is not None and m.group("field").split(".")[0] not in columns):
         return None
     name, op, value = m.group("field"), m.group("op"), m.group("value")
 

@@ -191,3 +191,14 @@ def test_the_servicenow_emulator_command_serves_the_table_api(tmp_path):
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_unknown_columns_are_ignored_in_queries_and_writes(server, app):
+    app.columns["u_case"] = {"short_description"}
+    with client(server) as c:
+        c.post("/api/now/table/u_case", json={"short_description": "a", "nosuch": "x"})
+        c.post("/api/now/table/u_case", json={"short_description": "b"})
+        rows = c.get("/api/now/table/u_case", params={"sysparm_query": "nosuch=x^ORDERBYnosuch"}).json()["result"]
+        assert len(rows) == 2 and "nosuch" not in rows[0]
+        one = c.get("/api/now/table/u_case", params={"sysparm_query": "short_description=b^nosuch=zzz"}).json()
+        assert [r["short_description"] for r in one["result"]] == ["b"]

@@ -269,3 +269,16 @@ def test_docs_cover_every_setting_and_view_name():
                 assert f"`{key}`" in docs, f"docs/itsm.md does not document {cls.__name__}.{key}"
     for name in VIEW_NAMES:
         assert f"| `{name}` |" in docs, f"docs/itsm.md does not document the view name {name}"
+
+
+def test_a_table_without_correlation_id_never_adopts_someone_elses_ticket(server, app):
+    """ServiceNow ignores a query condition on an unknown column and returns every row; the
+    sink must not take such a row for its own ticket."""
+    app.columns["u_dlp_case"] = {"short_description", "description", "impact", "urgency", "correlation_display"}
+    make_sink(server, table="u_dlp_case").write_batch(entries(incident("1")))
+    (first,) = app.table("u_dlp_case")
+    assert "correlation_id" not in first  # the column does not exist: the value was dropped
+    make_sink(server, table="u_dlp_case", state=KV()).write_batch(entries(incident("2", title="second")))
+    rows = app.table("u_dlp_case")
+    assert len(rows) == 2
+    assert rows[0]["short_description"] == first["short_description"]  # untouched
