@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import math
 import random
 import time
@@ -76,8 +77,9 @@ def guid(r: random.Random) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def name_guid(text: str) -> str:
-    """A stable GUID for a name (sites, rules, messages)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, text))
+    """A stable GUID for a name (sites, rules, messages): hex of its MD5, in GUID layout."""
+    h = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _microseconds(t: float) -> float:
