@@ -12,7 +12,8 @@ Delivery guarantee:
 With ``ack = true`` requests go out on up to ``max_in_flight`` background senders, so the next
 batch is formatted while Splunk parses the previous one; ``write_batch`` reports their entries
 pending and the ack poll reports what became of them (delivered, re-sent, dead-lettered, or a
-configuration fault).
+configuration fault). While sends fail, the sink sends synchronously, so the host sees the
+failures at once and backs off.
 
 Within one ``write_batch`` the sink: builds envelopes (``envelope.py``); packs them into requests
 of at most ``max_request_bytes`` (uncompressed); gzips them; sends each to an endpoint chosen by
@@ -134,6 +135,7 @@ class HecSink(Sink):
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: list[tuple[Future[Outcome], list[int]]] = []
         self._completed = Outcome()  # results of background sends not yet reported
+        self._failing = False  # background sends failed: send synchronously until one succeeds
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -203,6 +205,7 @@ class HecSink(Sink):
             requests.append(request)
         if self._background:
             self._harvest()
+        if self._background and not self._failing:
             if self._completed.fatal:
                 outcome.merge(Outcome.stop([e for req in requests for e, _ in req], self._completed.fatal))
                 return outcome
@@ -216,6 +219,8 @@ class HecSink(Sink):
                 for rest in requests[i + 1 :]:
                     outcome.retry.extend(e.id for e, _ in rest)
                 break
+        if outcome.pending or outcome.delivered:
+            self._failing = False
         self.context.count("events_sent", len(outcome.delivered) + len(outcome.pending))
         return outcome
 
@@ -242,6 +247,12 @@ class HecSink(Sink):
                 result = future.result()
             except Exception as exc:  # noqa: BLE001 - a send that crashed is retried, not lost
                 result = Outcome(retry=ids, retry_reason=f"HEC send failed: {type(exc).__name__}: {exc}")
+            if result.pending:
+                self._failing = False
+            elif result.retry:
+                # the endpoints are failing: send synchronously until one succeeds, so that the
+                # host sees the failures in write_batch and backs off (its breaker can open)
+                self._failing = True
             result.pending = []
             self._completed.merge(result)
         self._inflight = still
@@ -387,10 +398,10 @@ class HecSink(Sink):
             body = cl.parse_body(r.content)
             code = body.get("code")
             if code == 5:
-                health.add(f"{where} token", True, "accepted")
+                health.add(f"{where} authentication", True, "HEC token accepted")
             else:
                 verdict = cl.classify(r.status_code, body, sink=self.name, ack=self.settings.ack)
-                health.add(f"{where} token", False, verdict.message)
+                health.add(f"{where} authentication", False, verdict.message)
                 return
             if self.settings.ack:
                 r = endpoint.post(ACK_PATH, b'{"acks":[]}', {"Content-Encoding": "identity"})
@@ -412,10 +423,14 @@ class HecSink(Sink):
                         f"{cl.describe(r.status_code, body)}: not allowed for this token "
                         f"(sinks.{self.name}.index / indexes)",
                     )
+                elif code in (12, 13):
+                    health.add(
+                        f"{where} index {index}", True, "allowed for this token (blank-event probe, nothing indexed)"
+                    )
                 else:
-                    health.add(f"{where} index {index}", code in (12, 13, 0), cl.describe(r.status_code, body))
+                    health.add(f"{where} index {index}", False, cl.describe(r.status_code, body))
         except RetriableError as exc:
-            health.add(f"{where} token", False, str(exc))
+            health.add(f"{where} authentication", False, str(exc))
 
 
 def _quote(text: str) -> bytes:

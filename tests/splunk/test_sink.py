@@ -273,7 +273,7 @@ def test_health_checks_endpoint_token_ack_and_index(hec_ack, make_sink):
     health = make_sink(server, ack=True, index="dlp").health()
     assert health.ok, health.checks
     names = [c.name for c in health.checks]
-    assert any("token" in n for n in names) and any("index dlp" in n for n in names)
+    assert any("authentication" in n for n in names) and any("index dlp" in n for n in names)
     assert not app.indexed  # the probes index nothing
     bad = make_sink(server, ack=True, index="nope", indexes={"alert": "dlp"}).health()
     failing = [c for c in bad.checks if not c.ok]
