@@ -55,6 +55,7 @@ NUMBER_PREFIXES = {
     "sn_si_task": "SIT",
 }
 DEFAULT_STATE = {"incident": "1", "sn_si_incident": "10"}
+INACTIVE_STATES = {"incident": ("7", "8"), "sn_si_incident": ("3", "7")}  # closed, canceled
 JOURNAL_FIELDS = ("comments", "work_notes")
 JOURNAL_TABLE = "sys_journal_field"
 # Base Priority lookup rules: (impact, urgency) -> priority.
@@ -114,6 +115,7 @@ class ServiceNowApp(App):
         # an instance (a table missing from here accepts any column)
         self.columns: dict[str, set[str]] = {}
         self.hibernating = False
+        self.lock_inactive = False  # True: writes to records with active=false get 403 (closed tickets)
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
         self.writes = 0
         self.requests: list[tuple[str, str, str]] = []
@@ -370,7 +372,8 @@ class ServiceNowApp(App):
             record = self.records.get(table, {}).get(request.match.group("sys_id"))
             if record is None:
                 return error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
-            if user in self.read_only:
+            locked = self.lock_inactive and record.get("active") == "false"
+            if user in self.read_only or locked:
                 return error(403, "Operation Failed", "ACL Exception Update Failed due to security constraints")
             stamp = now_text()
             journal = self._apply(table, record, body)
@@ -434,6 +437,8 @@ class ServiceNowApp(App):
                 record[name] = ""
                 continue
             record[name] = text
+        if table in INACTIVE_STATES and "state" in body:
+            record["active"] = "false" if record.get("state") in INACTIVE_STATES[table] else "true"
         if table == "incident":
             record["priority"] = PRIORITY.get((record.get("impact", "3"), record.get("urgency", "3")), "5")
         return journal

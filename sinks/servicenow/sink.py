@@ -236,6 +236,15 @@ class ServiceNowSink(Sink):
                 return {"sys_id": row["sys_id"], "number": row.get("number", ""), "source": "", "fields": {}}
         return None
 
+    def _inactive(self, sys_id: str) -> bool:
+        """True when the ticket reads back as closed (``active`` false)."""
+        assert self.client is not None
+        try:
+            row = self.client.request("GET", f"{self.settings.table}/{sys_id}", {"sysparm_fields": "active,state"})
+        except TableError:
+            return False
+        return isinstance(row, dict) and str(row.get("active", "")).lower() == "false"
+
     def _create(self, key: str, corr: str, owner: str, event: DlpEvent, fields: dict[str, str]) -> None:
         assert self.client is not None
         body = {**fields, "correlation_id": corr}
@@ -294,6 +303,11 @@ class ServiceNowSink(Sink):
                     "PATCH", f"{self.settings.table}/{link['sys_id']}", {"sysparm_fields": "sys_id"}, body
                 )
             except TableError as exc:
+                if exc.kind == FATAL and "HTTP 403" in str(exc) and self._inactive(link["sys_id"]):
+                    # A closed ticket the instance keeps read-only: its life cycle is over.
+                    self.log.info("ticket %s for %s is closed and read-only; update skipped", link.get("number"), corr)
+                    self.context.count("closed_skipped")
+                    return
                 if exc.kind != NOT_FOUND:
                     raise
                 self.log.warning("ticket %s for %s is gone; creating a new one", link.get("number") or "?", corr)

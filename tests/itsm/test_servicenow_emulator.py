@@ -202,3 +202,13 @@ def test_unknown_columns_are_ignored_in_queries_and_writes(server, app):
         assert len(rows) == 2 and "nosuch" not in rows[0]
         one = c.get("/api/now/table/u_case", params={"sysparm_query": "short_description=b^nosuch=zzz"}).json()
         assert [r["short_description"] for r in one["result"]] == ["b"]
+
+
+def test_closing_an_incident_makes_it_inactive(server, app):
+    with client(server) as c:
+        rec = c.post("/api/now/table/incident", json={}).json()["result"]
+        assert rec["active"] == "true"
+        closed = c.patch(f"/api/now/table/incident/{rec['sys_id']}", json={"state": "7"}).json()["result"]
+        assert closed["active"] == "false"
+        app.lock_inactive = True
+        assert c.patch(f"/api/now/table/incident/{rec['sys_id']}", json={"state": "2"}).status_code == 403

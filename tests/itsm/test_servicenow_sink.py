@@ -282,3 +282,18 @@ def test_a_table_without_correlation_id_never_adopts_someone_elses_ticket(server
     rows = app.table("u_dlp_case")
     assert len(rows) == 2
     assert rows[0]["short_description"] == first["short_description"]  # untouched
+
+
+def test_a_closed_read_only_ticket_is_left_alone_not_a_fatal_error(server, app):
+    sink = make_sink(server)
+    sink.write_batch(entries(incident()))
+    (t,) = app.table("incident")
+    app.records["incident"][t["sys_id"]].update(state="7", active="false")
+    app.lock_inactive = True
+    out = sink.write_batch(entries(incident(updated="2026-11-23T12:00:00Z", severity="low"), start=2))
+    assert out.delivered == [2] and not out.fatal
+    assert len(app.table("incident")) == 1 and app.table("incident")[0]["impact"] == "1"
+    # an open ticket refused with 403 still stops the sink (a missing role)
+    app.read_only.add("dlpfwd")
+    out = sink.write_batch(entries(incident("9"), start=3))
+    assert out.fatal
