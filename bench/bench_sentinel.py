@@ -5,7 +5,7 @@ HTTPS POST, the emulator's token/size/gzip/JSON/type checks) with a plain orjson
 ``loads`` + ``dumps`` pass over the same spooled payloads, measured in the same run. Target:
 the sink reaches at least 25 % of the orjson pass.
 
-    .venv/bin/python bench/bench_sentinel.py [--events 20000] [--batch 500] [--no-gzip] [--level 1]
+    .venv/bin/python bench/bench_sentinel.py [--events 20000] [--batch 500] [--rounds 3] [--no-gzip] [--level 1]
 
 Numbers depend on machine load: the emulator and the sink share the CPU.
 """
@@ -126,7 +126,7 @@ def start_emulator(state: Path, key: rsa.RSAPrivateKey) -> tuple[subprocess.Pope
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=1000, help="events per write_batch (host max_events)")
+    parser.add_argument("--batch", type=int, default=500, help="events per write_batch (the host default max_events)")
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--no-gzip", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
