@@ -183,7 +183,8 @@ class ServiceNowSink(Sink):
         if incident:
             group, owner = f"incident:{incident}", KIND_INCIDENT
         else:
-            group, owner = event.id or event.idempotency_key, event.kind or "event"
+            kind = event.kind or "event"
+            group, owner = (event.id if ":" in event.id else f"{kind}:{event.id}"), kind
         text = ":".join(p for p in (self.settings.correlation_prefix, tenant, group) if p)
         text = _SAFE.sub("_", text)
         if len(text) > MAX_LENGTHS["correlation_id"]:
@@ -206,6 +207,8 @@ class ServiceNowSink(Sink):
 
     def _deliver(self, event: DlpEvent) -> None:
         assert self.client is not None
+        if not event.id and not incident_id(event):
+            raise TableError(REJECT, "the event has no id: it cannot be linked to a ticket")
         corr, owner = self.correlation_id(event)
         key = f"link:{corr}"
         link = self.state.get(key)

@@ -297,3 +297,13 @@ def test_a_closed_read_only_ticket_is_left_alone_not_a_fatal_error(server, app):
     app.read_only.add("dlpfwd")
     out = sink.write_batch(entries(incident("9"), start=3))
     assert out.fatal
+
+
+def test_audit_records_get_kind_prefixed_correlation_ids_and_id_less_events_are_rejected(server, app):
+    from forwarder.schema import DlpEvent
+
+    sink = make_sink(server)
+    audit = DlpEvent(id="5f7a9c1e-0000-4000-8000-000000000001", kind="audit", tenant_id=TENANT, title="rule match")
+    out = sink.write_batch(entries(audit, DlpEvent(kind="audit", title="no id")))
+    assert out.delivered == [1] and list(out.rejected) == [2]
+    assert app.table("incident")[0]["correlation_id"] == f"dlpfwd:{TENANT}:audit:5f7a9c1e-0000-4000-8000-000000000001"
