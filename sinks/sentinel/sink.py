@@ -96,6 +96,7 @@ class _Reply:
     retry_after: float | None = None
     ambiguous: bool = False  # the body may have been ingested although no answer came back
     request_id: str = ""
+    refreshed: bool = False  # a 401 made the sink fetch a new token and re-send
 
 
 class SentinelSink(Sink):
@@ -214,6 +215,8 @@ class SentinelSink(Sink):
             current, answer = queue.popleft()
             if answer is None:
                 answer = self._call(current)
+            if answer.refreshed:
+                self.context.count("token_refreshes")  # counted here: _call may run in the sender thread
             status = answer.status
             if 200 <= status < 300:
                 outcome.delivered.extend(current.entry_ids)
@@ -278,8 +281,8 @@ class SentinelSink(Sink):
             reply = self._send_once(chunk)
             if reply.status == 401:
                 self.tokens.invalidate(self.scope)
-                self.context.count("token_refreshes")
                 reply = self._send_once(chunk)
+                reply.refreshed = True
             return reply
         except FatalError as exc:
             return _Reply(-1, message=str(exc))

@@ -81,8 +81,11 @@ def test_413_splits_the_call_until_it_fits(issuer, tmp_path, tokens):
 
 
 def test_400_bisects_and_dead_letters_only_the_bad_event(emulator, tokens):
+    from forwarder.testing import sink_context
+
     emulator.app.reject_when("EventId", "evt-13")
     sink = make_sink(emulator.url, emulator.ca_file, tokens)
+    sink.context = sink_context("sentinel")
     batch = entries([event(i) for i in range(32)])
     outcome = sink.write_batch(batch)
     bad = batch[13].id
@@ -93,6 +96,7 @@ def test_400_bisects_and_dead_letters_only_the_bad_event(emulator, tokens):
     assert len(ids) == 31 and "evt-13" not in ids
     # bisection is logarithmic: 1 + 2 per level below the top, not one call per event
     assert emulator.app.stats.requests <= 1 + 2 * 5
+    assert sink.context.counters["bisections_400"] == 5
 
 
 def test_429_retries_the_batch_after_retry_after(emulator, tokens):
@@ -118,11 +122,15 @@ def test_503_mid_batch_keeps_what_was_delivered(emulator, tokens):
 
 
 def test_401_refreshes_the_token_once(emulator, issuer, tokens):
+    from forwarder.testing import sink_context
+
     sink = make_sink(emulator.url, emulator.ca_file, tokens)
+    sink.context = sink_context("sentinel")
     sink.connect()
     tokens.first = [issuer.token(lifetime=-3600)]  # an expired token next
     outcome = sink.write_batch(entries([event(1)]))
     assert outcome.delivered == [1] and tokens.invalidated == 1
+    assert sink.context.counters["token_refreshes"] == 1
     assert emulator.app.stats.statuses == {401: 1, 204: 1}
 
 
