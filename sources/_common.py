@@ -67,3 +67,39 @@ def count_windows(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> i
         return 0
     total = (end - start) / size
     return int(total) + (0 if total == int(total) else 1)
+
+
+class BackfillProgress:
+    """Counts for a backfill progress line: windows done/total, records, rate and ETA."""
+
+    def __init__(self, total: int, done: int = 0, clock: Any = None) -> None:
+        import time
+
+        self.clock = clock or time.monotonic
+        self.started = self.clock()
+        self.total = total
+        self.done_at_start = done
+        self.records = 0
+
+    def add(self, records: int) -> None:
+        self.records += records
+
+    def info(self, done: int, **extra: Any) -> dict[str, Any]:
+        elapsed = max(1e-6, self.clock() - self.started)
+        out: dict[str, Any] = {"done": done, "total": self.total, "records": self.records}
+        out["rate"] = f"{self.records / elapsed:.0f}/s"
+        finished = done - self.done_at_start
+        if finished > 0 and self.total > done:
+            remaining = (self.total - done) * elapsed / finished
+            out["eta"] = _duration(remaining)
+        out.update(extra)
+        return out
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"

@@ -32,7 +32,16 @@ from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
 from forwarder.source import RawRecord, Source, SourceBatch, SourceContext, WorkUnit
 from sources._api import ApiClient, RequestBudget, Tokens, graph_pages
-from sources._common import cloud, count_windows, iso, parse_cursor_time, resource_scope, token_roles, windows
+from sources._common import (
+    BackfillProgress,
+    cloud,
+    count_windows,
+    iso,
+    parse_cursor_time,
+    resource_scope,
+    token_roles,
+    windows,
+)
 from sources.normalize import KIND_GRAPH_AUDIT
 from sources.normalize.management_activity import normalize_graph_audit_record
 
@@ -194,6 +203,7 @@ class AuditSearchSource(Source):
         total = count_windows(origin or start, end, size)
         done = count_windows(origin or start, start, size)
         pending = (cursor or {}).get("query") if isinstance((cursor or {}).get("query"), dict) else None
+        tracker = BackfillProgress(total, done)
         for a, b in windows(start, end, size):
             if full_windows_only and b - a < min(size, dt.timedelta(minutes=15)):
                 return  # too small a slice to be worth a query; the next poll takes it
@@ -224,9 +234,10 @@ class AuditSearchSource(Source):
                     for r in page
                 ]
                 count += len(records)
+                tracker.add(len(records))
                 if records:
                     self.context.count("records_read", len(records))
-                    yield SourceBatch(records=records)
+                    yield SourceBatch(records=records, progress=tracker.info(done))
             done += 1
             unit = WorkUnit(
                 id=f"auditquery:{iso(a)}",
@@ -241,7 +252,7 @@ class AuditSearchSource(Source):
             yield SourceBatch(
                 cursor={"done_until": iso(b)},
                 units=[unit],
-                progress={"done": done, "total": total, "window_end": iso(b), "records": count},
+                progress=tracker.info(done, window_end=iso(b)),
             )
 
     def _create(self, a: dt.datetime, b: dt.datetime) -> str:

@@ -36,7 +36,16 @@ from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
 from forwarder.source import RawRecord, Source, SourceBatch, SourceContext, WorkUnit
 from sources._api import ApiClient, RequestBudget, Tokens, graph_pages
-from sources._common import cloud, count_windows, iso, parse_cursor_time, resource_scope, token_roles, windows
+from sources._common import (
+    BackfillProgress,
+    cloud,
+    count_windows,
+    iso,
+    parse_cursor_time,
+    resource_scope,
+    token_roles,
+    windows,
+)
 from sources.normalize import KIND_GRAPH_ALERT, KIND_GRAPH_INCIDENT
 from sources.normalize.graph import is_dlp_alert, normalize_alert, normalize_incident
 
@@ -203,6 +212,7 @@ class GraphSecuritySource(Source):
         start = since - overlap if live else since
         size = dt.timedelta(hours=s.window_hours)
         total = count_windows(start, end, size)
+        tracker = BackfillProgress(total)
         for done, (a, b) in enumerate(windows(start, end, size), 1):
             window_seen: dict[str, str] = {}
             params = self._params(stream, a, b)
@@ -228,8 +238,9 @@ class GraphSecuritySource(Source):
                         window_seen[item_id] = updated
                     records.append(RawRecord(_kind(stream), item, None, f"graph:{stream}:{iso(a)}"))
                 if records:
+                    tracker.add(len(records))
                     self.context.count(f"{stream}_read", len(records))
-                    yield SourceBatch(records=records, cursor=None)
+                    yield SourceBatch(records=records, cursor=None, progress=tracker.info(done - 1, stream=stream))
             # Window complete: commit its end; remember what lies inside the next overlap.
             horizon = b - dt.timedelta(seconds=s.overlap)
             merged = {**seen, **window_seen}
@@ -244,7 +255,7 @@ class GraphSecuritySource(Source):
                 created=iso(a),
                 detail=f"{page_no} pages to {iso(b)}",
             )
-            progress = {"stream": stream, "done": done, "total": total, "window_end": iso(b)}
+            progress = tracker.info(done, stream=stream, window_end=iso(b))
             yield SourceBatch(records=[], cursor=state.dump(), units=[unit], progress=progress)
 
     def _params(self, stream: str, a: dt.datetime, b: dt.datetime) -> dict[str, str]:

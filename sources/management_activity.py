@@ -47,7 +47,16 @@ from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
 from forwarder.source import RawRecord, Source, SourceBatch, SourceContext, WorkUnit
 from sources._api import ApiClient, RequestBudget, Tokens, api_error
-from sources._common import cloud, count_windows, iso, parse_cursor_time, resource_scope, token_roles, windows
+from sources._common import (
+    BackfillProgress,
+    cloud,
+    count_windows,
+    iso,
+    parse_cursor_time,
+    resource_scope,
+    token_roles,
+    windows,
+)
 from sources.normalize import KIND_O365_AUDIT
 from sources.normalize.management_activity import normalize_audit_record
 
@@ -394,11 +403,16 @@ class ManagementActivitySource(Source):
         """List ``[start, end)`` in windows, download new blobs, commit each window end past ``commit_from``."""
         size = dt.timedelta(hours=self.settings.window_hours)
         done, total = progress_base or (0, count_windows(start, end, size))
+        tracker = BackfillProgress(total, done)
         for a, b in windows(start, end, size):
             failures: list[tuple[str, dict[str, Any], str]] = []
             pending = positions.setdefault(ct, {}).setdefault("failed", {})
             for entries in self._list(ct, a, b):
-                yield from self._fetch(ct, entries, use_ledger, failures, pending)
+                for batch in self._fetch(ct, entries, use_ledger, failures, pending):
+                    if batch.records:
+                        tracker.add(len(batch.records))
+                        batch.progress = tracker.info(done, content_type=ct)
+                    yield batch
             done += 1
             if failures:
                 # Remember the failed blobs (bounded) so that one expiring before it could be
@@ -415,7 +429,7 @@ class ManagementActivitySource(Source):
                     f"{self.name}: {len(failures)} {ct} blob(s) could not be downloaded ({failures[0][2]}); "
                     f"the cursor stays before them and they are retried on the next poll"
                 )
-            progress = {"content_type": ct, "done": done, "total": total, "window_end": iso(b)}
+            progress = tracker.info(done, content_type=ct, window_end=iso(b))
             if b > commit_from:
                 positions.setdefault(ct, {})["end"] = iso(b)
                 yield SourceBatch(cursor=_dump(positions), progress=progress)

@@ -98,3 +98,15 @@ def test_token_roles_reads_jwt_claims_only():
     payload = base64.urlsafe_b64encode(orjson.dumps({"roles": ["ActivityFeed.Read"]})).decode().rstrip("=")
     assert token_roles(f"h.{payload}.s") == ["ActivityFeed.Read"]
     assert token_roles("not-a-jwt") == []
+
+
+def test_backfill_progress_has_counts_rate_and_eta():
+    from sources._common import BackfillProgress
+
+    t = [100.0]
+    p = BackfillProgress(total=10, done=2, clock=lambda: t[0])
+    p.add(500)
+    t[0] += 10
+    info = p.info(4, window_end="x")
+    assert info["done"] == 4 and info["total"] == 10 and info["records"] == 500
+    assert info["rate"] == "50/s" and info["eta"] == "30s" and info["window_end"] == "x"
