@@ -106,3 +106,13 @@ def test_analytics_rule_embeds_the_kql_file_and_maps_projected_columns():
         assert placeholder in projected
     # the period covers the ingestion delay the query allows for
     assert props["queryPeriod"] == "PT25H" and "ingestion_time()" in query
+
+
+def test_dcr_transform_uses_only_functions_transformations_support():
+    # a subset of the documented list (data-collection-transformations-kql); coalesce is not on it
+    supported = {"iif", "isnull", "isnotnull", "now", "todatetime", "tostring", "toint", "tolong", "tobool", "case"}
+    dcr = resource(load("azuredeploy.json"), "Microsoft.Insights/dataCollectionRules")["properties"]
+    (flow,) = dcr["dataFlows"]
+    used = set(re.findall(r"([A-Za-z_]+)\s*\(", flow["transformKql"]))
+    assert used <= supported, used - supported
+    assert not re.search(r"\|\s*(summarize|join|union|mv-expand|mv-apply|top|sort)\b", flow["transformKql"])
