@@ -265,3 +265,14 @@ def test_unreadable_certificate_is_a_fatal_configuration_error(emulator, tmp_pat
         raise AssertionError("connect() accepted a missing certificate")
     health = sink.health()
     assert not health.ok and health.checks[0].name == "token"
+
+
+def test_several_bad_events_are_all_isolated(emulator, tokens):
+    for bad in ("evt-0", "evt-17", "evt-18", "evt-63"):
+        emulator.app.reject_when("EventId", bad)
+    sink = make_sink(emulator.url, emulator.ca_file, tokens)
+    batch = entries([event(i) for i in range(64)])
+    outcome = sink.write_batch(batch)
+    assert sorted(outcome.rejected) == [1, 18, 19, 64]
+    assert len(outcome.delivered) == 60 and not outcome.retry
+    assert len(emulator.app.all_rows(STREAM)) == 60
