@@ -3,16 +3,30 @@ Management Activity API on one server, told apart by path."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+
 from emulators.httpd import App, Request, Response
 
 
 class TenantApp(App):
-    """All routes of one emulated tenant. Components add their routes with ``install(app)``."""
+    """All routes of one emulated tenant. Components add their routes with ``install(app)``.
 
-    def __init__(self) -> None:
+    Every response's ``Date`` header tells the emulated time (``now``), so clients that sync
+    to the server clock follow ``emu.clock.advance(...)``.
+    """
+
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
         super().__init__()
+        self.now = now
         self.route("GET", r"/", self.index)
         self.info: dict[str, str] = {}
+
+    def handle(self, request: Request) -> Response:
+        response = super().handle(request)
+        response.headers.setdefault("Date", formatdate(self.now(), usegmt=True))
+        return response
 
     def index(self, request: Request) -> Response:
         return Response.json({"emulator": "dlpfwd tenant emulator", **self.info})

@@ -76,7 +76,7 @@ class ManagementApi:
         self.page_size = max(1, page_size)
         self.subscriptions: dict[str, str] = {}  # content type -> enabled/disabled
         self._lock = threading.Lock()
-        self._blob_cache: LRUCache[tuple[str, int, bool], bytes] = LRUCache(maxsize=256)
+        self._blob_cache: LRUCache[tuple[str, int, bool], bytes] = LRUCache(maxsize=16)
         self.blobs_served = 0
         self._app: App | None = None
 
