@@ -86,7 +86,7 @@ class SplunkHecSettings:
     )
     sourcetypes: dict[str, str] = setting(
         default_factory=dict,
-        doc="sourcetype per event kind; defaults dlpfwd:purview:audit|alert|incident|correlation (the add-on's)",
+        doc="sourcetype per event kind; default dlpfwd:purview:<kind> (what the add-on configures)",
     )
     source: str = setting("", doc="HEC source ('' = dlpfwd:<source instance name>)")
     host: str = setting("", doc="HEC host ('' = this machine's name)")
