@@ -176,9 +176,44 @@ def _int_text(value: Any) -> str:
     return "" if value is None or isinstance(value, bool) else str(value)
 
 
+_P_RT = _P["rt"]
+_P_EXTERNALID = _P["externalId"]
+_P_CAT = _P["cat"]
+_P_DEVICEFACILITY = _P["deviceFacility"]
+_P_ACT = _P["act"]
+_P_SUSER = _P["suser"]
+_P_SUID = _P["suid"]
+_P_DUSER = _P["duser"]
+_P_FNAME = _P["fname"]
+_P_FILEPATH = _P["filePath"]
+_P_FSIZE = _P["fsize"]
+_P_FILEHASH = _P["fileHash"]
+_P_REQUEST = _P["request"]
+_P_SRC = _P["src"]
+_P_C6A2 = _P["c6a2"]
+_P_SHOST = _P["shost"]
+_P_DEVICEEXTERNALID = _P["deviceExternalId"]
+_P_DEVICEPROCESSNAME = _P["deviceProcessName"]
+_P_DHOST = _P["dhost"]
+_P_MSG = _P["msg"]
+_P_REASON = _P["reason"]
+_P_CS1 = _P["cs1"]
+_P_CS2 = _P["cs2"]
+_P_CS3 = _P["cs3"]
+_P_CS4 = _P["cs4"]
+_P_CS5 = _P["cs5"]
+_P_CS6 = _P["cs6"]
+_P_CN1 = _P["cn1"]
+_P_FLEXSTRING1 = _P["flexString1"]
+_P_FLEXSTRING2 = _P["flexString2"]
+_P_DEVICECUSTOMDATE1 = _P["deviceCustomDate1"]
+
+
 def _items(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """(prefix, unescaped value) for every non-empty extension value, each already cut to its
-    key's dictionary length; the prefix is `` key=`` (with the label pair before it)."""
+    """(prefix, unescaped value) for every non-empty extension value, in a fixed order, each cut
+    to its key's dictionary length; the prefix is `` key=`` (after the label pair, if any).
+
+    Straight-line code on purpose: this is the formatter's hot path."""
     get = data.get
     user = get("user") or _EMPTY
     obj = get("object") or _EMPTY
@@ -187,56 +222,124 @@ def _items(data: dict[str, Any]) -> list[tuple[str, str]]:
     ip = get("client_ip") or ""
     version = f.ip_version(ip)
     policies, rules, actions = f.policy_fields(data)
-    P = _P
-    raw = (
-        (P["rt"], f.epoch_ms(get("event_time") or ""), _BIG),
-        (P["externalId"], f.source_id(event_id) if event_id else "", 40),
-        (P["cat"], get("kind"), 1023),
-        (P["deviceFacility"], get("workload"), 1023),
-        (P["act"], actions, 63),
-        (P["suser"], user.get("upn") or get("sender"), 1023),
-        (P["suid"], user.get("object_id"), 1023),
-        (P["duser"], f.recipients(data) if get("recipients") else "", 1023),
-        (P["fname"], obj.get("name"), 1023),
-        (P["filePath"], obj.get("path"), 1023),
-        (P["fsize"], _int_text(obj.get("size")), _BIG),
-        (P["fileHash"], obj.get("sha256") or obj.get("sha1"), 255),
-        (P["request"], obj.get("url"), 1023),
-        (P["src"], ip if version == 4 else "", _BIG),
-        (P["c6a2"], ip if version == 6 else "", _BIG),
-        (P["shost"], device.get("name"), 1023),
-        (P["deviceExternalId"], device.get("id"), 255),
-        (P["deviceProcessName"], device.get("application"), 1023),
-        (P["dhost"], device.get("target"), 1023),
-        (P["msg"], get("description"), 1023),
-        (P["reason"], (get("override") or _EMPTY).get("justification"), 1023),
-        (P["cs1"], policies, 4000),
-        (P["cs2"], rules, 4000),
-        (P["cs3"], f.sensitive_types(data) if get("sensitive_types") else "", 4000),
-        (P["cs4"], f.label_names(data) if get("labels") else "", 4000),
-        (P["cs5"], f.portal_link(data), 4000),
-        (P["cs6"], event_id, _BIG),
-        (P["cn1"], _int_text(get("record_type")), _BIG),
-        (P["flexString1"], get("tenant_id"), 1023),
-        (P["flexString2"], get("status"), 1023),
-        (P["deviceCustomDate1"], f.epoch_ms(get("updated_time") or ""), _BIG),
-    )
+    out: list[tuple[str, str]] = []
+    add = out.append
+    v: Any
+    v = f.epoch_ms(get("event_time") or "")
+    if v:
+        add((_P_RT, v))
+    v = f.source_id(event_id) if event_id else ""
+    if v:
+        add((_P_EXTERNALID, v if len(v) <= 40 else cut_chars(v, 40)[0]))
+    v = get("kind")
+    if v:
+        add((_P_CAT, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = get("workload")
+    if v:
+        add((_P_DEVICEFACILITY, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = actions
+    if v:
+        add((_P_ACT, v if len(v) <= 63 else cut_chars(v, 63)[0]))
+    v = user.get("upn") or get("sender")
+    if v:
+        add((_P_SUSER, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = user.get("object_id")
+    if v:
+        add((_P_SUID, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = f.recipients(data) if get("recipients") else ""
+    if v:
+        add((_P_DUSER, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = obj.get("name")
+    if v:
+        add((_P_FNAME, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = obj.get("path")
+    if v:
+        add((_P_FILEPATH, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = _int_text(obj.get("size"))
+    if v:
+        add((_P_FSIZE, v))
+    v = obj.get("sha256") or obj.get("sha1")
+    if v:
+        add((_P_FILEHASH, v if len(v) <= 255 else cut_chars(v, 255)[0]))
+    v = obj.get("url")
+    if v:
+        add((_P_REQUEST, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = ip if version == 4 else ""
+    if v:
+        add((_P_SRC, v))
+    v = ip if version == 6 else ""
+    if v:
+        add((_P_C6A2, v))
+    v = device.get("name")
+    if v:
+        add((_P_SHOST, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = device.get("id")
+    if v:
+        add((_P_DEVICEEXTERNALID, v if len(v) <= 255 else cut_chars(v, 255)[0]))
+    v = device.get("application")
+    if v:
+        add((_P_DEVICEPROCESSNAME, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = device.get("target")
+    if v:
+        add((_P_DHOST, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = get("description")
+    if v:
+        add((_P_MSG, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = (get("override") or _EMPTY).get("justification")
+    if v:
+        add((_P_REASON, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = policies
+    if v:
+        add((_P_CS1, v if len(v) <= 4000 else cut_chars(v, 4000)[0]))
+    v = rules
+    if v:
+        add((_P_CS2, v if len(v) <= 4000 else cut_chars(v, 4000)[0]))
+    v = f.sensitive_types(data) if get("sensitive_types") else ""
+    if v:
+        add((_P_CS3, v if len(v) <= 4000 else cut_chars(v, 4000)[0]))
+    v = f.label_names(data) if get("labels") else ""
+    if v:
+        add((_P_CS4, v if len(v) <= 4000 else cut_chars(v, 4000)[0]))
+    v = f.portal_link(data)
+    if v:
+        add((_P_CS5, v if len(v) <= 4000 else cut_chars(v, 4000)[0]))
+    v = event_id
+    if v:
+        add((_P_CS6, v))
+    v = _int_text(get("record_type"))
+    if v:
+        add((_P_CN1, v))
+    v = get("tenant_id")
+    if v:
+        add((_P_FLEXSTRING1, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = get("status")
+    if v:
+        add((_P_FLEXSTRING2, v if len(v) <= 1023 else cut_chars(v, 1023)[0]))
+    v = f.epoch_ms(get("updated_time") or "")
+    if v:
+        add((_P_DEVICECUSTOMDATE1, v))
+    return out
+
+
+def _safe_items(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """``_items``, tolerating non-string values where the schema has strings (made text)."""
     try:
-        return [(p, v if len(v) <= lim else cut_chars(v, lim)[0]) for p, v, lim in raw if v]
-    except TypeError:  # a non-string where the schema has a string: format it as text
-        out = []
-        for p, v, lim in raw:
-            text = f.text(v)
-            if text:
-                out.append((p, text if len(text) <= lim else cut_chars(text, lim)[0]))
-        return out
+        items = _items(data)
+    except TypeError:
+        fixed = {k: (f.text(v) if not isinstance(v, dict | list) else v) for k, v in data.items()}
+        for key in ("user", "object", "device", "override"):
+            value = fixed.get(key)
+            if isinstance(value, dict):
+                fixed[key] = {k: (f.text(v) if k != "size" else v) for k, v in value.items()}
+        items = _items(fixed)
+    return items
 
 
 def cef_pairs(data: dict[str, Any]) -> list[tuple[str, str]]:
     """The extension as (key, unescaped value) pairs, labels included, empty values left out;
     each value already cut to its key's dictionary length."""
     out: list[tuple[str, str]] = []
-    for prefix, value in _items(data):
+    for prefix, value in _safe_items(data):
         parts = prefix.split(" ")
         if len(parts) > 2:  # " csNLabel=<label> csN=": label pair first
             label_key, _, label = prefix[1:].partition("=")
@@ -276,7 +379,7 @@ def format_cef(data: dict[str, Any], budget: int) -> str:
     Raises :class:`FormatError` when even cutting every cuttable value cannot fit.
     """
     header = cef_header(data)
-    items = _items(data)
+    items = _safe_items(data)
     joined = "".join([v for _, v in items])
     printable = joined.isprintable()  # fast: no control characters at all
     if printable and "\\" not in joined and "=" not in joined:

@@ -64,8 +64,16 @@ def _event_datetime(event_time: str) -> dt.datetime:
     return when(event_time) or dt.datetime.now(dt.UTC)
 
 
+_CANONICAL = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.(\d{1,6}))?Z"
+)
+
+
 def rfc5424_time(event_time: str) -> str:
     """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC."""
+    m = _CANONICAL.fullmatch(event_time)
+    if m:  # the schema's own form (forwarder.schema.iso_utc): no need to parse
+        return f"{event_time[:19]}.{(m.group(1) or '').ljust(3, '0')[:3]}Z"
     w = _event_datetime(event_time)
     ms = w.microsecond // 1000
     return f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:{w.second:02d}.{ms:03d}Z"

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from forwarder.errors import FatalError, NotConnected
 from forwarder.sink import Entry, Health, Outcome, Sink, SinkContext
 from sinks.syslog.cef import FormatError, format_cef
@@ -194,7 +196,10 @@ class SyslogSink(Sink):
         stream = self.transport.stream
         for entry in entries:
             try:
-                message = self.encode(entry.data)
+                # Decode here rather than through ``entry.data``, which would keep every
+                # decoded event of the batch alive (and the garbage collector busy) until the
+                # batch is done.
+                message = self.encode(orjson.loads(entry.payload))
             except FormatError as exc:
                 outcome.rejected[entry.id] = str(exc)
                 continue
