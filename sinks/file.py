@@ -8,8 +8,10 @@
 * ``gzip = true`` writes each batch as its own gzip member (``.gz`` is appended to the name
   unless already there): concatenated members are one valid gzip file.
 * Crash safety: a batch is written with one ``write`` call and fsynced before it counts as
-  delivered. On start, a file whose tail is torn (a crash mid-write) is cut back to its last
-  complete line (or complete gzip member); those events were never acknowledged, so the
+  delivered. On start (and whenever a file is opened), a file whose tail is torn (a crash
+  mid-write) is cut back to its last complete line (or complete gzip member) -- the last
+  file written is remembered in the sink's durable state, so an older file left behind by
+  the time pattern is repaired too; those events were never acknowledged, so the
   spool sends them again. A reader therefore never meets a partial line followed by more data.
 * Files are created with mode 0600, directories with 0700.
 """
@@ -72,6 +74,11 @@ class FileSink(Sink):
     # ------------------------------------------------------------------ contract
 
     def connect(self) -> None:
+        # A crash may have torn the tail of the last file written, which a time pattern may
+        # have left behind; repair it before anything else.
+        last = self._state_get("last_file")
+        if isinstance(last, str) and last != self._render() and os.path.isfile(last):
+            _repair_tail(Path(last), last.endswith(".gz"))
         self._open(self._render())
 
     def write_batch(self, entries: Sequence[Entry]) -> Outcome:
@@ -149,6 +156,16 @@ class FileSink(Sink):
         self._fd = fd
         self._current = path
         self._size = os.fstat(fd).st_size
+        self._state_put("last_file", os.path.abspath(path))
+
+    def _state_get(self, key: str) -> Any:
+        state = self.context.state
+        return state.get(key) if state is not None and hasattr(state, "get") else None
+
+    def _state_put(self, key: str, value: Any) -> None:
+        state = self.context.state
+        if state is not None and hasattr(state, "put") and state.get(key) != value:
+            state.put(key, value)
 
     def _rotate(self) -> None:
         self._close_fd()

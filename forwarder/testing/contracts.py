@@ -35,7 +35,14 @@ from forwarder.testing.events import HOSTILE_STRINGS, hostile_event, sample_even
 
 
 class MemoryState(dict[str, Any]):
-    """A dict standing in for the host's durable key-value ``state`` namespace."""
+    """Stands in for the host's durable key-value ``state`` namespace
+    (``get(key, default)``, ``put(key, value)``, ``delete(key)``; JSON values)."""
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = orjson.loads(orjson.dumps(value))  # JSON values only, as the real store
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
 
 
 def sink_context(name: str = "test", state_dir: str = "") -> SinkContext:

@@ -120,3 +120,22 @@ def test_counts_bytes_written(tmp_path: Path) -> None:
     sink.write_batch(entries(2))
     sink.close()
     assert sink.context.counters["bytes_written"] == os.path.getsize(tmp_path / "o.jsonl")
+
+
+def test_the_last_file_of_an_earlier_period_is_repaired_at_start(tmp_path: Path) -> None:
+    ctx = sink_context("f")
+    sink = FileSink("f", FileSettings(path=str(tmp_path / "dlp-%Y%m%d.jsonl")), ctx)
+    sink._now = lambda: dt.datetime(2026, 1, 1, 23, 59, tzinfo=dt.UTC)
+    sink.connect()
+    sink.write_batch(entries(2))
+    sink.close()
+    old = tmp_path / "dlp-20260101.jsonl"
+    with open(old, "ab") as fh:
+        fh.write(b'{"id":"e3","ti')  # crash mid-write just before midnight
+    restarted = FileSink("f", FileSettings(path=str(tmp_path / "dlp-%Y%m%d.jsonl")), ctx)  # same durable state
+    restarted._now = lambda: dt.datetime(2026, 1, 2, 0, 5, tzinfo=dt.UTC)
+    restarted.connect()
+    restarted.write_batch(entries(1, start=3))
+    restarted.close()
+    assert [r["id"] for r in lines(old)] == ["e1", "e2"]
+    assert [r["id"] for r in lines(tmp_path / "dlp-20260102.jsonl")] == ["e3"]
