@@ -207,9 +207,10 @@ class AuditQueries:
         users = {u.lower() for u in query.get("userPrincipalNameFilters") or []}
         objects = list(query.get("objectIdFilters") or [])
         keyword = (query.get("keywordFilter") or "").lower()
+        now = self.clock.time()
         for i in range(max(first, 0), max(last, 0)):
             f = d.facts(i)
-            if f.malformed or not (start <= f.time < end):
+            if f.malformed or not (start <= f.time < end) or f.time > now:
                 continue
             record = d.record(i, detections=False)
             rt = int(record["RecordType"])

@@ -114,7 +114,7 @@ class TenantEmulator:
         """Every blob of the feed a client can list and fetch at ``now`` (default: emulated now)."""
         t = self._now(now)
         out = []
-        for k in range(self.data.blob_count):
+        for k in range(self.data.blobs_until(t)):
             b = self.data.blob(content_type, k)
             if b is None or b.visible_at > t or b.created < t - EXPIRY_SECONDS:
                 continue
@@ -155,7 +155,8 @@ class TenantEmulator:
 
     def expected_late_blobs(self, content_type: str = "DLP.All") -> list[Blob]:
         """Blobs that appear in listings ``late_delay`` seconds after their contentCreated."""
-        return [b for k in range(self.data.blob_count) if (b := self.data.blob(content_type, k)) and b.late]
+        last = self.data.blobs_until(self.clock.time() + self.faults.late_delay)
+        return [b for k in range(last) if (b := self.data.blob(content_type, k)) and b.late]
 
     def expected_audit_records(
         self, content_types: Iterable[str] = ("DLP.All",), detections: bool = False, now: float | None = None
@@ -169,20 +170,22 @@ class TenantEmulator:
             seen.add(rid)
             yield self.data.record(i, detections)
 
-    def expected_alert_ids(self, service_source: str | None = None) -> set[str]:
-        """Alert ids (all, or those of one ``serviceSource``, e.g. ``dataLossPrevention``)."""
+    def expected_alert_ids(self, service_source: str | None = None, now: float | dt.datetime | None = None) -> set[str]:
+        """Ids of the alerts that exist at ``now`` (all, or those of one ``serviceSource``)."""
         d = self.data
+        count = d.alerts_until(self._now(now))
         if service_source is None:
-            return {d.alert_id(j) for j in range(d.alert_count)}
+            return {d.alert_id(j) for j in range(count)}
         want_dlp = service_source == "dataLossPrevention"
         ids = set()
-        for j in range(d.alert_count):
+        for j in range(count):
             if d.is_defender_alert(j) != want_dlp and (want_dlp or d.alert(j)["serviceSource"] == service_source):
                 ids.add(d.alert_id(j))
         return ids
 
-    def expected_incident_ids(self) -> set[str]:
-        return {self.data.incident_id(m) for m in range(self.data.incident_count)}
+    def expected_incident_ids(self, now: float | dt.datetime | None = None) -> set[str]:
+        """Ids of the incidents that exist (with all their alerts) at ``now``."""
+        return {self.data.incident_id(m) for m in range(self.data.incidents_until(self._now(now)))}
 
     def stats(self) -> dict[str, Any]:
         """Request counters, injected faults and PublisherIdentifier accounting."""

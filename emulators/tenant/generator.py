@@ -24,7 +24,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,7 @@ FEED_OF_WORKLOAD = {
 }
 RECORD_TYPE_NAMES = {11: "complianceDLPSharePoint", 13: "complianceDLPExchange", 63: "dlpEndpoint"}
 EXPIRY_SECONDS = 7 * 86400
+LIVE_DAYS = 7
 
 
 def rng(seed: int, *parts: object) -> random.Random:
@@ -182,11 +183,13 @@ class Dataset:
         self.seed = config.seed
         self.tenant_id = tenant_id
         self.domain = config.tenant_domain
-        self.n = max(0, int(config.audit_records))
+        self.history = max(0, int(config.audit_records))
         self.anchor = anchor
         self.span = max(60.0, config.days * 86400.0)
         self.t0 = anchor - self.span
-        self.step = self.span / max(1, self.n)
+        self.step = self.span / max(1, self.history)
+        # live: activity goes on after the anchor at the same rate, for LIVE_DAYS
+        self.n = self.history + (int(LIVE_DAYS * 86400 / self.step) if config.live and self.history else 0)
         self.blob_size = max(1, int(config.records_per_blob))
         self.blob_count = math.ceil(self.n / self.blob_size)
         self.alert_every = max(1, int(config.alert_every))
@@ -616,6 +619,31 @@ class Dataset:
             b = self.blob(content_type, k)
             if b is not None and start <= b.created < end:
                 yield b
+
+    # ------------------------------------------------------------------ what exists at a time
+    def _count_until(self, count: int, first_time: Callable[[int], float], now: float) -> int:
+        """How many of items ``0..count-1`` (times increasing) have ``first_time(i) <= now``."""
+        lo, hi = 0, count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if first_time(mid) <= now:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def alerts_until(self, now: float) -> int:
+        """Alerts created at or before ``now`` (nothing exists before it happened)."""
+        return self._count_until(self.alert_count, lambda j: self.alert_times(j)[0], now)
+
+    def incidents_until(self, now: float) -> int:
+        """Incidents whose every alert exists at ``now``."""
+        return self._count_until(self.incident_count, lambda m: self.incident_times(m)[1], now)
+
+    def blobs_until(self, now: float) -> int:
+        """An upper bound of the blob indices created at or before ``now``."""
+        per_blob = self.blob_size * self.step
+        return max(0, min(self.blob_count, int((now - self.t0) / per_blob) + 2))
 
     # ------------------------------------------------------------------ Graph alerts
     def alert_record_index(self, j: int) -> int:

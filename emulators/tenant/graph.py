@@ -226,18 +226,23 @@ class Collection:
 
     def __init__(
         self,
-        count: int,
+        count: Callable[[], int],
         times: Callable[[int], tuple[float, float]],
         make: Callable[[int], dict[str, Any]],
         ident: Callable[[int], str],
     ) -> None:
-        self.count = count
+        self._count = count
         self.times = times
         self.make = make
         self.ident = ident
         self.overlay: dict[int, dict[str, Any]] = {}
         self._overlay_sorted: list[tuple[float, float, str, int]] | None = None
         self.lock = threading.RLock()
+
+    @property
+    def count(self) -> int:
+        """Items that exist now (later ones have not happened yet)."""
+        return self._count()
 
     def get(self, index: int) -> dict[str, Any]:
         with self.lock:
@@ -258,9 +263,9 @@ class Collection:
                 )
             return list(self._overlay_sorted)
 
-    def _bound(self, which: int, value: float) -> int:
-        """First base index whose time ``which`` (0 created, 1 updated) is >= value."""
-        lo, hi = 0, self.count
+    def _bound(self, which: int, value: float, count: int) -> int:
+        """First base index (below ``count``) whose time ``which`` (0 created, 1 updated) is >= value."""
+        lo, hi = 0, count
         while lo < hi:
             mid = (lo + hi) // 2
             if self.times(mid)[which] < value:
@@ -274,19 +279,20 @@ class Collection:
     ) -> Iterator[dict[str, Any]]:
         """Items matching ``clauses`` in order, starting strictly after the keyset ``after``."""
         which = 0 if order_field == "createdDateTime" else 1
-        lo, hi = 0, self.count
+        count = self.count
+        lo, hi = 0, count
         for group in clauses:
             if len(group) != 1 or group[0].field not in TIME_FIELDS:
                 continue
             c = group[0]
             w = 0 if c.field == "createdDateTime" else 1
             if c.op in ("gt", "ge"):
-                lo = max(lo, self._bound(w, c.value + (1e-7 if c.op == "gt" else 0.0)))
+                lo = max(lo, self._bound(w, c.value + (1e-7 if c.op == "gt" else 0.0), count))
             elif c.op in ("lt", "le"):
-                hi = min(hi, self._bound(w, c.value + (1e-7 if c.op == "le" else 0.0)))
+                hi = min(hi, self._bound(w, c.value + (1e-7 if c.op == "le" else 0.0), count))
         if after is not None:
             # keyset: continue from the last key seen (ties are broken by id, checked below)
-            b = self._bound(which, after[0])
+            b = self._bound(which, after[0], count)
             if descending:
                 hi = min(hi, b + 1)
             else:
@@ -343,9 +349,9 @@ class GraphSecurity:
         self.data = data
         self.guard = guard
         self.clock = clock
-        self.alerts = Collection(data.alert_count, data.alert_times, data.alert, data.alert_id)
+        self.alerts = Collection(lambda: data.alerts_until(clock.time()), data.alert_times, data.alert, data.alert_id)
         self.incidents = Collection(
-            data.incident_count, data.incident_times, data.incident, lambda m: data.incident_id(m)
+            lambda: data.incidents_until(clock.time()), data.incident_times, data.incident, data.incident_id
         )
         self.partial_responses = 0
         self._app: App | None = None
@@ -367,7 +373,7 @@ class GraphSecurity:
         if not ident.isdigit():
             return None
         m = int(ident) - 2000
-        return m if 0 <= m < self.data.incident_count else None
+        return m if 0 <= m < self.incidents.count else None
 
     def _context(self, request: Request, entity: str) -> str:
         assert request.match is not None
@@ -476,7 +482,8 @@ class GraphSecurity:
 
     def _alert_index(self, request: Request) -> int | None:
         assert request.match is not None
-        return self.data.alert_index_of(request.match.group("id"))
+        j = self.data.alert_index_of(request.match.group("id"))
+        return j if j is not None and j < self.alerts.count else None
 
     def get_alert(self, request: Request) -> Response:
         def run() -> Response:
