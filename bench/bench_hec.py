@@ -137,7 +137,7 @@ def control(url: str, ca: str, what: str, body: dict[str, Any] | None = None) ->
     return result
 
 
-def hec_rate(payloads: list[bytes], batch: int, url: str, ca: str) -> tuple[float, int, int]:
+def hec_rate(payloads: list[bytes], batch: int, url: str, ca: str, in_flight: int = 2) -> tuple[float, int, int]:
     settings = SplunkHecSettings(
         url=url,
         token=Secret(TOKEN),
@@ -146,6 +146,7 @@ def hec_rate(payloads: list[bytes], batch: int, url: str, ca: str) -> tuple[floa
         ack_poll_interval=0.05,
         http=HttpSettings(ca_bundle=ca),
         max_request_bytes=4_000_000,
+        max_in_flight=in_flight,
     )
     sink = HecSink("bench", settings, SinkContext("bench", logging.getLogger("bench")))
     delivered = 0
@@ -177,6 +178,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500, help="events per write_batch (the host's default)")
+    parser.add_argument("--in-flight", type=int, default=2, help="the sink's max_in_flight (0 = synchronous)")
     parser.add_argument("--rounds", type=int, default=3, help="measure both passes this many times, keep the best")
     args = parser.parse_args()
     payloads = make_events(args.events)
@@ -188,7 +190,7 @@ def main() -> int:
             control(url, ca, "faults", {"record": False})  # count only: the bench is not about memory
             emulator_cpu = cpu_seconds(process.pid)
             own_cpu = time.process_time()
-            runs = [hec_rate(payloads, args.batch, url, ca) for _ in range(args.rounds)]
+            runs = [hec_rate(payloads, args.batch, url, ca, args.in_flight) for _ in range(args.rounds)]
             own_cpu = (time.process_time() - own_cpu) / args.rounds
             emulator_cpu = (cpu_seconds(process.pid) - emulator_cpu) / args.rounds
             indexed = control(url, ca, "stats")["indexed"]

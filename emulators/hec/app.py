@@ -17,7 +17,8 @@ It behaves as HEC is documented to (``docs/splunk.md`` lists what is modelled):
   ``{"text":"Success","code":0,"ackId":n}`` with per-channel ids from 0; an ack turns true
   ``ack_delay`` seconds later (never with ``drop_acks``) and is forgotten once reported true.
 * ``POST /services/collector/ack``: ``{"acks":[ids]}`` -> ``{"acks":{"id":bool}}``; code 14
-  when the token has no ack.
+  when the token has no ack; code 11 on a channel the server does not know (never used, or
+  dropped by :meth:`HecApp.forget_channels`, standing for idle expiry or a restart).
 * ``GET /services/collector/health``: code 17, or 503 code 18 while busy.
 * Faults: ``busy_next`` (the next N event requests answer 503 code 9), ``busy_rate``
   (probability), ``indexer_delay`` (seconds before answering).
@@ -169,11 +170,14 @@ class HecApp(App):
             return None, hec_answer(1)
         return token, None
 
-    def _channel(self, request: Request, token: TokenConfig, required: bool) -> tuple[Channel | None, Response | None]:
+    def _channel(
+        self, request: Request, token: TokenConfig, required: bool, create: bool = True
+    ) -> tuple[Channel | None, Response | None]:
+        """The request's channel; sends open unknown channels, ack polls on one answer code 11."""
         name = request.header("x-splunk-request-channel") or request.query.get("channel", "")
         if not name:
             return None, (hec_answer(10) if required else None)
-        if not GUID.match(name):
+        if not GUID.match(name) or (not create and name not in self.channels):
             return None, hec_answer(11)
         channel = self.channels.setdefault(name, Channel())
         channel.last_used = time.monotonic()
@@ -268,7 +272,7 @@ class HecApp(App):
             return hec_answer(14)
         with self.lock:
             self.ack_polls += 1
-            channel, problem = self._channel(request, token, True)
+            channel, problem = self._channel(request, token, True, create=False)
             if problem is not None or channel is None:
                 return problem or hec_answer(10)
             try:
@@ -328,6 +332,12 @@ class HecApp(App):
     def reset_route(self, request: Request) -> Response:
         self.reset()
         return Response.json({"ok": True})
+
+    def forget_channels(self) -> None:
+        """Drop every channel and its outstanding acks, as Splunk does for idle channels or on a
+        restart: ack polls on them answer code 11."""
+        with self.lock:
+            self.channels.clear()
 
     def reset(self) -> None:
         with self.lock:

@@ -290,3 +290,37 @@ def test_health_reports_bad_token_and_disabled_ack(hec, make_sink):
     assert failing and "code 14" in failing[0].detail
     down = make_sink(server, url="https://127.0.0.1:9").health()
     assert not down.ok and "reachable" in down.checks[0].name
+
+
+def test_a_forgotten_channel_means_resend_on_a_new_channel(hec_ack, make_sink):
+    app, server = hec_ack
+    app.ack_delay = 60  # the acks will not come before the channel is gone
+    sink = make_sink(server, ack=True)
+    batch = entries(4)
+    out = sink.write_batch(batch)
+    wait_sent(sink, 4)
+    old_channel = sink.pool.endpoints[0].channel
+    app.forget_channels()
+    lost = settle(sink, out)
+    assert sorted(lost.retry) == [e.id for e in batch]
+    assert lost.duplicates_possible == 4 and "channel" in lost.retry_reason
+    assert sink.pool.endpoints[0].channel != old_channel
+    app.ack_delay = 0
+    again = settle(sink, sink.write_batch(batch))
+    assert sorted(again.delivered) == [e.id for e in batch]
+    assert {i["_channel"] for i in app.indexed} == {old_channel, sink.pool.endpoints[0].channel}
+
+
+def test_a_fatal_background_send_stops_the_next_batch(hec_ack, make_sink):
+    app, server = hec_ack
+    sink = make_sink(server, ack=True)
+    app.tokens[DEFAULT_TOKEN].disabled = True
+    first = sink.write_batch(entries(2))
+    assert sorted(first.pending) == [1, 2]  # handed to a background sender
+    deadline = time.monotonic() + 10
+    while any(not f.done() for f, _ in sink._inflight) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = sink.write_batch(entries(2, start=5))
+    assert second.fatal and "code 1" in second.fatal and sorted(second.retry) == [6, 7]
+    polled = sink.poll_acks()
+    assert polled.fatal and sorted(polled.retry) == [1, 2]
