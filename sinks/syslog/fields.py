@@ -8,6 +8,7 @@ exact. Lists are joined into one string with the separators named here.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from typing import Any
 
@@ -65,14 +66,14 @@ def epoch_ms(iso: str) -> str:
 
 
 def ip_version(value: str) -> int:
-    """4 or 6 for an IP address, 0 otherwise."""
+    """4 or 6 for an IP address, 0 otherwise (client addresses repeat: cached)."""
     if not value or value.__class__ is not str:
         return 0
-    parts = value.split(".")
-    if len(parts) == 4 and all(x.isdigit() and x.isascii() and len(x) <= 3 for x in parts):
-        return 4 if all(int(x) <= 255 and (x == "0" or x[0] != "0") for x in parts) else 0
-    if ":" not in value:
-        return 0
+    return _ip_version(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_version(value: str) -> int:
     try:
         return ipaddress.ip_address(value).version
     except ValueError:
@@ -134,9 +135,12 @@ def sensitive_types(data: dict[str, Any]) -> str:
 
 
 def label_names(data: dict[str, Any]) -> str:
-    return LIST_SEPARATOR.join(
-        text(lb.get("name")) or text(lb.get("id")) for lb in items(data, "labels") if lb.get("name") or lb.get("id")
-    )
+    out = []
+    for lb in data.get("labels") or ():
+        name = lb.get("name") or lb.get("id")
+        if name:
+            out.append(text(name))
+    return LIST_SEPARATOR.join(out)
 
 
 def recipients(data: dict[str, Any]) -> str:
@@ -144,8 +148,10 @@ def recipients(data: dict[str, Any]) -> str:
 
 
 def portal_link(data: dict[str, Any]) -> str:
-    links = sub(data, "links")
-    return text(links.get("alert")) or text(links.get("incident")) or text(links.get("purview"))
+    links = data.get("links")
+    if not links:
+        return ""
+    return text(links.get("alert") or links.get("incident") or links.get("purview"))
 
 
 def file_hash(obj: dict[str, Any]) -> str:

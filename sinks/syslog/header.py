@@ -69,11 +69,18 @@ _CANONICAL = re.compile(
 )
 
 
+def canonical_millis(iso: str) -> str | None:
+    """``yyyy-MM-ddTHH:mm:ss.SSS`` straight from a time in the schema's own form
+    (:func:`forwarder.schema.iso_utc`), without parsing; ``None`` for any other form."""
+    m = _CANONICAL.fullmatch(iso)
+    return f"{iso[:19]}.{(m.group(1) or '').ljust(3, '0')[:3]}" if m else None
+
+
 def rfc5424_time(event_time: str) -> str:
     """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC."""
-    m = _CANONICAL.fullmatch(event_time)
-    if m:  # the schema's own form (forwarder.schema.iso_utc): no need to parse
-        return f"{event_time[:19]}.{(m.group(1) or '').ljust(3, '0')[:3]}Z"
+    fast = canonical_millis(event_time)
+    if fast is not None:
+        return fast + "Z"
     w = _event_datetime(event_time)
     ms = w.microsecond // 1000
     return f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:{w.second:02d}.{ms:03d}Z"

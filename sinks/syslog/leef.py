@@ -23,6 +23,7 @@ from typing import Any
 from forwarder.schema import SCHEMA_VERSION, parse_time
 from sinks.syslog import fields as f
 from sinks.syslog.cef import FormatError
+from sinks.syslog.header import canonical_millis
 from sinks.syslog.truncate import cut_chars, shrink_to_fit
 
 #: Our severity -> LEEF ``sev`` 1-10.
@@ -125,57 +126,60 @@ class LeefFormatter:
         return _CONTROL.sub(" ", value).replace("|", SUBSTITUTE)
 
     def pairs(self, data: dict[str, Any]) -> list[tuple[str, str]]:
-        """(key, unescaped value) pairs, empty values left out."""
-        user = f.sub(data, "user")
-        obj = f.sub(data, "object")
-        device = f.sub(data, "device")
-        override = f.sub(data, "override")
-        event_id = f.text(data.get("id"))
-        ip = f.text(data.get("client_ip"))
-        size = obj.get("size")
-        record_type = data.get("record_type")
-        severity = LEEF_SEVERITY.get(f.text(data.get("severity")).lower(), 5)
-        dev_time = leef_time(f.text(data.get("event_time")))
-        pairs = [
+        """(key, unescaped value) pairs, empty values left out; values are text."""
+        try:
+            return self._pairs(data)
+        except (TypeError, AttributeError):  # a non-string where the schema has a string
+            pairs = self._pairs(_as_text(data))
+            return [(k, f.text(v)) for k, v in pairs]
+
+    def _pairs(self, data: dict[str, Any]) -> list[tuple[str, str]]:
+        get = data.get
+        user = get("user") or _EMPTY
+        obj = get("object") or _EMPTY
+        device = get("device") or _EMPTY
+        event_id = get("id") or ""
+        ip = get("client_ip") or ""
+        severity = LEEF_SEVERITY.get(get("severity") or "unknown", 5)
+        dev_time = leef_time(get("event_time") or "")
+        policies, rules, actions = f.policy_fields(data)
+        pairs = (
             ("devTime", dev_time),
             ("devTimeFormat", DEV_TIME_FORMAT if dev_time else ""),
-            ("sev", str(severity)),
-            ("cat", f.text(data.get("kind"))),
-            ("usrName", f.text(user.get("upn")) or f.text(data.get("sender"))),
+            ("sev", _SEV_TEXT[severity]),
+            ("cat", get("kind")),
+            ("usrName", user.get("upn") or get("sender")),
             ("src", ip if f.ip_version(ip) else ""),
-            ("externalId", f.source_id(event_id)),
+            ("externalId", f.source_id(event_id) if event_id else ""),
             ("eventId", event_id),
-            ("workload", f.text(data.get("workload"))),
-            ("title", f.text(data.get("title"))),
-            ("msg", f.text(data.get("description"))),
-            ("status", f.text(data.get("status"))),
-            ("userId", f.text(user.get("object_id"))),
-            ("sender", f.text(data.get("sender"))),
-            ("recipients", f.recipients(data)),
-            ("fileName", f.text(obj.get("name"))),
-            ("filePath", f.text(obj.get("path"))),
-            ("fileSize", _integer(size)),
-            ("fileHash", f.file_hash(obj)),
-            ("url", f.text(obj.get("url"))),
-            ("subject", f.text(obj.get("subject"))),
-            ("policies", f.policy_names(data)),
-            ("rules", f.rule_names(data)),
-            ("actions", f.actions(data)),
-            ("sensitiveTypes", f.sensitive_types(data)),
-            ("labels", f.label_names(data)),
-            ("deviceName", f.text(device.get("name"))),
-            ("deviceId", f.text(device.get("id"))),
-            ("application", f.text(device.get("application"))),
-            ("destination", f.text(device.get("target"))),
-            ("justification", f.text(override.get("justification"))),
-            ("tenantId", f.text(data.get("tenant_id"))),
-            (
-                "recordType",
-                str(record_type) if isinstance(record_type, int) and not isinstance(record_type, bool) else "",
-            ),
+            ("workload", get("workload")),
+            ("title", get("title")),
+            ("msg", get("description")),
+            ("status", get("status")),
+            ("userId", user.get("object_id")),
+            ("sender", get("sender")),
+            ("recipients", f.recipients(data) if get("recipients") else ""),
+            ("fileName", obj.get("name")),
+            ("filePath", obj.get("path")),
+            ("fileSize", _integer(obj.get("size"))),
+            ("fileHash", obj.get("sha256") or obj.get("sha1")),
+            ("url", obj.get("url")),
+            ("subject", obj.get("subject")),
+            ("policies", policies),
+            ("rules", rules),
+            ("actions", actions),
+            ("sensitiveTypes", f.sensitive_types(data) if get("sensitive_types") else ""),
+            ("labels", f.label_names(data) if get("labels") else ""),
+            ("deviceName", device.get("name")),
+            ("deviceId", device.get("id")),
+            ("application", device.get("application")),
+            ("destination", device.get("target")),
+            ("justification", (get("override") or _EMPTY).get("justification")),
+            ("tenantId", get("tenant_id")),
+            ("recordType", _integer(get("record_type"))),
             ("link", f.portal_link(data)),
-            ("updatedTime", leef_time(f.text(data.get("updated_time")))),
-        ]
+            ("updatedTime", leef_time(get("updated_time") or "")),
+        )
         return [(k, v) for k, v in pairs if v]
 
     def header(self, data: dict[str, Any]) -> str:
@@ -188,17 +192,19 @@ class LeefFormatter:
         """The LEEF text of one event, at most ``budget`` UTF-8 bytes (else :class:`FormatError`)."""
         header = self.header(data)
         pairs = self.pairs(data)
+        limit = MAX_VALUE_CHARS
         try:
-            values = [v if len(v) <= MAX_VALUE_CHARS else cut_chars(v, MAX_VALUE_CHARS)[0] for _, v in pairs]
+            values = [v if len(v) <= limit else cut_chars(v, limit)[0] for _, v in pairs]
         except TypeError:  # a non-string where the schema has a string
-            values = [cut_chars(f.text(v), MAX_VALUE_CHARS)[0] for _, v in pairs]
+            values = [cut_chars(f.text(v), limit)[0] for _, v in pairs]
         keys = [k for k, _ in pairs]
         d = self.delimiter
         joined = "".join(values)
         if joined.isprintable() and d not in joined:
             body = d.join([k + "=" + v for k, v in zip(keys, values, strict=True)])
         else:
-            body = d.join([k + "=" + self.escape(v) for k, v in zip(keys, values, strict=True)])
+            escape = self.escape
+            body = d.join([k + "=" + escape(v) for k, v in zip(keys, values, strict=True)])
         text = header + body
         size = len(text) if text.isascii() else len(text.encode())
         if size > budget:
@@ -213,10 +219,32 @@ class LeefFormatter:
 
 def leef_time(iso: str) -> str:
     """``yyyy-MM-dd'T'HH:mm:ss.SSSZ`` (e.g. ``2024-05-01T12:00:00.123+0000``); "" if unreadable."""
-    parsed = parse_time(iso) if iso else None
+    if not iso:
+        return ""
+    fast = canonical_millis(iso)
+    if fast is not None:
+        return fast + "+0000"
+    parsed = parse_time(iso)
     if parsed is None:
         return ""
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}+0000"
+
+
+_EMPTY: dict[str, Any] = {}
+_SEV_TEXT = {n: str(n) for n in range(11)}
+
+
+def _as_text(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy where every scalar of the top level and of the nested objects is text."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out[k] = {kk: (vv if kk == "size" else f.text(vv)) for kk, vv in v.items()}
+        elif isinstance(v, list) or k == "record_type":
+            out[k] = v
+        else:
+            out[k] = f.text(v)
+    return out
 
 
 def _integer(value: Any) -> str:

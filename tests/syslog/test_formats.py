@@ -273,3 +273,20 @@ def test_settings_errors_have_key_paths() -> None:
 def test_schema_round_trip_helper_is_sane() -> None:
     event = sample_event(1)
     assert from_dict(to_dict(event)) == event
+
+
+@pytest.mark.parametrize("fmt", ["cef", "leef"])
+def test_non_string_values_where_the_schema_has_strings_are_written_as_text(fmt: str) -> None:
+    data = data_of(sample_event(1))
+    data["description"] = 123
+    data["user"]["upn"] = 4.5
+    data["status"] = True
+    data["workload"] = None
+    if fmt == "cef":
+        _, ext = parse_cef(format_cef(data, 8192))
+        assert (ext["msg"], ext["suser"], ext["flexString2"]) == ("123", "4.5", "true")
+        assert "deviceFacility" not in ext
+    else:
+        _, attrs = parse_leef(LeefFormatter().format(data, 8192))
+        assert (attrs["msg"], attrs["usrName"], attrs["status"]) == ("123", "4.5", "true")
+        assert "workload" not in attrs
