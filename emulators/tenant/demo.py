@@ -133,8 +133,9 @@ def summarize(out_dir: Path) -> dict[str, Counter[str]]:
                 counts["workload"][str(event.get("workload") or "(none)")] += 1
                 counts["severity"][str(event.get("severity") or "unknown")] += 1
                 policies = event.get("policies") or []
-                names = {str(p.get("name") or "(unnamed)") for p in policies if isinstance(p, dict)}
-                for name in names or {"(no policy)"}:
+                names = {str(p["name"]) for p in policies if isinstance(p, dict) and p.get("name")}
+                kind = str(event.get("kind") or "?")
+                for name in names or {f"(none named: {kind})"}:
                     counts["policy"][name] += 1
     return counts
 
@@ -145,7 +146,7 @@ def print_summary(counts: dict[str, Counter[str]], result: Any, directory: Path,
 
     console = Console()
     total = sum(counts["kind"].values())
-    console.print(f"\n[bold]dlpfwd demo[/bold]: {total} events written")
+    console.print(f"\n[bold]dlpfwd demo[/bold]: {total} events written (matched sensitive values masked)")
     for dimension, title in (
         ("kind", "Events by kind"),
         ("workload", "Events by workload"),
