@@ -88,7 +88,7 @@ class WebhookSink(Sink):
                 "Idempotency-Key": _header_value(key),
                 "X-Dlpfwd-Event-Id": _header_value(str(entry.data.get("id"))),
             }
-            result = self._post(body, [entry], extra)
+            result, _ = self._post(body, [entry], extra)
             outcome.merge(result)
             if result.fatal or result.retry:
                 outcome.merge(Outcome(retry=[e.id for e in entries[index + 1 :]]))
@@ -96,19 +96,22 @@ class WebhookSink(Sink):
         return outcome
 
     def _post_array(self, entries: list[Entry]) -> Outcome:
+        """POST ``entries`` as one JSON array. When the receiver refuses the array as a whole
+        (413, or a 4xx rejection), bisect: halves are posted separately until the refused events
+        are alone, so nothing the receiver accepted is sent twice."""
         body = orjson.dumps([self.payload(e) for e in entries])
-        result = self._post(body, entries, {})
-        split = [e for e in entries if e.id in result.rejected] if len(entries) > 1 else []
-        if not split:
+        result, refused = self._post(body, entries, {})
+        if not refused or len(entries) < 2:
             return result
-        # The receiver refused the whole array: bisect to find the events it refuses.
         half = len(entries) // 2
         first = self._post_array(entries[:half])
         if first.fatal or first.retry:
             return first.merge(Outcome(retry=[e.id for e in entries[half:]]))
         return first.merge(self._post_array(entries[half:]))
 
-    def _post(self, body: bytes, entries: Sequence[Entry], extra: dict[str, str]) -> Outcome:
+    def _post(self, body: bytes, entries: Sequence[Entry], extra: dict[str, str]) -> tuple[Outcome, bool]:
+        """One signed POST; the outcome for every entry in it, and whether the receiver refused
+        the request as a whole for its content (413 or a 4xx rejection: worth splitting)."""
         assert self.client is not None
         headers = dict(extra)
         if self.settings.secret:
@@ -117,30 +120,24 @@ class WebhookSink(Sink):
             with map_exceptions(f"webhook {self.name}"):
                 response = self.client.post(self.settings.url, content=body, headers=headers)
         except RetriableError as exc:
-            return Outcome.all_retry(entries, str(exc), exc.retry_after)
+            return Outcome.all_retry(entries, str(exc), exc.retry_after), False
         status = response.status_code
         if 200 <= status < 300:
             self.context.count("posts")
-            return Outcome.all_delivered(entries)
+            return Outcome.all_delivered(entries), False
         what = f"webhook {self.settings.url} answered HTTP {status}"
         if status in RETRY_STATUSES or status >= 500:
-            return Outcome.all_retry(entries, what, retry_after(response))
+            return Outcome.all_retry(entries, what, retry_after(response)), False
         if status in (401, 403):
-            return Outcome.stop(
-                entries,
+            message = (
                 f"{what}: the receiver refused the request; check {self.path}.secret / {self.path}.bearer_token "
-                "and that both clocks are right (signatures carry a timestamp)",
+                "and that both clocks are right (signatures carry a timestamp)"
             )
+            return Outcome.stop(entries, message), False
         if status in FATAL_URL_STATUSES or 300 <= status < 400:
-            return Outcome.stop(entries, f"{what}: check {self.path}.url (redirects are not followed)")
-        if status == 413 and len(entries) > 1:
-            half = len(entries) // 2
-            first = self._post_array(list(entries[:half]))
-            if first.fatal or first.retry:
-                return first.merge(Outcome(retry=[e.id for e in entries[half:]]))
-            return first.merge(self._post_array(list(entries[half:])))
+            return Outcome.stop(entries, f"{what}: check {self.path}.url (redirects are not followed)"), False
         reason = f"{what}: {_snippet(response)}"
-        return Outcome(rejected={e.id: reason for e in entries})
+        return Outcome(rejected={e.id: reason for e in entries}), True
 
 
 def _header_value(text: str) -> str:

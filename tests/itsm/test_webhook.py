@@ -222,3 +222,13 @@ def test_alert_adopting_an_incident_ticket_only_adds_a_note(server, app):
     (after,) = app.table("incident")
     assert after["short_description"] == before["short_description"]
     assert "alert da9 linked" in app.journal(after["sys_id"], "work_notes")[-1]
+
+
+def test_413_then_a_refused_event_sends_nothing_twice(hook_server, receiver):
+    receiver.script = [Response.json({}, 413)]
+    receiver.refuse_if = b"alert:bad"
+    sink = make_webhook(hook_server, mode="array")
+    out = sink.write_batch(entries(incident("1"), incident("2"), alert("bad"), incident("3")))
+    assert sorted(out.delivered) == [1, 2, 4] and list(out.rejected) == [3]
+    delivered = [item["id"] for _, body in receiver.received for item in body]
+    assert sorted(delivered) == ["incident:1", "incident:2", "incident:3"]  # each exactly once
