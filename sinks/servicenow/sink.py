@@ -32,7 +32,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from forwarder.errors import ConfigError, FatalError, RetriableError
-from forwarder.schema import KIND_ALERT, KIND_INCIDENT, DlpEvent
+from forwarder.schema import KIND_ALERT, KIND_INCIDENT, DlpEvent, epoch_seconds
 from forwarder.sink import Entry, Health, Outcome, Sink, SinkContext
 from sinks.servicenow.client import FATAL, NOT_FOUND, REJECT, TableClient, TableError
 from sinks.servicenow.mapping import MAX_LENGTHS, EventView, Template, compile_fields, default_fields, incident_id
@@ -275,7 +275,7 @@ class ServiceNowSink(Sink):
         assert self.client is not None
         source = link.get("source", "")
         writes_fields = event.kind == owner or source == event.id
-        if writes_fields and source == event.id and event.updated_time and link.get("updated", "") > event.updated_time:
+        if writes_fields and source == event.id and _newer(link.get("updated", ""), event.updated_time):
             self.context.count("stale_skipped")  # an older version of what the ticket already shows
             return
         previous: dict[str, str] = link.get("fields", {})
@@ -326,7 +326,9 @@ class ServiceNowSink(Sink):
         if writes_fields:
             new_link["source"] = event.id
             new_link["updated"] = (
-                event.updated_time if source != event.id else max(link.get("updated", ""), event.updated_time)
+                link["updated"]
+                if source == event.id and _newer(link.get("updated", ""), event.updated_time)
+                else event.updated_time
             )
         if new_link != link:
             self.state.put(key, new_link)
@@ -347,6 +349,12 @@ def _alert_marks(event: DlpEvent, alerts: dict[str, str]) -> dict[str, str]:
     while len(marks) > MAX_TRACKED_ALERTS:
         marks.pop(next(iter(marks)))
     return marks
+
+
+def _newer(first: str, second: str) -> bool:
+    """True when time ``first`` is strictly later than ``second`` (ISO strings; unreadable = no)."""
+    a, b = epoch_seconds(first), epoch_seconds(second)
+    return a is not None and b is not None and a > b
 
 
 def _digest(value: str) -> str:

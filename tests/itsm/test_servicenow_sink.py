@@ -307,3 +307,13 @@ def test_audit_records_get_kind_prefixed_correlation_ids_and_id_less_events_are_
     out = sink.write_batch(entries(audit, DlpEvent(kind="audit", title="no id")))
     assert out.delivered == [1] and list(out.rejected) == [2]
     assert app.table("incident")[0]["correlation_id"] == f"dlpfwd:{TENANT}:audit:5f7a9c1e-0000-4000-8000-000000000001"
+
+
+def test_stale_check_compares_times_not_strings(server, app):
+    sink = make_sink(server)
+    sink.write_batch(entries(incident(updated="2026-11-23T10:05:00.500000Z")))
+    # "…:00Z" sorts after "…:00.500000Z" as text, but it is older
+    sink.write_batch(entries(incident(updated="2026-11-23T10:05:00Z", severity="low"), start=2))
+    assert app.table("incident")[0]["impact"] == "1"
+    sink.write_batch(entries(incident(updated="2026-11-23T10:05:01Z", severity="low"), start=3))
+    assert app.table("incident")[0]["impact"] == "3"
