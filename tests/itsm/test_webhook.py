@@ -232,3 +232,23 @@ def test_413_then_a_refused_event_sends_nothing_twice(hook_server, receiver):
     assert sorted(out.delivered) == [1, 2, 4] and list(out.rejected) == [3]
     delivered = [item["id"] for _, body in receiver.received for item in body]
     assert sorted(delivered) == ["incident:1", "incident:2", "incident:3"]  # each exactly once
+
+
+def test_receiver_answers_401_and_stores_nothing_for_an_old_or_forged_request(hook_server, receiver):
+    import ssl
+
+    import httpx
+
+    body = orjson.dumps({"id": "incident:1"})
+    tls = ssl.create_default_context(cafile=hook_server.ca_file)
+    old = sign(body, KEY, now=time.time() - 3600)  # correctly signed, an hour ago: a replay
+    forged = {**sign(body, KEY), SIGNATURE_HEADER: "sha256=" + "ab" * 32}
+    with httpx.Client(verify=tls) as c:
+        for headers in (old, forged):
+            r = c.post(f"{hook_server.url}/hook", content=body, headers=headers)
+            assert r.status_code == 401
+        fresh = c.post(f"{hook_server.url}/hook", content=body, headers=sign(body, KEY))
+        assert fresh.status_code == 204
+    assert receiver.refused[0].startswith("timestamp is 3") and "s old" in receiver.refused[0]
+    assert receiver.refused[1] == "signature does not match"
+    assert [b for _, b in receiver.received] == [{"id": "incident:1"}]
