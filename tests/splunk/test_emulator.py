@@ -140,6 +140,10 @@ def test_faults_health_and_control_api(hec):
     assert answer(post(client, EVENT)) == (200, 0)
     stats = client.get("/_emulator/stats").json()
     assert stats["indexed"] == len(app.indexed) and stats["requests"] >= 2
+    headers = {"X-Splunk-Request-Channel": CHANNEL}
+    assert answer(post(client, EVENT, ACK_TOKEN, **headers)) == (200, 0)
+    assert client.post("/_emulator/forget-channels").status_code == 200
+    assert answer(post(client, b'{"acks":[0]}', ACK_TOKEN, "/services/collector/ack", **headers)) == (400, 11)
     client.post("/_emulator/reset")
     assert client.get("/_emulator/indexed").json() == []
 
