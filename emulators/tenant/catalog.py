@@ -208,6 +208,13 @@ DEFENDER_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
         "T1530",
     ),
     (
+        "Unusual amount of data extracted from a storage account",
+        "microsoftDefenderForCloud",
+        "microsoftDefenderForStorage",
+        "Exfiltration",
+        "T1537",
+    ),
+    (
         "Unusual volume of file deletion",
         "microsoftDefenderForCloudApps",
         "cloudAppSecurity",

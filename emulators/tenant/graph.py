@@ -80,6 +80,55 @@ ENUMS: dict[str, tuple[str, ...]] = {
         "microsoftInsiderRiskManagement",
     ),
 }
+#: Evolvable enum members (listed after unknownFutureValue): served as themselves only when the
+#: request says ``Prefer: include-unknown-enum-members``, else as ``unknownFutureValue``.
+EVOLVABLE: dict[str, frozenset[str]] = {
+    "serviceSource": frozenset(
+        (
+            "microsoftDefenderForCloud",
+            "microsoftSentinel",
+            "microsoftInsiderRiskManagement",
+            "microsoftThreatIntelligence",
+        )
+    ),
+    "detectionSource": frozenset(
+        (
+            "microsoftDefenderForCloud",
+            "microsoftDefenderForIoT",
+            "microsoftDefenderForServers",
+            "microsoftDefenderForStorage",
+            "microsoftDefenderForDNS",
+            "microsoftDefenderForDatabases",
+            "microsoftDefenderForContainers",
+            "microsoftDefenderForNetwork",
+            "microsoftDefenderForAppService",
+            "microsoftDefenderForKeyVault",
+            "microsoftDefenderForResourceManager",
+            "microsoftDefenderForApiManagement",
+        )
+    ),
+    "status": frozenset(("awaitingAction",)),
+}
+
+
+def wants_evolvable(request: Request) -> bool:
+    return any(p.strip().lower() == "include-unknown-enum-members" for p in request.header("prefer").split(","))
+
+
+def present(request: Request, item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` as this request sees it: a copy with evolvable enum members replaced by
+    ``unknownFutureValue`` (also in expanded alerts) unless the request opted in."""
+    if wants_evolvable(request):
+        return item
+    out = dict(item)
+    for name, members in EVOLVABLE.items():
+        if out.get(name) in members:
+            out[name] = "unknownFutureValue"
+    if isinstance(out.get("alerts"), list):
+        out["alerts"] = [present(request, a) for a in out["alerts"]]
+    return out
+
+
 ALERT_STATUS = ("unknown", "new", "inProgress", "resolved", "unknownFutureValue")
 INCIDENT_STATUS = ("active", "resolved", "inProgress", "redirected", "unknownFutureValue", "awaitingAction")
 TIME_FIELDS = ("createdDateTime", "lastUpdateDateTime")
@@ -436,7 +485,7 @@ class GraphSecurity:
         body: dict[str, Any] = {"@odata.context": self._context(request, entity)}
         if q.get("$count", "").lower() == "true":
             body["@odata.count"] = sum(1 for _ in coll.iterate(clauses, order_field, descending, None))
-        body["value"] = items
+        body["value"] = [present(request, item) for item in items]
         if more and items:
             last = items[-1]
             key = (parse_time(last[order_field]), last["id"])
@@ -490,7 +539,9 @@ class GraphSecurity:
             j = self._alert_index(request)
             if j is None:
                 return _not_found(request, "alert")
-            return Response.json({"@odata.context": self._context(request, "alerts_v2/$entity"), **self.alerts.get(j)})
+            return Response.json(
+                {"@odata.context": self._context(request, "alerts_v2/$entity"), **present(request, self.alerts.get(j))}
+            )
 
         return self.guard.graph(request, GRAPH_AUDIENCES, ALERT_ROLES, run)
 
@@ -516,7 +567,9 @@ class GraphSecurity:
                 if changes.get("status") == "resolved":
                     item["resolvedDateTime"] = now
                 self.alerts.put(j, item)
-            return Response.json({"@odata.context": self._context(request, "alerts_v2/$entity"), **item})
+            return Response.json(
+                {"@odata.context": self._context(request, "alerts_v2/$entity"), **present(request, item)}
+            )
 
         return self.guard.graph(request, GRAPH_AUDIENCES, ALERT_WRITE, run)
 
@@ -597,7 +650,9 @@ class GraphSecurity:
             item = self.incidents.get(m)
             if request.query.get("$expand") == "alerts":
                 self._expand(item)
-            return Response.json({"@odata.context": self._context(request, "incidents/$entity"), **item})
+            return Response.json(
+                {"@odata.context": self._context(request, "incidents/$entity"), **present(request, item)}
+            )
 
         return self.guard.graph(request, GRAPH_AUDIENCES, INCIDENT_ROLES, run)
 
@@ -625,7 +680,9 @@ class GraphSecurity:
                 item.update(changes)
                 item["lastUpdateDateTime"] = graph_time(self.clock.time())
                 self.incidents.put(m, item)
-            return Response.json({"@odata.context": self._context(request, "incidents/$entity"), **item})
+            return Response.json(
+                {"@odata.context": self._context(request, "incidents/$entity"), **present(request, item)}
+            )
 
         return self.guard.graph(request, GRAPH_AUDIENCES, INCIDENT_WRITE, run)
 

@@ -7,6 +7,8 @@ import datetime as dt
 from emulators.tenant.generator import graph_time
 from emulators.tenant.tokens import GRAPH, MANAGEMENT
 
+from .conftest import serve
+
 
 def _all(tenant, first, token=None):
     token = token or tenant.token(GRAPH)
@@ -184,3 +186,24 @@ def test_beta_serves_the_same_alerts(shared):
     v1 = shared.graph("alerts_v2?$top=3", token).json()["value"]
     beta = shared.http.get("/beta/security/alerts_v2?$top=3", headers={"Authorization": f"Bearer {token}"}).json()
     assert [a["id"] for a in beta["value"]] == [a["id"] for a in v1]
+
+
+def test_evolvable_enum_members_need_the_prefer_header(tmp_path):
+    for shared in serve(tmp_path, audit_records=3000):
+        _check_evolvable(shared)
+
+
+def _check_evolvable(shared):
+    token = shared.token(GRAPH)
+    flt = {"$filter": "serviceSource eq 'microsoftDefenderForCloud'", "$top": "1000"}
+    opted = shared.http.get(
+        "/v1.0/security/alerts_v2",
+        params=flt,
+        headers={"Authorization": f"Bearer {token}", "Prefer": "include-unknown-enum-members"},
+    ).json()["value"]
+    assert opted, "the generator makes Defender for Cloud alerts"
+    assert {a["serviceSource"] for a in opted} == {"microsoftDefenderForCloud"}
+    assert {a["detectionSource"] for a in opted} == {"microsoftDefenderForStorage"}
+    plain = shared.graph("alerts_v2", token, params=flt).json()["value"]
+    assert [a["id"] for a in plain] == [a["id"] for a in opted]
+    assert {a["serviceSource"] for a in plain} == {a["detectionSource"] for a in plain} == {"unknownFutureValue"}
