@@ -4,11 +4,14 @@ by the independent parsers; and an rsyslog restart in the middle of a run."""
 
 from __future__ import annotations
 
+import itertools
 import ssl
 import threading
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from forwarder.errors import FatalError, NotConnected
 from forwarder.schema import from_dict
@@ -234,3 +237,28 @@ def test_ssl_module_has_tls12_floor() -> None:
 
     assert tls_context().minimum_version >= ssl.TLSVersion.TLSv1_2
     assert tls_context(min_version="TLSv1.3").minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+_FRAGMENTS = st.sampled_from(
+    list("|=\\\r\n\x00\t ^~ab") + ["\U0001f600", "\u00e9", "\u2028", "\x7f", "=\\", " cs1=x", "\\n", "\ufffd", "<13>"]
+)
+_hostile = st.one_of(st.lists(_FRAGMENTS, max_size=40).map("".join), st.text(max_size=80))
+_runs = itertools.count()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(title=_hostile, description=_hostile, upn=_hostile, path=_hostile, fmt=st.sampled_from(["cef", "leef"]))
+def test_hostile_strings_through_rsyslog(rsyslog: Rsyslog, pki: Pki, title, description, upn, path, fmt) -> None:
+    """Hypothesis-made hostile values, through a real rsyslogd (TCP, newline framing: the
+    framing a stray line feed would break), parsed back and compared field by field."""
+    run = f"hyp{next(_runs)}"
+    event = sample_event(1, run=run, title=title, description=description)
+    event.user.upn = upn
+    event.object.path = path
+    sink = make_sink(format=fmt, framing="newline", **settings_for(rsyslog, pki, "tcp"))
+    assert drive(sink, entries_for([event])).delivered == [1]
+    sink.close()
+    (line,) = received(rsyslog, "tcp", run, 1)
+    check_line(line, fmt, {event.id: event})
