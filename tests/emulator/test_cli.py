@@ -28,7 +28,7 @@ def test_emulator_command_serves_until_sigterm(tmp_path):
         deadline = time.monotonic() + 30
         while not info.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert info.exists(), proc.stderr.read() if proc.poll() is not None else "no info file"
+        assert info.exists(), proc.stderr.read() if proc.poll() is not None and proc.stderr else "no info file"
         data = orjson.loads(info.read_bytes())
         assert oct(info.stat().st_mode & 0o777) == "0o600"
         import ssl

@@ -11,6 +11,7 @@ import httpx
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulators.tenant import EmulatorConfig, TenantEmulator
 from emulators.tenant.identity import CLIENT_ASSERTION_TYPE, make_certificate
@@ -21,6 +22,7 @@ def _assertion(cert_pem: str, key_pem: str, client_id: str, aud: str, exp_offset
     der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
     x5t = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
     key = serialization.load_pem_private_key(key_pem.encode(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
     now = int(time.time())
     claims = {"aud": aud, "iss": client_id, "sub": client_id, "exp": now + exp_offset, "iat": now - 10}
     claims["jti"] = str(uuid.uuid4())

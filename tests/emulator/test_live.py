@@ -36,7 +36,7 @@ def test_live_data_appears_as_time_passes(tmp_path):
             "endTime": dt.datetime.fromtimestamp(now + 3600, dt.UTC).strftime(fmt),
         }
         blobs = tenant.mgmt("GET", "subscriptions/content", token, params=params).json()
-        ids = set()
+        ids: set[str] = set()
         for b in blobs:
             ids.update(r["Id"] for r in tenant.mgmt("GET", b["contentUri"], token).json())
         assert audit_after - audit_before <= ids
