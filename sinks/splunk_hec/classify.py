@@ -7,8 +7,8 @@ that code and, for data errors, ``invalid-event-number``:
 * ``ok`` -- accepted (code 0); with indexer acknowledgement the body carries ``ackId``.
 * ``retry`` -- transient: server busy (9, 503), internal error (8, 5xx), unhealthy queues
   (18-20), 429. Nothing is lost: the events are sent again later, to another endpoint if any.
-* ``data`` -- this request holds an event Splunk will never accept (5, 6, 12, 13, 15 or an
-  unknown 400): isolate the offender (``invalid-event-number`` or bisecting), dead-letter it,
+* ``data`` -- this request holds an event Splunk will never accept (5, 6, 12, 13, 15):
+  isolate the offender (``invalid-event-number`` or bisecting), dead-letter it,
   send the rest.
 * ``split`` -- HTTP 413: the request is over ``max_content_length``; send halves.
 * ``channel`` -- code 11 "Invalid data channel": the server forgot our channel; open a new one
@@ -16,6 +16,8 @@ that code and, for data errors, ``invalid-event-number``:
 * ``fatal`` -- a configuration fault no retry can fix (token disabled/invalid/missing, index not
   allowed for the token, acknowledgement required or disabled, query-string auth): stop the
   sink with a message naming the setting to fix. The token value is never part of a message.
+* anything else (a 4xx without a HEC code, an undocumented code) -- ``retry``: it does not
+  prove the events bad, and dead-lettering them all would lose data.
 """
 
 from __future__ import annotations
@@ -152,8 +154,10 @@ def classify(status: int, body: dict[str, Any], *, sink: str, ack: bool) -> Verd
         return Verdict(RETRY, code, what)
     if status == 404:
         return Verdict(FATAL, code, f"{what}: no HEC endpoint at this address; check {key}.url")
-    if code in DATA_CODES or 400 <= status < 500:
+    if code in DATA_CODES:
         raw_n = body.get("invalid-event-number")
         n = raw_n if isinstance(raw_n, int) and not isinstance(raw_n, bool) else None
         return Verdict(DATA, code, what, invalid_event=n)
-    return Verdict(RETRY, code, f"{what}: unexpected answer")
+    # Anything else (a 4xx without a HEC code, e.g. from a proxy; an undocumented code) is not
+    # proof that the events are bad: dead-lettering them all would lose data. Retry, visibly.
+    return Verdict(RETRY, code, f"{what}: unexpected answer (is a proxy in the way?)")

@@ -212,6 +212,7 @@ class HecSink(Sink):
             for req in requests:
                 self._submit(req)
                 outcome.pending.extend(e.id for e, _ in req)
+            self.context.count("events_sent", len(outcome.pending))
             return outcome
         for i, req in enumerate(requests):
             outcome.merge(self._send(req))

@@ -49,7 +49,7 @@ def test_every_documented_code_is_classified(code):
 
 @pytest.mark.parametrize(
     ("status", "action"),
-    [(413, cl.SPLIT), (429, cl.RETRY), (502, cl.RETRY), (504, cl.RETRY), (404, cl.FATAL), (400, cl.DATA)],
+    [(413, cl.SPLIT), (429, cl.RETRY), (502, cl.RETRY), (504, cl.RETRY), (404, cl.FATAL), (400, cl.RETRY)],
 )
 def test_http_statuses_without_a_hec_body(status, action):
     assert cl.classify(status, {}, sink="splunk", ack=False).action == action
@@ -75,3 +75,8 @@ def test_docs_list_every_setting_and_code():
         assert f"`{key}`" in text, key
     for code in EXPECTED:
         assert f"/ {code}" in text or f", {code}" in text or f"{code}," in text, code
+
+
+def test_an_undocumented_code_is_retried_not_dead_lettered():
+    verdict = cl.classify(400, {"text": "Something new", "code": 24}, sink="s", ack=False)
+    assert verdict.action == cl.RETRY and "unexpected" in verdict.message
