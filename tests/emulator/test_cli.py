@@ -94,3 +94,32 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     events2 = [orjson.loads(line) for p in sorted((demo_dir / "out").glob("*.jsonl")) for line in p.open("rb")]
     assert {e["id"] for e in events2 if e["kind"] == "audit"} == audit_ids
     assert Path(demo_dir / "state").exists()
+
+
+def test_demo_names_a_missing_part_instead_of_crashing(tmp_path, monkeypatch, capsys):
+    import argparse
+    import importlib
+
+    from emulators.tenant import demo
+
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None):
+        if name == "sources.graph_security":
+            raise ImportError("No module named 'sources.graph_security'")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    args = argparse.Namespace(
+        dir=str(tmp_path / "demo"),
+        keep_state=False,
+        seed=1,
+        audit_records=20,
+        days=1.0,
+        records_per_blob=10,
+        alert_every=10,
+    )
+    assert demo.run_demo(args) == 1
+    out = capsys.readouterr().out
+    assert "the graph_security source" in out and "No module named" in out
+    assert (tmp_path / "demo" / "dlpfwd.toml").exists()
