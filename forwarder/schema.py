@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,43 +321,86 @@ def _build(cls: type, data: Any) -> Any:
     if not isinstance(data, dict):
         return cls()
     kwargs = {}
-    for name, hint in _fields_of(cls):
-        if name in data and data[name] is not None:
-            kwargs[name] = _convert(hint, data[name])
+    for name, convert in _converters_of(cls):
+        value = data.get(name)
+        if value is not None:
+            kwargs[name] = convert(value)
     return cls(**kwargs)
 
 
+# Converters are compiled once per type hint: from_dict runs for every event a sink decodes.
+_CONVERTERS: dict[Any, Callable[[Any], Any]] = {}
+_CLASS_CONVERTERS: dict[type, list[tuple[str, Callable[[Any], Any]]]] = {}
+
+
+def _converters_of(cls: type) -> list[tuple[str, Callable[[Any], Any]]]:
+    cached = _CLASS_CONVERTERS.get(cls)
+    if cached is None:
+        cached = [(name, _converter(hint)) for name, hint in _fields_of(cls)]
+        _CLASS_CONVERTERS[cls] = cached
+    return cached
+
+
+def _converter(hint: Any) -> Callable[[Any], Any]:
+    convert = _CONVERTERS.get(hint)
+    if convert is None:
+        convert = _make_converter(hint)
+        _CONVERTERS[hint] = convert
+    return convert
+
+
 def _convert(hint: Any, value: Any) -> Any:
+    """``value`` (plain JSON types) as the type ``hint`` says, never raising."""
+    return _converter(hint)(value)
+
+
+def _to_str(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _to_int(value: Any) -> int:
+    if type(value) is int:
+        return value if _INT_MIN <= value <= _INT_MAX else 0
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return number if _INT_MIN <= number <= _INT_MAX else 0
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _to_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _make_converter(hint: Any) -> Callable[[Any], Any]:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return _build(hint, value)
+        cls = hint
+        return lambda value: _build(cls, value)
     if origin is list:
         (item,) = typing.get_args(hint) or (Any,)
-        if not isinstance(value, list):
-            return []
-        return [_convert(item, v) for v in value]
+        item_convert = _converter(item)
+        return lambda value: [item_convert(v) for v in value] if isinstance(value, list) else []
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) != 1:
-            return value
-        if typing.get_origin(args[0]) is dict and not isinstance(value, dict):
-            return None  # e.g. ``raw`` that is not an object
-        return _convert(args[0], value)
+            return _identity
+        if typing.get_origin(args[0]) is dict:
+            return lambda value: value if isinstance(value, dict) else None  # e.g. ``raw`` that is not an object
+        return _converter(args[0])
     if origin is dict:
-        return value if isinstance(value, dict) else {}
-    if hint is str:
-        return value if isinstance(value, str) else str(value)
-    if hint is int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError, OverflowError):
-            return 0
-        return number if _INT_MIN <= number <= _INT_MAX else 0
-    if hint is bool:
-        if isinstance(value, str):
-            return value.strip().lower() in ("true", "1", "yes")
-        return bool(value)
-    return value
+        return _to_dict
+    return {str: _to_str, int: _to_int, bool: _to_bool}.get(hint, _identity)
 
 
 def schema_fields(cls: type = DlpEvent, prefix: str = "") -> list[str]:
