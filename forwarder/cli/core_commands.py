@@ -127,6 +127,12 @@ def _check(args: argparse.Namespace) -> int:
     _out(f"  sinks:   {', '.join(f'{s.name} ({s.type})' for s in config.sinks) or '(none)'}")
     if args.show:
         _out(orjson.dumps(effective_config(config), option=orjson.OPT_INDENT_2, default=str).decode())
+    allowed = config.forwarder.plugins
+    if allowed is not None:
+        known = {p.name for p in args.host.plugins} | {f.name for f in args.host.failures}
+        for i, name in enumerate(allowed):
+            if name not in known:
+                _err(f"warning: forwarder.plugins[{i}]: {name!r} is not an installed plugin (see dlpfwd plugins)")
     for key_path in literal_secrets(config):
         _err(f'warning: {key_path} is a literal secret; prefer "${{ENV_VAR}}" or "file:/path"')
     if not args.probe:

@@ -333,3 +333,11 @@ def test_check_show_prints_the_effective_configuration_with_secrets_redacted(
     sink = shown["sinks"][0]
     assert sink["layout"] == "native" and sink["batch"]["max_events"] == 500 and sink["fsync"] is True
     assert_no_secret(out, err)
+
+
+def test_check_warns_about_allow_listed_plugins_that_are_not_installed(tmp_path: Path, capsys) -> None:
+    cfg = write_config(tmp_path, "[forwarder]\nplugins = ['file', 'splunk']\n")
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check")
+    assert code == 0
+    assert "forwarder.plugins[1]: 'splunk' is not an installed plugin" in err
+    assert "plugins[0]" not in err
