@@ -19,14 +19,19 @@ Modes (``[policy] sensitive_values``):
 In ``raw``, the policy looks, at any depth and case-insensitively, for the keys in
 :data:`VALUE_LIST_KEYS` (lists of ``{"Name", "Value", "Context"}`` objects or of strings) and
 :data:`VALUE_KEYS` (single values); ``Context`` snippets around a match are always dropped,
-since they contain the value itself.
+since they contain the value itself. A string that embeds a JSON document mentioning detected
+values (``AuditData`` as text) is parsed, scrubbed and re-serialized; if it is not JSON it is
+replaced by :data:`REMOVED`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
+
+import orjson
 
 from forwarder.config import PolicySettings
 from forwarder.schema import DlpEvent
@@ -39,6 +44,9 @@ VALUE_KEYS = frozenset({"detectedvalue", "matchedvalue", "detected_value", "matc
 CONTEXT_KEYS = frozenset({"context", "matchcontext", "evidencesnippet"})
 
 MASK = "****"
+#: What replaces text that mentions matched values but cannot be parsed to scrub them.
+REMOVED = "[removed by dlpfwd: text containing matched sensitive values]"
+_MARKER = re.compile(r"(?i)(detected|matched)_?values?\b")
 
 
 class SensitiveValuePolicy:
@@ -100,11 +108,26 @@ class SensitiveValuePolicy:
                         node[key] = self.transform(value) if value not in (None, "") else value
                 elif lowered in CONTEXT_KEYS and depth > 0 and _inside_detection(node):
                     del node[key]
+                elif isinstance(value, str):
+                    if _MARKER.search(value):
+                        node[key] = self._scrub_embedded(value, depth)
                 else:
                     self._scrub(value, depth + 1)
         elif isinstance(node, list):
             for item in node:
                 self._scrub(item, depth + 1)
+
+    def _scrub_embedded(self, text: str, depth: int) -> str:
+        """A JSON document inside a string (``AuditData`` of some exports): scrubbed and
+        re-serialized; text that mentions detected values but is not JSON is removed."""
+        try:
+            inner = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return REMOVED
+        if not isinstance(inner, dict | list):
+            return REMOVED
+        self._scrub(inner, depth + 1)
+        return orjson.dumps(inner).decode()
 
     def _values(self, values: Any) -> Any:
         if self.mode == "drop":

@@ -77,3 +77,23 @@ def test_hostile_nesting_never_crashes() -> None:
     event = DlpEvent(id="deep", raw={"x": deep, "odd": [None, 1, "s", {"DetectedValues": "a-string"}]})
     SensitiveValuePolicy().apply(event)  # must not raise
     assert event.raw["odd"][3]["DetectedValues"] == []
+
+
+@pytest.mark.parametrize("mode", ["drop", "mask"])
+def test_values_inside_embedded_json_text_are_scrubbed(mode: str) -> None:
+    import orjson
+
+    inner = {"SensitiveInformationDetections": {"DetectedValues": [{"Name": "SSN", "Value": "078-05-1120"}]}}
+    event = DlpEvent(
+        id="x",
+        raw={
+            "AuditData": orjson.dumps(inner).decode(),
+            "Note": "DetectedValues: 078-05-1120 (not JSON)",
+            "ExceptionInfo": '{"Justification": "ok"}',
+        },
+    )
+    SensitiveValuePolicy(PolicySettings(mode)).apply(event)
+    assert b"078-05-1120" not in to_json(event)
+    assert orjson.loads(event.raw["AuditData"])["SensitiveInformationDetections"]["DetectedValues"] is not None
+    assert event.raw["Note"].startswith("[removed by dlpfwd")
+    assert event.raw["ExceptionInfo"] == '{"Justification": "ok"}'
