@@ -369,7 +369,7 @@ def cef_header(data: dict[str, Any]) -> str:
         name = cut_chars(name, 512)[0]
     severity = CEF_SEVERITY.get(get("severity") or "unknown", 5)
     middle = version + "|" + operation + "|" + name
-    if _HEADER_SPECIAL.search(middle):
+    if not middle.isprintable() or "|" in middle or "\\" in middle:
         middle = escape_header(version) + "|" + escape_header(operation) + "|" + escape_header(name)
     return f"{_PREFIX}{middle}|{severity}|"
 

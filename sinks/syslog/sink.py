@@ -121,12 +121,13 @@ class SyslogSink(Sink):
 
     def encode(self, data: dict[str, Any]) -> bytes:
         """One event as a complete syslog message (header + body), within ``max_bytes``."""
+        get = data.get
         header = self.headers.build(
-            str(data.get("severity") or "unknown"),
-            str(data.get("event_time") or ""),
-            str(data.get("operation") or data.get("kind") or "-"),
+            str(get("severity") or "unknown"),
+            str(get("event_time") or ""),
+            str(get("operation") or get("kind") or "-"),
         )
-        budget = self.max_bytes - len(header.encode())
+        budget = self.max_bytes - len(header)  # headers are ASCII
         return (header + self._formatter(data, budget)).encode()
 
     # ------------------------------------------------------------------ connection
