@@ -82,7 +82,7 @@ CIM_RULES: dict[str, str] = {
     "category": "sensitive information type names (multivalue); the classification when there are none",
     "dest": "recipients (multivalue), else the endpoint target, else the site, else the URL",
     "dlp_type": "Exchange: email, MicrosoftTeams: im, Endpoint: endpoint, SharePoint/OneDrive: file; else the kind",
-    "dvc": "the device name for endpoint events, else 'purview:' and the tenant id",
+    "dvc": "the device name for endpoint events, else 'purview:' and the tenant id ('purview' without one)",
     "object": "file name, else email subject, else title",
     "object_category": "file, email or message; else the kind (alert, incident)",
     "object_path": "file path, else URL",
@@ -142,7 +142,8 @@ def cim_fields(ev: Mapping[str, Any]) -> dict[str, Any]:
         "category": categories or get("classification") or "unknown",
         "dest": recipients or device.get("target") or obj.get("site") or obj.get("url") or "unknown",
         "dlp_type": dlp_type,
-        "dvc": (endpoint and device.get("name")) or f"purview:{get('tenant_id') or ''}",
+        "dvc": (endpoint and device.get("name"))
+        or (f"purview:{tenant}" if (tenant := get("tenant_id")) else "purview"),
         "object": obj.get("name") or obj.get("subject") or get("title") or "unknown",
         "object_category": obj.get("type") or kind or "unknown",
         "object_path": obj.get("path") or obj.get("url") or "unknown",

@@ -113,6 +113,7 @@ def test_dlp_events_are_tagged_for_the_cim_dlp_data_model():
 def test_modular_input_is_declared():
     inputs = conf("default/inputs.conf")
     assert inputs["dlpfwd"]["python.version"] == "python3"
+    assert inputs["dlpfwd"]["python.required"] == "3.13"  # AppInspect future failure otherwise
     spec = (APP / "README" / "inputs.conf.spec").read_text()
     assert spec.startswith("[dlpfwd://<name>]")
     assert (APP / "bin" / "dlpfwd.py").exists()  # script name = scheme name
