@@ -27,7 +27,8 @@ class FaultConfig:
     Request-level (random at serve time): ``throttle_rate`` (429 with Retry-After / AF429),
     ``error_rate`` (5xx), ``latency`` (seconds added to each API call), ``partial_rate``
     (Graph list answered 206 with a ``Warning`` header), ``token_lifetime`` (seconds; short-lived
-    tokens). Data-level (deterministic from the seed, reported by the ``expected_*`` API):
+    tokens), ``expand_failure_rate`` (incident lists with ``$expand=alerts`` and a ``$filter``
+    answer 500, as large tenants see). Data-level (deterministic from the seed, reported by the ``expected_*`` API):
     ``duplicate_rate`` (a blob repeats records of the previous blob), ``malformed_rate`` (a
     record is replaced by a wrong-shaped one), ``late_rate`` (a blob becomes listable
     ``late_delay`` seconds after its contentCreated), ``out_of_order_rate`` (a record's
@@ -47,6 +48,7 @@ class FaultConfig:
     late_rate: float = 0.0
     late_delay: float = 3 * 3600.0
     out_of_order_rate: float = 0.0
+    expand_failure_rate: float = 0.0
     graph_rate_limit: int = 0
     management_rate_limit: int = 0
 

@@ -466,6 +466,9 @@ class GraphSecurity:
             after = _token_decode(q["$skiptoken"]) if "$skiptoken" in q else None
         except BadQuery as exc:
             return graph_error(400, "BadRequest", str(exc), request)
+        if expand_value and clauses and self.guard.roll(self.guard.faults.expand_failure_rate):
+            self.guard.injected["graph_expand_500"] += 1
+            return graph_error(500, "UnknownError", "An error has occurred while expanding alerts.", request)
         page_size = min(top, max_top)
         items: list[dict[str, Any]] = []
         more = False

@@ -24,6 +24,7 @@ FAULT_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("error_rate", float, "share of API calls answered 500/503"),
     ("latency", float, "seconds added to every API call"),
     ("partial_rate", float, "share of Graph list responses sent as 206 with a Warning header"),
+    ("expand_failure_rate", float, "share of incident lists with $expand=alerts and $filter answered 500"),
     ("token_lifetime", float, "access token lifetime in seconds (short-lived tokens)"),
     ("duplicate_rate", float, "share of blobs repeating records of the previous blob"),
     ("malformed_rate", float, "share of records replaced by a wrong-shaped record"),

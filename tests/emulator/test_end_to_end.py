@@ -67,6 +67,7 @@ def test_forwarder_gets_exactly_the_ground_truth_through_faults(tmp_path):
         throttle_rate=0.05,
         error_rate=0.03,
         retry_after=1,
+        expand_failure_rate=1.0,  # the source must fall back to reading incidents without $expand
     )
     emu = TenantEmulator(EmulatorConfig(seed=11, audit_records=1500, days=2, faults=faults), state_dir=tmp_path / "emu")
     with emu.serve() as server:

@@ -207,3 +207,12 @@ def _check_evolvable(shared):
     plain = shared.graph("alerts_v2", token, params=flt).json()["value"]
     assert [a["id"] for a in plain] == [a["id"] for a in opted]
     assert {a["serviceSource"] for a in plain} == {a["detectionSource"] for a in plain} == {"unknownFutureValue"}
+
+
+def test_expand_failure_knob(tenant):
+    token = tenant.token(GRAPH)
+    tenant.emu.faults.update(expand_failure_rate=1.0)
+    flt = "lastUpdateDateTime ge 2000-01-01T00:00:00Z"
+    r = tenant.graph("incidents", token, params={"$expand": "alerts", "$filter": flt})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "UnknownError"
+    assert tenant.graph("incidents", token, params={"$filter": flt}).status_code == 200
