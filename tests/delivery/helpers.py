@@ -66,6 +66,49 @@ class RecordingSink(Sink):
 
 
 @dataclass
+class AckSettings:
+    path: str = ""
+    ack_after_polls: int = 2  # poll_acks calls before pending entries are acknowledged
+    fatal: str = ""  # when set, write_batch reports this fatal configuration error
+
+
+class AckingSink(Sink):
+    """Reports every entry pending (like Splunk HEC with indexer acknowledgements) and
+    acknowledges them a few ``poll_acks`` calls later; records what it acknowledged."""
+
+    settings_class = AckSettings
+    acknowledgements = True
+
+    def __init__(self, name: str, settings: Any, context: Any) -> None:
+        super().__init__(name, settings, context)
+        self.waiting: list[tuple[int, str, int]] = []  # (spool id, event id, polls seen)
+        self.sent = 0
+
+    def write_batch(self, entries: Sequence[Entry]) -> Outcome:
+        if self.settings.fatal:
+            return Outcome.stop(entries, self.settings.fatal)
+        self.sent += len(entries)
+        self.waiting.extend((e.id, e.data["id"], 0) for e in entries)
+        return Outcome.all_pending(entries)
+
+    def poll_acks(self) -> Outcome:
+        outcome = Outcome()
+        still = []
+        acked = []
+        for sid, eid, polls in self.waiting:
+            if polls + 1 >= self.settings.ack_after_polls:
+                outcome.delivered.append(sid)
+                acked.append(eid)
+            else:
+                still.append((sid, eid, polls + 1))
+        self.waiting = still
+        if acked:
+            with open(self.settings.path, "ab") as fh:
+                fh.write(b"".join(orjson.dumps({"id": i}) + b"\n" for i in acked))
+        return outcome
+
+
+@dataclass
 class HttpSettings:
     url: str = ""
 
@@ -170,6 +213,7 @@ class TestPlugin:
     def dlpfwd_register_sinks(self, register: Any) -> None:
         register("recording", RecordingSink)
         register("http_recording", HttpRecordingSink)
+        register("acking", AckingSink)
 
     @hookimpl
     def dlpfwd_register_sources(self, register: Any) -> None:

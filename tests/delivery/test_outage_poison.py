@@ -347,3 +347,48 @@ def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
         finally:
             stop.set()
             runner.join(30)
+
+
+def test_pending_entries_stay_spooled_until_acknowledged(tmp_path: Path) -> None:
+    out = tmp_path / "acked.jsonl"
+    opts = SinkOptions()
+    opts.batch.max_wait = 0
+    cfg = h.config(
+        str(tmp_path / "state"),
+        [h.listed(count=120, batch=40)],
+        [SinkConfig("hec", "acking", h.AckSettings(str(out)), opts)],
+    )
+    with Forwarder(cfg, h.make_host()) as fw:
+        src = fw.sources["src"]
+        for batch in src.poll(None):
+            fw.pipeline.process("src", "listed", src, batch, "source:src")
+        drainer = fw.drainers["hec"]
+        assert drainer.step()  # one batch sent, all pending
+        assert len(drainer.pending) == 120
+        assert fw.store.spool_depth("hec")[0] == 120  # pending entries are still spooled
+    # A crash now (no acknowledgement): the entries are read again after the restart.
+    with Forwarder(cfg, h.make_host()) as fw:
+        assert fw.store.spool_depth("hec")[0] == 120
+        result = fw.run_once()
+        assert result.ok, result
+        assert sorted(h.read_ids(str(out))) == [f"ev-{i:07d}" for i in range(120)]
+        assert fw.store.spool_depth("hec")[0] == 0
+
+
+def test_fatal_outcome_stops_only_that_sink_and_keeps_its_spool(tmp_path: Path) -> None:
+    opts = SinkOptions()
+    opts.batch.max_wait = 0
+    cfg = h.config(
+        str(tmp_path / "state"),
+        [h.listed(count=30)],
+        [
+            SinkConfig("broken", "acking", h.AckSettings(str(tmp_path / "x"), fatal="HEC token disabled"), opts),
+            h.recording("ok", str(tmp_path / "ok.jsonl")),
+        ],
+    )
+    with Forwarder(cfg, h.make_host()) as fw:
+        result = fw.run_once()
+        assert not result.ok
+        assert any("sink broken stopped: HEC token disabled" in e for e in result.errors)
+        assert result.delivered["ok"] == 30 and result.undelivered["broken"] == 30
+        assert fw.drainers["broken"].fatal == "HEC token disabled"
