@@ -13,7 +13,8 @@
   file written is remembered in the sink's durable state, so an older file left behind by
   the time pattern is repaired too; those events were never acknowledged, so the
   spool sends them again. A reader therefore never meets a partial line followed by more data.
-* Files are created with mode 0600, directories with 0700.
+* Files are created with mode 0600, directories with 0700. A file renamed or deleted by an
+  external rotator (logrotate) is noticed at the next batch and a new one is created.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class FileSink(Sink):
             data = gzip.compress(data, compresslevel=6, mtime=0)
         target = self._render()
         try:
-            if self._fd is None or target != self._current:
+            if self._fd is None or target != self._current or self._moved():
                 self._open(target)
             if self.settings.max_bytes and self._size and self._size + len(data) > self.settings.max_bytes:
                 self._rotate()
@@ -166,6 +167,16 @@ class FileSink(Sink):
         state = self.context.state
         if state is not None and hasattr(state, "put") and state.get(key) != value:
             state.put(key, value)
+
+    def _moved(self) -> bool:
+        """True when the open file was renamed or deleted behind our back (logrotate)."""
+        assert self._fd is not None
+        try:
+            on_disk = os.stat(self._current)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self._fd)
+        return (on_disk.st_ino, on_disk.st_dev) != (mine.st_ino, mine.st_dev)
 
     def _rotate(self) -> None:
         self._close_fd()

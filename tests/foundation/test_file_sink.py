@@ -139,3 +139,14 @@ def test_the_last_file_of_an_earlier_period_is_repaired_at_start(tmp_path: Path)
     restarted.close()
     assert [r["id"] for r in lines(old)] == ["e1", "e2"]
     assert [r["id"] for r in lines(tmp_path / "dlp-20260102.jsonl")] == ["e3"]
+
+
+def test_an_externally_rotated_file_is_reopened(tmp_path: Path) -> None:
+    target = tmp_path / "dlp.jsonl"
+    sink = sink_at(target)
+    sink.write_batch(entries(1))
+    os.rename(target, tmp_path / "dlp.jsonl-20260101")  # logrotate
+    sink.write_batch(entries(1, start=2))
+    sink.close()
+    assert [r["id"] for r in lines(tmp_path / "dlp.jsonl-20260101")] == ["e1"]
+    assert [r["id"] for r in lines(target)] == ["e2"]
