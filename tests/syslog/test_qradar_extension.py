@@ -55,6 +55,13 @@ def message(event: DlpEvent, fmt: str) -> str:
     return sink.encode(orjson.loads(to_json(event))).decode()
 
 
+def forged() -> DlpEvent:
+    """Header text that looks like keys: CEF does not escape '=' in the header, LEEF has no escapes."""
+    event = sample_event(5, title="x cat=forged suser=evil src=6.6.6.6 rt=1111111111111")
+    event.operation = "Op^cat=forged^usrName=evil^devTime=never"
+    return event
+
+
 def hostile(title: str, upn: str, policy: str) -> DlpEvent:
     event = sample_event(2, title=title, description=title + upn)
     event.user.upn = upn
@@ -66,7 +73,7 @@ def hostile(title: str, upn: str, policy: str) -> DlpEvent:
 @given(text_values, text_values, text_values)
 def test_cef_extension_extracts_the_event(title, upn, policy) -> None:
     patterns, matchers = load_extension("dlpfwd-cef-lsx.xml")
-    for event in (sample_event(1), sample_event(4), hostile(title, upn, policy)):
+    for event in (sample_event(1), sample_event(4), forged(), hostile(title, upn, policy)):
         header, ext = cef_expected(event)
         got = extract(patterns, matchers, message(event, "cef"))
         assert cef_unescape(got["EventName"].replace("\\|", "|")) == header[4]
@@ -82,7 +89,7 @@ def test_cef_extension_extracts_the_event(title, upn, policy) -> None:
 @given(text_values, text_values, text_values)
 def test_leef_extension_extracts_the_event(title, upn, policy) -> None:
     patterns, matchers = load_extension("dlpfwd-leef-lsx.xml")
-    for event in (sample_event(1), sample_event(4), hostile(title, upn, policy)):
+    for event in (sample_event(1), sample_event(4), forged(), hostile(title, upn, policy)):
         header, attrs = leef_expected(event)
         got = extract(patterns, matchers, message(event, "leef"))
         assert got["EventName"] == header[4]
@@ -97,7 +104,7 @@ def test_leef_extension_extracts_the_event(title, upn, policy) -> None:
 @given(text_values, text_values, text_values)
 def test_custom_properties_extract_the_event(title, upn, policy) -> None:
     spec = json.loads((QRADAR / "custom-properties.json").read_text())
-    for event in (sample_event(3), hostile(title, upn, policy)):
+    for event in (sample_event(3), forged(), hostile(title, upn, policy)):
         _, ext = cef_expected(event)
         _, attrs = leef_expected(event)
         cef, leef = message(event, "cef"), message(event, "leef")
