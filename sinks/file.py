@@ -101,9 +101,10 @@ class FileSink(Sink):
         try:
             if self._fd is None or target != self._current or self._moved():
                 self._open(target)
+            assert self._fd is not None
+            self._size = os.fstat(self._fd).st_size  # copytruncate may have emptied it
             if self.settings.max_bytes and self._size and self._size + len(data) > self.settings.max_bytes:
                 self._rotate()
-            assert self._fd is not None
             _write_all(self._fd, data)
             if self.settings.fsync:
                 os.fsync(self._fd)

@@ -150,3 +150,15 @@ def test_an_externally_rotated_file_is_reopened(tmp_path: Path) -> None:
     sink.close()
     assert [r["id"] for r in lines(tmp_path / "dlp.jsonl-20260101")] == ["e1"]
     assert [r["id"] for r in lines(target)] == ["e2"]
+
+
+def test_copytruncate_resets_the_size_used_for_rotation(tmp_path: Path) -> None:
+    target = tmp_path / "dlp.jsonl"
+    one = len(entries(1)[0].payload) + 1
+    sink = sink_at(target, max_bytes=one * 3)
+    sink.write_batch(entries(3))
+    os.truncate(target, 0)  # logrotate copytruncate
+    sink.write_batch(entries(2, start=4))
+    sink.close()
+    assert [r["id"] for r in lines(target)] == ["e4", "e5"]
+    assert not (tmp_path / "dlp.1.jsonl").exists()
