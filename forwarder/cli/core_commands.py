@@ -127,6 +127,10 @@ def _check(args: argparse.Namespace) -> int:
     _out(f"  sinks:   {', '.join(f'{s.name} ({s.type})' for s in config.sinks) or '(none)'}")
     if args.show:
         _out(orjson.dumps(effective_config(config), option=orjson.OPT_INDENT_2, default=str).decode())
+    if not config.sources:
+        _err("warning: no [[sources]] configured: nothing will be read")
+    if not config.sinks:
+        _err("warning: no [[sinks]] configured: events would be read but delivered nowhere")
     allowed = config.forwarder.plugins
     if allowed is not None:
         known = {p.name for p in args.host.plugins} | {f.name for f in args.host.failures}

@@ -341,3 +341,8 @@ def test_check_warns_about_allow_listed_plugins_that_are_not_installed(tmp_path:
     assert code == 0
     assert "forwarder.plugins[1]: 'splunk' is not an installed plugin" in err
     assert "plugins[0]" not in err
+
+
+def test_check_warns_about_an_empty_pipeline(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "--config", str(write_config(tmp_path, "")), "check")
+    assert code == 0 and "no [[sources]] configured" in err and "no [[sinks]] configured" in err
