@@ -21,7 +21,8 @@ It behaves as HEC is documented to (``docs/splunk.md`` lists what is modelled):
   dropped by :meth:`HecApp.forget_channels`, standing for idle expiry or a restart).
 * ``GET /services/collector/health``: code 17, or 503 code 18 while busy.
 * Faults: ``busy_next`` (the next N event requests answer 503 code 9), ``busy_rate``
-  (probability), ``indexer_delay`` (seconds before answering).
+  (probability), ``indexer_delay`` (seconds before answering), ``capacity_warning`` (24 or
+  25: accepted requests answer HTTP 200 with that "approaching capacity" code).
 * ``indexed``: every indexed envelope with its token name and channel, for tests to assert
   exactly what arrived (duplicates included). Control routes under ``/_emulator/`` expose it
   and the knobs to another process: ``GET /_emulator/stats``, ``GET /_emulator/indexed``,
@@ -69,8 +70,10 @@ TEXTS = {
     16: "Query string authorization is not enabled",
     17: "HEC is healthy",
     18: "HEC is unhealthy, queues are full",
+    24: "Queue is approaching capacity",
+    25: "Ack queue is approaching capacity",
 }
-HTTP_STATUS = {0: 200, 1: 403, 2: 401, 3: 401, 4: 403, 8: 500, 9: 503, 17: 200, 18: 503}
+HTTP_STATUS = {0: 200, 1: 403, 2: 401, 3: 401, 4: 403, 8: 500, 9: 503, 17: 200, 18: 503, 24: 200, 25: 200}
 
 
 def hec_answer(code: int, **extra: Any) -> Response:
@@ -120,6 +123,7 @@ class HecApp(App):
         self.indexer_delay = 0.0
         self.allow_query_string_auth = allow_query_string_auth
         self.report_event_number = True  # False: answer data errors without invalid-event-number
+        self.capacity_warning = 0  # 24 or 25: accept requests with that "approaching capacity" code
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         # what was indexed: (envelope JSON bytes, index, token name, channel); bytes, not parsed
@@ -229,12 +233,13 @@ class HecApp(App):
                 if not self.report_event_number:
                     return hec_answer(code)
                 return hec_answer(code, **{"invalid-event-number": n})
+            success = self.capacity_warning or 0
             if token.use_ack and channel is not None:
                 ack_id = channel.next_id
                 channel.next_id += 1
                 channel.acks[ack_id] = float("inf") if self.drop_acks else time.monotonic() + self.ack_delay
-                return hec_answer(0, ackId=ack_id)
-        return hec_answer(0)
+                return hec_answer(success, ackId=ack_id)
+        return hec_answer(success)
 
     def _too_large(self, size: int) -> Response:
         text = f"Content-Length of {size} too large (maximum is {self.max_content_length})"
@@ -326,6 +331,7 @@ class HecApp(App):
                 "max_content_length",
                 "report_event_number",
                 "record",
+                "capacity_warning",
             ):
                 if key in knobs:
                     setattr(self, key, knobs[key])

@@ -4,7 +4,8 @@ Splunk answers every ``/services/collector/*`` request with ``{"text": ..., "cod
 (see ``docs/splunk.md`` for the table). The sink's reaction depends only on the HTTP status,
 that code and, for data errors, ``invalid-event-number``:
 
-* ``ok`` -- accepted (code 0); with indexer acknowledgement the body carries ``ackId``.
+* ``ok`` -- accepted: any 2xx (code 0, or 24/25 "approaching capacity", which the sink logs
+  as a warning); with indexer acknowledgement the body carries ``ackId``.
 * ``retry`` -- transient: server busy (9, 503), internal error (8, 5xx), unhealthy queues
   (18-20), 429. Nothing is lost: the events are sent again later, to another endpoint if any.
 * ``data`` -- this request holds an event Splunk will never accept (5, 6, 12, 13, 15):
@@ -57,7 +58,14 @@ CODES: dict[int, str] = {
     18: "HEC is unhealthy, queues are full",
     19: "HEC is unhealthy, ack service unavailable",
     20: "HEC is unhealthy, queues are full, ack service unavailable",
+    # On HTTP 200 in recent releases: the data was accepted, but a queue is nearly full. The
+    # texts are paraphrased (field reports, not re-read from Splunk's page).
+    24: "Queue is approaching capacity",
+    25: "Ack queue is approaching capacity",
 }
+
+#: Codes that come with HTTP 200: accepted, with a warning worth surfacing.
+WARNING_CODES = frozenset({24, 25})
 
 RETRY_CODES = frozenset({8, 9, 18, 19, 20})
 DATA_CODES = frozenset({5, 6, 12, 13, 15})
@@ -72,6 +80,7 @@ class Verdict:
     message: str
     invalid_event: int | None = None  # 0-based index of the offending object, when Splunk said
     ack_id: int | None = None
+    warning: str = ""  # an accepted request's capacity warning (codes 24, 25), to log
 
 
 def parse_body(content: bytes) -> dict[str, Any]:
@@ -105,7 +114,9 @@ def classify(status: int, body: dict[str, Any], *, sink: str, ack: bool) -> Verd
     code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
     what = describe(status, body)
     key = f"sinks.{sink}"
-    if 200 <= status < 300 and code in (0, None):
+    if 200 <= status < 300:
+        # any 2xx means accepted: re-sending would duplicate (codes 24/25 only warn)
+        warning = what if code not in (0, None) else ""
         raw_ack = body.get("ackId")
         ack_id = raw_ack if isinstance(raw_ack, int) and not isinstance(raw_ack, bool) else None
         if ack and ack_id is None:
@@ -115,7 +126,7 @@ def classify(status: int, body: dict[str, Any], *, sink: str, ack: bool) -> Verd
                 f"{what} without an ackId although {key}.ack = true: the HEC token does not have indexer "
                 f"acknowledgement (useACK) enabled; enable it on the token or set {key}.ack = false",
             )
-        return Verdict(OK, code, what, ack_id=ack_id)
+        return Verdict(OK, code, what, ack_id=ack_id, warning=warning)
     if status == 413:
         return Verdict(SPLIT, code, f"{what}: request larger than the HEC's max_content_length")
     if code in (1, 2, 3, 4) or status in (401, 403):

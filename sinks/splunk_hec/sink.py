@@ -286,6 +286,9 @@ class HecSink(Sink):
             if verdict.action == cl.OK:
                 endpoint.mark_up()
                 self.context.count("bytes_sent", len(body))
+                if verdict.warning:
+                    self.context.count("hec_capacity_warnings")
+                    self.log.warning("%s: %s: accepted, but Splunk is nearing capacity", self.name, verdict.warning)
                 if self.settings.ack and verdict.ack_id is not None:
                     self.acks.add(endpoint, channel, verdict.ack_id, ids)
                     return Outcome(pending=ids)

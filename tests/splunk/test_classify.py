@@ -33,8 +33,10 @@ EXPECTED = {
     18: cl.RETRY,
     19: cl.RETRY,
     20: cl.RETRY,
+    24: cl.OK,
+    25: cl.OK,
 }
-STATUS = {0: 200, 1: 403, 2: 401, 3: 401, 4: 403, 8: 500, 9: 503, 18: 503, 19: 503, 20: 503}
+STATUS = {0: 200, 1: 403, 2: 401, 3: 401, 4: 403, 8: 500, 9: 503, 18: 503, 19: 503, 20: 503, 24: 200, 25: 200}
 
 
 @pytest.mark.parametrize("code", sorted(EXPECTED))
@@ -43,6 +45,7 @@ def test_every_documented_code_is_classified(code):
     verdict = cl.classify(STATUS.get(code, 400), body, sink="splunk", ack=False)
     assert verdict.action == EXPECTED[code]
     assert f"code {code}" in verdict.message
+    assert bool(verdict.warning) == (code in cl.WARNING_CODES)
     if verdict.action == cl.FATAL:
         assert "sinks.splunk" in verdict.message or code == 16
 

@@ -324,3 +324,14 @@ def test_a_fatal_background_send_stops_the_next_batch(hec_ack, make_sink):
     assert second.fatal and "code 1" in second.fatal and sorted(second.retry) == [6, 7]
     polled = sink.poll_acks()
     assert polled.fatal and sorted(polled.retry) == [1, 2]
+
+
+def test_capacity_warnings_are_accepted_not_resent(hec, make_sink, caplog):
+    app, server = hec
+    app.capacity_warning = 24
+    sink = make_sink(server)
+    out = sink.write_batch(entries(3))
+    assert sorted(out.delivered) == [1, 2, 3] and not out.retry
+    assert len(app.indexed) == 3
+    assert sink.counters.values["hec_capacity_warnings"] == 1
+    assert "code 24" in caplog.text and "nearing capacity" in caplog.text
