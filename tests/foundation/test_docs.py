@@ -53,3 +53,18 @@ def test_readme_links_and_commands() -> None:
     for link in ("docs/configuration.md", "docs/schema.md", "docs/plugins.md", "docs/cli.md"):
         assert f"({link})" in text
     assert ".venv/bin/python -m pytest -q" in text
+
+
+def test_plugins_md_documents_every_hook_and_contract_suite() -> None:
+    import inspect
+
+    from forwarder import hookspecs
+    from forwarder.testing.contracts import iter_contract_suites
+
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    for name, _ in inspect.getmembers(hookspecs, inspect.isfunction):
+        if name.startswith("dlpfwd_"):
+            assert f"`{name}(" in text, name
+    for suite in iter_contract_suites():
+        assert suite.__name__ in text
+    assert "[project.entry-points.dlpfwd]" in text
