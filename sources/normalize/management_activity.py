@@ -93,10 +93,12 @@ def normalize_audit_record(data: dict[str, Any], ctx: NormalizeContext) -> list[
 
     exchange = obj(data, "ExchangeMetaData")
     sharepoint = obj(data, "SharePointMetaData")
-    event.policies = _policies(data, ctx)
-    event.sensitive_types = _sensitive_types(data, ctx)
+    found_sits: dict[tuple[str, str], SensitiveType] = {}
+    condition_labels: list[str] = []
+    event.policies = _policies(data, ctx, found_sits, condition_labels)
+    event.sensitive_types = _sensitive_types(data, ctx, found_sits)
     event.override = _override(data, operation)
-    event.labels = _labels(data, sharepoint)
+    event.labels = _labels(data, sharepoint, condition_labels)
 
     if exchange:
         _exchange(event, exchange, workload)
@@ -149,7 +151,13 @@ def normalize_graph_audit_record(data: dict[str, Any], ctx: NormalizeContext) ->
 # --------------------------------------------------------------------------- parts
 
 
-def _policies(data: dict[str, Any], ctx: NormalizeContext) -> list[PolicyMatch]:
+def _policies(
+    data: dict[str, Any],
+    ctx: NormalizeContext,
+    found_sits: dict[tuple[str, str], SensitiveType],
+    labels: list[str],
+) -> list[PolicyMatch]:
+    """Policies and rules; on the same pass, the SITs and labels their matched conditions name."""
     policies: list[PolicyMatch] = []
     for p in items(data, "PolicyDetails"):
         if not isinstance(p, dict):
@@ -168,6 +176,13 @@ def _policies(data: dict[str, Any], ctx: NormalizeContext) -> list[PolicyMatch]:
                     overridden_actions=strings(r, "OverriddenActions"),
                 )
             )
+            conditions = obj(r, "ConditionsMatched")
+            if conditions:
+                for sit in items(conditions, "SensitiveInformation"):
+                    _add_sit(found_sits, as_object(sit), ctx)
+                for c in items(conditions, "OtherConditions"):
+                    if text(c, "Name").lower() in ("sensitivitylabels", "sensitivitylabel"):
+                        labels.extend(strings(c, "Value"))
         policies.append(PolicyMatch(id=text(p, "PolicyId"), name=text(p, "PolicyName"), rules=rules))
     # Endpoint DLP: PolicyMatchInfo is a single object (or a list) with policy and rule fields.
     for m in items(data, "PolicyMatchInfo"):
@@ -185,13 +200,9 @@ def _policies(data: dict[str, Any], ctx: NormalizeContext) -> list[PolicyMatch]:
     return policies
 
 
-def _sensitive_types(data: dict[str, Any], ctx: NormalizeContext) -> list[SensitiveType]:
-    found: dict[tuple[str, str], SensitiveType] = {}
-    for p in items(data, "PolicyDetails"):
-        for r in items(p, "Rules"):
-            conditions = obj(r, "ConditionsMatched")
-            for s in items(conditions, "SensitiveInformation"):
-                _add_sit(found, as_object(s), ctx)
+def _sensitive_types(
+    data: dict[str, Any], ctx: NormalizeContext, found: dict[tuple[str, str], SensitiveType]
+) -> list[SensitiveType]:
     for s in items(data, "SensitiveInfoTypeData", "SensitiveInformation"):
         _add_sit(found, as_object(s), ctx)
     return list(found.values())
@@ -239,14 +250,10 @@ def _override(data: dict[str, Any], operation: str) -> Override:
     return override
 
 
-def _labels(data: dict[str, Any], sharepoint: dict[str, Any]) -> list[Label]:
+def _labels(data: dict[str, Any], sharepoint: dict[str, Any], condition_labels: list[str]) -> list[Label]:
     ids: list[str] = []
     ids.extend(strings(sharepoint, "SensitivityLabelIds", "SensitivityLabelId"))
-    for p in items(data, "PolicyDetails"):
-        for r in items(p, "Rules"):
-            for c in items(obj(r, "ConditionsMatched"), "OtherConditions"):
-                if text(c, "Name").lower() in ("sensitivitylabels", "sensitivitylabel"):
-                    ids.extend(strings(c, "Value"))
+    ids.extend(condition_labels)
     label_data = obj(data, "SensitivityLabelEventData")
     names = {}
     label_id = text(label_data, "SensitivityLabelId")

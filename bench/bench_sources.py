@@ -1,0 +1,236 @@
+"""Benchmark: Management Activity API (tenant emulator, its own process, TLS) -> the
+``management_activity`` source -> normalizer -> pipeline -> file sink, through the Forwarder.
+
+    .venv/bin/python bench/bench_sources.py [--records 200000] [--per-blob 1000] [--no-baseline]
+
+1. The emulator starts in its own process (``python -m emulators.tenant``) with ``--records``
+   DLP records over 5 days.
+2. **Baseline** (same run, same records): every blob is downloaded once (this also warms the
+   emulator's blob cache, so that the forwarder run below measures the forwarder rather than
+   the emulator's record generator), and a plain ``orjson.loads`` of the blob plus
+   ``orjson.dumps`` of each record is timed. Only the orjson work is timed.
+3. **Forwarder**: a child process runs ``Forwarder.backfill`` of the source over the 5 days
+   into the file sink (fsync per batch) and reports records/s (wall clock, everything
+   included: HTTPS, msal token, listing, downloads, normalization, sensitive-value policy,
+   dedup, SQLite spool, file sink) and its own peak RSS.
+
+Targets: forwarder rate >= 20 % of the baseline rate; peak RSS <= 150 MB (run with
+``--records 1000000`` for the memory target; the emulator cache then holds only part of the
+blobs, so that run is also bounded by the emulator's generator).
+
+Figures depend on the machine and its load: the emulator and the forwarder share the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+DAYS = 5
+
+
+def start_emulator(tmp: str, records: int, per_blob: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    info = os.path.join(tmp, "info.json")
+    args = [
+        sys.executable,
+        "-m",
+        "emulators.tenant",
+        "--port",
+        "0",
+        "--state-dir",
+        os.path.join(tmp, "emu"),
+        "--info-file",
+        info,
+        "--audit-records",
+        str(records),
+        "--days",
+        str(DAYS),
+        "--records-per-blob",
+        str(per_blob),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if os.path.exists(info) and os.path.getsize(info) > 0:
+            try:
+                return proc, json.loads(Path(info).read_text())
+            except ValueError:
+                pass
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the emulator did not start")
+
+
+def baseline(d: dict[str, str]) -> tuple[int, float, int]:
+    """Download every DLP.All blob once; time orjson loads + dumps per record. (records, seconds, bytes)"""
+    client = httpx.Client(verify=ssl.create_default_context(cafile=d["ca_file"]), timeout=300)
+    token = client.post(
+        f"{d['url']}/{d['tenant_id']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": d["client_id"],
+            "client_secret": d["client_secret"],
+            "scope": "https://manage.office.com/.default",
+        },
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    params = {"PublisherIdentifier": d["publisher_id"]}
+    root = f"{d['url']}/api/v1.0/{d['tenant_id']}/activity/feed"
+    client.post(f"{root}/subscriptions/start", params={"contentType": "DLP.All", **params}, headers=headers)
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(days=DAYS + 1)
+    uris: list[str] = []
+    while start < now:
+        end = min(start + dt.timedelta(hours=23), now)
+        fmt = "%Y-%m-%dT%H:%M:%S"
+        q = {"contentType": "DLP.All", "startTime": start.strftime(fmt), "endTime": end.strftime(fmt), **params}
+        r = client.get(f"{root}/subscriptions/content", params=q, headers=headers)
+        while True:
+            uris += [b["contentUri"] for b in r.json()]
+            nxt = r.headers.get("NextPageUri")
+            if not nxt:
+                break
+            r = client.get(nxt, headers=headers)
+        start = end
+    records = 0
+    size = 0
+    spent = 0.0
+    loads, dumps = orjson.loads, orjson.dumps
+    for uri in uris:
+        body = client.get(uri, params=params, headers=headers).content
+        t0 = time.perf_counter()
+        items = loads(body)
+        for item in items:
+            size += len(dumps(item))
+        spent += time.perf_counter() - t0
+        records += len(items)
+    client.close()
+    return records, spent, size
+
+
+def forwarder_child(info_path: str, out: str) -> None:
+    """Run in a child process: backfill everything into the file sink, print JSON figures."""
+    sys.path.insert(0, str(ROOT))
+    from forwarder.config import load_config
+    from forwarder.plugins import PluginHost
+    from forwarder.runtime import Forwarder
+
+    d = json.loads(Path(info_path).read_text())
+    text = f"""
+[forwarder]
+state_dir = "{out}/state"
+[[sources]]
+name = "o365"
+type = "management_activity"
+management_url = "{d["url"]}"
+publisher_id = "{d["publisher_id"]}"
+requests_per_minute = 0
+resolve_sit_names = true
+[sources.auth]
+tenant_id = "{d["tenant_id"]}"
+client_id = "{d["client_id"]}"
+client_secret = "{d["client_secret"]}"
+authority = "{d["url"]}"
+[sources.http]
+ca_bundle = "{d["ca_file"]}"
+[[sinks]]
+name = "file"
+type = "file"
+path = "{out}/events.jsonl"
+"""
+    host = PluginHost().load()
+    config = load_config(text, host)
+    now = dt.datetime.now(dt.UTC)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = before.ru_utime + before.ru_stime
+    with Forwarder(config, host) as fw:
+        t0 = time.perf_counter()
+        result = fw.backfill("o365", now - dt.timedelta(days=DAYS + 1), now)
+        elapsed = time.perf_counter() - t0
+    lines = 0
+    for path in Path(out).glob("events.jsonl*"):  # the file sink rotates by size
+        with open(path, "rb") as fh:
+            for _ in fh:
+                lines += 1
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {
+        "ok": result.ok,
+        "errors": result.errors,
+        "source": result.sources.get("o365", {}),
+        "delivered": lines,
+        "delivered_reported": result.delivered.get("file", 0),
+        "seconds": elapsed,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu_before,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+    print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--per-blob", type=int, default=1000)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the orjson baseline (and cache warm-up)")
+    parser.add_argument("--child", nargs=2, metavar=("INFO", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        forwarder_child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, d = start_emulator(tmp, args.records, args.per_blob)
+        try:
+            print(f"emulator: {args.records:,} records, {args.per_blob} per blob, {d['url']}")
+            base_rate = 0.0
+            if not args.no_baseline:
+                n, spent, size = baseline(d)
+                base_rate = n / spent
+                print(
+                    f"baseline: orjson loads+dumps of {n:,} records ({size / n:,.0f} B each): "
+                    f"{base_rate:,.0f} records/s"
+                )
+            out = os.path.join(tmp, "fwd")
+            os.makedirs(out)
+            child = subprocess.run(
+                [sys.executable, __file__, "--child", os.path.join(tmp, "info.json"), out],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=False,
+            )
+            if child.returncode != 0:
+                print(child.stderr[-3000:])
+                raise SystemExit("the forwarder run failed")
+            figures = json.loads(child.stdout.strip().splitlines()[-1])
+            rate = figures["delivered"] / figures["seconds"]
+            cpu_rate = figures["delivered"] / figures["cpu_seconds"]
+            print(
+                f"forwarder: {figures['delivered']:,} events in the file sink in {figures['seconds']:.1f} s: "
+                f"{rate:,.0f} records/s wall, {cpu_rate:,.0f} records per CPU-second; "
+                f"peak RSS {figures['peak_rss_mb']:.0f} MB; ok={figures['ok']} {figures['source']}"
+            )
+            if base_rate:
+                print(
+                    f"ratio: {100 * rate / base_rate:.1f} % of the orjson baseline by wall clock, "
+                    f"{100 * cpu_rate / base_rate:.1f} % by CPU time (target >= 20 %)"
+                )
+            print(f"peak RSS target <= 150 MB: {'met' if figures['peak_rss_mb'] <= 150 else 'MISSED'}")
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    main()
