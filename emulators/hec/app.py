@@ -24,7 +24,8 @@ It behaves as HEC is documented to (``docs/splunk.md`` lists what is modelled):
   (probability), ``indexer_delay`` (seconds before answering), ``capacity_warning`` (24 or
   25: accepted requests answer HTTP 200 with that "approaching capacity" code).
 * ``indexed``: every indexed envelope with its token name and channel, for tests to assert
-  exactly what arrived (duplicates included). Control routes under ``/_emulator/`` expose it
+  exactly what arrived (duplicates included); ``record_limit`` keeps only the latest ones
+  (long dry runs), ``indexed_count`` counts them all. Control routes under ``/_emulator/`` expose it
   and the knobs to another process: ``GET /_emulator/stats``, ``GET /_emulator/indexed``,
   ``POST /_emulator/faults`` (JSON of knob values), ``POST /_emulator/forget-channels``,
   ``POST /_emulator/reset``.
@@ -39,6 +40,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +112,7 @@ class HecApp(App):
         ack_delay: float = 0.0,
         allow_query_string_auth: bool = False,
         seed: int | None = None,
+        record_limit: int | None = None,
     ) -> None:
         super().__init__()
         self.auto_gunzip = False
@@ -128,7 +131,7 @@ class HecApp(App):
         self.lock = threading.Lock()
         # what was indexed: (envelope JSON bytes, index, token name, channel); bytes, not parsed
         # objects, so a long run does not make the garbage collector crawl over millions of dicts
-        self._indexed: list[tuple[bytes, str, str, str]] = []
+        self._indexed: deque[tuple[bytes, str, str, str]] = deque(maxlen=record_limit)
         self.record = True  # False: count only (benchmarks, long dry runs)
         self.indexed_count = 0
         self.channels: dict[str, Channel] = {}

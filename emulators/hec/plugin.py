@@ -26,6 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds before an ack turns true")
     parser.add_argument("--max-content-length", type=int, default=800 * 1024 * 1024, help="413 above this many bytes")
     parser.add_argument("--busy-rate", type=float, default=0.0, help="fraction of requests answered 503 'busy'")
+    parser.add_argument(
+        "--record-limit", type=int, default=100_000, help="keep the latest N indexed events for /_emulator/indexed"
+    )
     parser.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
     parser.add_argument("--cert-dir", default="./dlpfwd-hec-emulator", help="where the CA and certificate are kept")
 
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         {args.token: TokenConfig(indexes=args.index, default_index=args.default_index, use_ack=args.ack)},
         max_content_length=args.max_content_length,
         ack_delay=args.ack_delay,
+        record_limit=args.record_limit or None,
     )
     app.busy_rate = args.busy_rate
     server = EmulatorServer(app, port=args.port, tls=not args.plain_http, cert_dir=args.cert_dir)

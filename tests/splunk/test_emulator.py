@@ -164,3 +164,17 @@ def test_command_line_emulator_starts_and_serves(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_record_limit_keeps_the_latest_and_counts_all():
+    from emulators.httpd import Request
+
+    app = HecApp(record_limit=2)
+    for i in range(3):
+        body = b'{"event":{"n":%d}}' % i
+        request = Request(
+            "POST", "/services/collector/event", {}, {}, {"authorization": f"Splunk {DEFAULT_TOKEN}"}, body
+        )
+        assert app.handle(request).status == 200
+    assert [e["n"] for e in app.events()] == [1, 2]
+    assert app.indexed_count == 3
