@@ -34,6 +34,7 @@ type = "graph_security"
 start_days = 3
 all_alerts = true
 graph_url = "{server.url}"
+max_retry_wait = 4
 {auth}
 [[sinks]]
 name = "out"
