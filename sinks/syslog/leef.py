@@ -79,6 +79,45 @@ LEEF_MAPPING: dict[str, str | tuple[str, ...]] = {
 #: Targets with fixed values (documented as constants).
 LEEF_CONSTANTS: tuple[str, ...] = ("LEEF Version", "Vendor", "Product", "Delimiter", "devTimeFormat")
 
+#: Attribute keys in the order they are written.
+ATTRIBUTES: tuple[str, ...] = (
+    "devTime",
+    "devTimeFormat",
+    "sev",
+    "cat",
+    "usrName",
+    "src",
+    "externalId",
+    "eventId",
+    "workload",
+    "title",
+    "msg",
+    "status",
+    "userId",
+    "sender",
+    "recipients",
+    "fileName",
+    "filePath",
+    "fileSize",
+    "fileHash",
+    "url",
+    "subject",
+    "policies",
+    "rules",
+    "actions",
+    "sensitiveTypes",
+    "labels",
+    "deviceName",
+    "deviceId",
+    "application",
+    "destination",
+    "justification",
+    "tenantId",
+    "recordType",
+    "link",
+    "updatedTime",
+)
+
 _NOT_CUTTABLE = frozenset(
     {"devTime", "devTimeFormat", "sev", "cat", "src", "externalId", "eventId", "fileSize", "recordType", "updatedTime"}
 )
@@ -116,6 +155,7 @@ class LeefFormatter:
         table[ord(d)] = SUBSTITUTE
         self._table = table
         self._prefix_tail = f"|{delimiter_header(d)}|"
+        self._prefixes = tuple(f"{d}{key}=" for key in ATTRIBUTES)
 
     def escape(self, value: str) -> str:
         """Make ``value`` safe as an attribute value (see the module docstring)."""
@@ -127,60 +167,137 @@ class LeefFormatter:
 
     def pairs(self, data: dict[str, Any]) -> list[tuple[str, str]]:
         """(key, unescaped value) pairs, empty values left out; values are text."""
-        try:
-            return self._pairs(data)
-        except (TypeError, AttributeError):  # a non-string where the schema has a string
-            pairs = self._pairs(_as_text(data))
-            return [(k, f.text(v)) for k, v in pairs]
+        flat = self._safe_flat(data)
+        return [(p[1:-1], v) for p, v in zip(flat[0::2], flat[1::2], strict=True)]
 
-    def _pairs(self, data: dict[str, Any]) -> list[tuple[str, str]]:
+    def _safe_flat(self, data: dict[str, Any]) -> list[str]:
+        try:
+            flat = self._flat(data)
+            "".join(flat)  # every value is text?
+        except (TypeError, AttributeError):  # a non-string where the schema has a string
+            flat = [f.text(x) for x in self._flat(_as_text(data))]
+        return flat
+
+    def _flat(self, data: dict[str, Any]) -> list[str]:
+        """``[prefix, value, ...]`` for every non-empty attribute in ``ATTRIBUTES`` order; a
+        prefix is ``<delimiter>key=``. Straight-line code on purpose: the hot path."""
         get = data.get
         user = get("user") or _EMPTY
         obj = get("object") or _EMPTY
         device = get("device") or _EMPTY
         event_id = get("id") or ""
         ip = get("client_ip") or ""
-        severity = LEEF_SEVERITY.get(get("severity") or "unknown", 5)
         dev_time = leef_time(get("event_time") or "")
         policies, rules, actions = f.policy_fields(data)
-        pairs = (
-            ("devTime", dev_time),
-            ("devTimeFormat", DEV_TIME_FORMAT if dev_time else ""),
-            ("sev", _SEV_TEXT[severity]),
-            ("cat", get("kind")),
-            ("usrName", user.get("upn") or get("sender")),
-            ("src", ip if f.ip_version(ip) else ""),
-            ("externalId", f.source_id(event_id) if event_id else ""),
-            ("eventId", event_id),
-            ("workload", get("workload")),
-            ("title", get("title")),
-            ("msg", get("description")),
-            ("status", get("status")),
-            ("userId", user.get("object_id")),
-            ("sender", get("sender")),
-            ("recipients", f.recipients(data) if get("recipients") else ""),
-            ("fileName", obj.get("name")),
-            ("filePath", obj.get("path")),
-            ("fileSize", _integer(obj.get("size"))),
-            ("fileHash", obj.get("sha256") or obj.get("sha1")),
-            ("url", obj.get("url")),
-            ("subject", obj.get("subject")),
-            ("policies", policies),
-            ("rules", rules),
-            ("actions", actions),
-            ("sensitiveTypes", f.sensitive_types(data) if get("sensitive_types") else ""),
-            ("labels", f.label_names(data) if get("labels") else ""),
-            ("deviceName", device.get("name")),
-            ("deviceId", device.get("id")),
-            ("application", device.get("application")),
-            ("destination", device.get("target")),
-            ("justification", (get("override") or _EMPTY).get("justification")),
-            ("tenantId", get("tenant_id")),
-            ("recordType", _integer(get("record_type"))),
-            ("link", f.portal_link(data)),
-            ("updatedTime", leef_time(get("updated_time") or "")),
-        )
-        return [(k, v) for k, v in pairs if v]
+        p = self._prefixes
+        out: list[str] = []
+        v: Any
+        v = dev_time  # devTime
+        if v:
+            out += (p[0], v)
+        v = DEV_TIME_FORMAT if dev_time else ""  # devTimeFormat
+        if v:
+            out += (p[1], v)
+        v = _SEV_TEXT[LEEF_SEVERITY.get(get("severity") or "unknown", 5)]  # sev
+        if v:
+            out += (p[2], v)
+        v = get("kind")  # cat
+        if v:
+            out += (p[3], v)
+        v = user.get("upn") or get("sender")  # usrName
+        if v:
+            out += (p[4], v)
+        v = ip if f.ip_version(ip) else ""  # src
+        if v:
+            out += (p[5], v)
+        v = f.source_id(event_id) if event_id else ""  # externalId
+        if v:
+            out += (p[6], v)
+        v = event_id  # eventId
+        if v:
+            out += (p[7], v)
+        v = get("workload")  # workload
+        if v:
+            out += (p[8], v)
+        v = get("title")  # title
+        if v:
+            out += (p[9], v)
+        v = get("description")  # msg
+        if v:
+            out += (p[10], v)
+        v = get("status")  # status
+        if v:
+            out += (p[11], v)
+        v = user.get("object_id")  # userId
+        if v:
+            out += (p[12], v)
+        v = get("sender")  # sender
+        if v:
+            out += (p[13], v)
+        v = f.recipients(data) if get("recipients") else ""  # recipients
+        if v:
+            out += (p[14], v)
+        v = obj.get("name")  # fileName
+        if v:
+            out += (p[15], v)
+        v = obj.get("path")  # filePath
+        if v:
+            out += (p[16], v)
+        v = _integer(obj.get("size"))  # fileSize
+        if v:
+            out += (p[17], v)
+        v = obj.get("sha256") or obj.get("sha1")  # fileHash
+        if v:
+            out += (p[18], v)
+        v = obj.get("url")  # url
+        if v:
+            out += (p[19], v)
+        v = obj.get("subject")  # subject
+        if v:
+            out += (p[20], v)
+        v = policies  # policies
+        if v:
+            out += (p[21], v)
+        v = rules  # rules
+        if v:
+            out += (p[22], v)
+        v = actions  # actions
+        if v:
+            out += (p[23], v)
+        v = f.sensitive_types(data) if get("sensitive_types") else ""  # sensitiveTypes
+        if v:
+            out += (p[24], v)
+        v = f.label_names(data) if get("labels") else ""  # labels
+        if v:
+            out += (p[25], v)
+        v = device.get("name")  # deviceName
+        if v:
+            out += (p[26], v)
+        v = device.get("id")  # deviceId
+        if v:
+            out += (p[27], v)
+        v = device.get("application")  # application
+        if v:
+            out += (p[28], v)
+        v = device.get("target")  # destination
+        if v:
+            out += (p[29], v)
+        v = (get("override") or _EMPTY).get("justification")  # justification
+        if v:
+            out += (p[30], v)
+        v = get("tenant_id")  # tenantId
+        if v:
+            out += (p[31], v)
+        v = _integer(get("record_type"))  # recordType
+        if v:
+            out += (p[32], v)
+        v = f.portal_link(data)  # link
+        if v:
+            out += (p[33], v)
+        v = leef_time(get("updated_time") or "")  # updatedTime
+        if v:
+            out += (p[34], v)
+        return out
 
     def header(self, data: dict[str, Any]) -> str:
         operation = f.text(data.get("operation")) or f.text(data.get("kind")) or "DlpEvent"
@@ -191,29 +308,28 @@ class LeefFormatter:
     def format(self, data: dict[str, Any], budget: int) -> str:
         """The LEEF text of one event, at most ``budget`` UTF-8 bytes (else :class:`FormatError`)."""
         header = self.header(data)
-        pairs = self.pairs(data)
-        limit = MAX_VALUE_CHARS
-        try:
-            values = [v if len(v) <= limit else cut_chars(v, limit)[0] for _, v in pairs]
-        except TypeError:  # a non-string where the schema has a string
-            values = [cut_chars(f.text(v), limit)[0] for _, v in pairs]
-        keys = [k for k, _ in pairs]
-        d = self.delimiter
+        flat = self._safe_flat(data)
+        values = flat[1::2]
+        if values and max(map(len, values)) > MAX_VALUE_CHARS:
+            values = [cut_chars(v, MAX_VALUE_CHARS)[0] for v in values]
+            flat[1::2] = values
         joined = "".join(values)
-        if joined.isprintable() and d not in joined:
-            body = d.join([k + "=" + v for k, v in zip(keys, values, strict=True)])
+        if joined.isprintable() and self.delimiter not in joined:
+            body = "".join(flat)
         else:
             escape = self.escape
-            body = d.join([k + "=" + escape(v) for k, v in zip(keys, values, strict=True)])
-        text = header + body
+            body = "".join([k + escape(v) for k, v in zip(flat[0::2], values, strict=True)])
+        text = header + body[1:]  # no delimiter before the first attribute
         size = len(text) if text.isascii() else len(text.encode())
-        if size > budget:
-            cuttable = [k not in _NOT_CUTTABLE for k in keys]
-            if not shrink_to_fit(values, cuttable, size - budget, self.escape):
-                raise FormatError(f"a LEEF event cannot fit in {budget} bytes even with every value cut")
-            text = header + d.join(f"{k}={self.escape(v)}" for k, v in zip(keys, values, strict=True))
-            if len(text.encode()) > budget:
-                raise FormatError(f"the LEEF header alone exceeds {budget} bytes")
+        if size <= budget:
+            return text
+        prefixes = flat[0::2]
+        cuttable = [k[1:-1] not in _NOT_CUTTABLE for k in prefixes]
+        if not shrink_to_fit(values, cuttable, size - budget, self.escape):
+            raise FormatError(f"a LEEF event cannot fit in {budget} bytes even with every value cut")
+        text = header + "".join([k + self.escape(v) for k, v in zip(prefixes, values, strict=True)])[1:]
+        if len(text.encode()) > budget:
+            raise FormatError(f"the LEEF header alone exceeds {budget} bytes")
         return text
 
 

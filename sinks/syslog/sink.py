@@ -207,6 +207,9 @@ class SyslogSink(Sink):
             except ValueError as exc:  # undecodable payload
                 outcome.rejected[entry.id] = f"cannot read the spooled event: {exc}"
                 continue
+            except (TypeError, AttributeError) as exc:  # a value of a type the schema does not allow
+                outcome.rejected[entry.id] = f"cannot format the event: {type(exc).__name__}: {exc}"
+                continue
             frames.append(frame(message, framing) if stream else message)
             ids.append(entry.id)
         if not ids:

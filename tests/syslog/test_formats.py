@@ -290,3 +290,16 @@ def test_non_string_values_where_the_schema_has_strings_are_written_as_text(fmt:
         _, attrs = parse_leef(LeefFormatter().format(data, 8192))
         assert (attrs["msg"], attrs["usrName"], attrs["status"]) == ("123", "4.5", "true")
         assert "workload" not in attrs
+
+
+def test_an_event_that_cannot_be_formatted_is_rejected_not_retried() -> None:
+    from forwarder.sink import Entry
+
+    sink = make_sink(host="127.0.0.1", transport="udp", port=9)
+    sink.transport = type("NullTransport", (), {"stream": False, "send": lambda self, frames: None})()
+    bad = data_of(sample_event(1))
+    bad["policies"] = [{"name": 5, "rules": [{"actions": [1, 2]}]}]  # ints where names are strings
+    out = sink.write_batch([Entry(1, orjson.dumps(bad)), Entry(2, to_json(sample_event(2))), Entry(3, b"{not json")])
+    assert out.delivered == [2]
+    assert set(out.rejected) == {1, 3}
+    assert "cannot format the event" in out.rejected[1] and "cannot read" in out.rejected[3]
