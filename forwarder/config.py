@@ -9,6 +9,7 @@ problem at once with its key path (:class:`forwarder.errors.ConfigError`).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 import tomllib
@@ -75,6 +76,9 @@ class Config:
     sources: list[SourceConfig] = field(default_factory=list)
     sinks: list[SinkConfig] = field(default_factory=list)
     path: str = ""
+    #: ``[correlation]`` (a ``forwarder.correlation.settings.CorrelationSettings``) when that
+    #: component is installed; see :data:`CORE_SECTIONS`.
+    correlation: Any = None
 
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:
@@ -93,6 +97,24 @@ class Config:
 
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_LEVEL = ("forwarder", "policy", "sources", "sinks")
+
+#: Further top-level tables owned by core components: name -> "module:SettingsClass". Each is
+#: validated like ``[forwarder]`` and stored as the ``Config`` attribute of the same name
+#: (``None`` when the component is not installed, in which case the table is an error).
+CORE_SECTIONS: dict[str, str] = {"correlation": "forwarder.correlation.settings:CorrelationSettings"}
+
+
+def _core_sections() -> dict[str, type]:
+    found: dict[str, type] = {}
+    for name, ref in CORE_SECTIONS.items():
+        module_name, _, attr = ref.partition(":")
+        try:
+            found[name] = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
 _IDENTITY = ("name", "type")
 
 
@@ -129,9 +151,15 @@ def parse_config(text: str, host: Any, path: str = "") -> Config:
         raise ConfigError([f"{path or 'configuration'}: not valid TOML: {exc}"]) from None
     problems: list[str] = []
     config = Config(path=path)
+    sections = _core_sections()
+    known = _TOP_LEVEL + tuple(sections)
     for key in data:
-        if key not in _TOP_LEVEL:
-            problems.append(f"{key}: unknown section (expected one of {', '.join(_TOP_LEVEL)})")
+        if key not in known:
+            problems.append(f"{key}: unknown section (expected one of {', '.join(known)})")
+    for name, cls in sections.items():
+        built = build(cls, data.get(name, {}), name, problems)
+        if built is not None:
+            setattr(config, name, built)
     fwd = build(ForwarderSettings, data.get("forwarder", {}), "forwarder", problems)
     if fwd is not None:
         config.forwarder = fwd

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +28,7 @@ import pluggy
 
 from forwarder import hookspecs
 from forwarder.errors import PluginLoadError
+from forwarder.options import SinkOptions, SourceOptions
 from forwarder.sink import Sink
 from forwarder.source import Source
 
@@ -185,7 +186,7 @@ class PluginHost:
             raise PluginLoadError(f"source {name!r}: {cls!r} is not a forwarder.source.Source subclass")
         if inspect.isabstract(cls):
             raise PluginLoadError(f"source {name!r}: {cls.__name__} leaves abstract methods unimplemented")
-        _check_settings(f"source {name!r}", cls)
+        _check_settings(f"source {name!r}", cls, SourceOptions)
         self._claim(plugin, "source", name)
         self.sources[name] = cls
 
@@ -194,7 +195,7 @@ class PluginHost:
             raise PluginLoadError(f"sink {name!r}: {cls!r} is not a forwarder.sink.Sink subclass")
         if inspect.isabstract(cls):
             raise PluginLoadError(f"sink {name!r}: {cls.__name__} leaves abstract methods unimplemented")
-        _check_settings(f"sink {name!r}", cls)
+        _check_settings(f"sink {name!r}", cls, SinkOptions)
         if not isinstance(cls.max_batch_events, int) or cls.max_batch_events < 1:
             raise PluginLoadError(f"sink {name!r}: max_batch_events must be a positive integer")
         if not isinstance(cls.max_batch_bytes, int) or cls.max_batch_bytes < 0:
@@ -223,10 +224,15 @@ class PluginHost:
             raise PluginLoadError(f"plugin {name} ({module}): {error}")
 
 
-def _check_settings(what: str, cls: type) -> None:
+def _check_settings(what: str, cls: type, host_owned: type | None = None) -> None:
     settings = getattr(cls, "settings_class", None)
     if settings is None or not is_dataclass(settings):
         raise PluginLoadError(f"{what}: settings_class must be a dataclass (see forwarder.settings)")
+    if host_owned is not None:
+        reserved = {f.name for f in fields(host_owned)} | {"name", "type"}
+        clash = sorted(reserved & {f.name for f in fields(settings)})
+        if clash:
+            raise PluginLoadError(f"{what}: settings {', '.join(clash)} clash with keys the host owns")
 
 
 def _module_name(plugin: object) -> str:

@@ -87,3 +87,30 @@ def test_collect_is_idempotent_and_picks_up_late_plugins() -> None:
     host.collect()
     assert host.failures == []
     assert "file" in host.sinks and "sample" in host.sources and "sample" in host.normalizers
+
+
+def test_a_sink_whose_settings_clash_with_host_owned_options_is_refused() -> None:
+    from dataclasses import dataclass
+
+    from forwarder.settings import setting
+    from forwarder.sink import Outcome, Sink
+
+    @dataclass
+    class Clashing:
+        batch: int = setting(5, doc="not yours")
+
+    class ClashSink(Sink):
+        settings_class = Clashing
+
+        def write_batch(self, entries):
+            return Outcome()
+
+    @hookimpl
+    def dlpfwd_register_sinks(register):
+        register("clash", ClashSink)
+
+    host = PluginHost()
+    host.register_object("clash", module("clash", dlpfwd_register_sinks=dlpfwd_register_sinks))
+    host.collect()
+    assert "clash" not in host.sinks
+    assert "settings batch clash with keys the host owns" in host.failures[0].error
