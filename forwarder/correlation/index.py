@@ -1,0 +1,463 @@
+"""The correlation index: keys of DLP events and Defender alerts, and the links between them.
+
+Its own SQLite database, ``correlation.sqlite3`` in the state directory (WAL,
+``synchronous=NORMAL``), separate from the state store so that its writes never hold the
+spool's writer lock.
+
+Ordering with the spool (index-before-commit): the pipeline indexes a batch's events
+*before* the spool transaction of that batch. Every write here is an idempotent upsert keyed
+by event id (items, keys) or by the ordered pair (DLP event id, alert id) (links), so if the
+process dies between the two, the source cursor has not moved, the batch is read again, and
+re-indexing it changes nothing but the batch counter. The opposite order could lose a link:
+an event spooled but not indexed would be forgotten by the index for good.
+
+Tables:
+
+* ``items(eid, side, t, batch, info)`` -- one row per indexed event id; ``t`` is its event time
+  (epoch seconds), ``batch`` the index batch in which it was FIRST seen (kept on updates),
+  ``info`` a JSON summary (title, severity, service source, incidents, portal links, entities,
+  and its keys).
+* ``keys(k, side, t, eid)`` -- one row per key of an item, primary key ``(k, side, t, eid)``
+  so "items of the other side with key k within +/- w" is one index range scan.
+* ``uinc(k, inc, t)`` -- per user key and incident, the earliest event time: prior incidents.
+* ``links(dlp, alert, reasons, late, announced, batch, created)`` -- each link once, ever
+  (within ``max_links``): reasons are merged when a later update adds one.
+* ``meta`` -- batch counter, high-water event time, eviction counters.
+
+Bounds: events older than ``retention_days`` before the newest event time seen are expired;
+beyond ``max_items`` the oldest events are evicted; beyond ``max_links`` the oldest links.
+Each is counted (:meth:`CorrelationIndex.stats`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from forwarder.correlation.keys import RULE_KEYS, SIDE_ALERT, SIDE_DLP, event_keys, key_type, service_source, side_of
+from forwarder.correlation.settings import CorrelationSettings
+from forwarder.schema import DlpEvent, epoch_seconds
+
+DB_NAME = "correlation.sqlite3"
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (eid TEXT PRIMARY KEY, side INTEGER NOT NULL, t REAL NOT NULL,
+    batch INTEGER NOT NULL, info BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_t ON items (t);
+CREATE TABLE IF NOT EXISTS keys (k TEXT NOT NULL, side INTEGER NOT NULL, t REAL NOT NULL, eid TEXT NOT NULL,
+    PRIMARY KEY (k, side, t, eid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uinc (k TEXT NOT NULL, inc TEXT NOT NULL, t REAL NOT NULL,
+    PRIMARY KEY (k, inc)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS links (dlp TEXT NOT NULL, alert TEXT NOT NULL, reasons TEXT NOT NULL,
+    late INTEGER NOT NULL, announced INTEGER NOT NULL DEFAULT 0, batch INTEGER NOT NULL, created REAL NOT NULL,
+    UNIQUE (dlp, alert));
+CREATE INDEX IF NOT EXISTS links_alert ON links (alert);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
+"""
+
+_USER_TYPES = ("upn", "oid")
+_RULE_OF = {t: rule for rule, types in RULE_KEYS.items() for t in types}
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link between a DLP event and a Defender alert (index event ids), with its reasons
+    (``"<rule>:<key type>"``, sorted). ``late``: found after the DLP event was spooled."""
+
+    dlp: str
+    alert: str
+    reasons: tuple[str, ...]
+    late: bool
+    announced: bool
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.dlp, self.alert)
+
+
+@dataclass
+class BatchResult:
+    """What indexing one batch found, for the enrichers and the correlation events."""
+
+    batch: int = 0
+    links: dict[str, list[Link]] = field(default_factory=dict)  # event id -> its links, sorted
+    infos: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> summary (both sides)
+    prior: dict[str, list[str]] = field(default_factory=dict)  # event id -> prior incident ids
+    to_announce: list[Link] = field(default_factory=list)  # late links not announced yet
+
+
+def _chunks(seq: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(seq), _CHUNK):
+        yield seq[i : i + _CHUNK]
+
+
+def summary_of(event: DlpEvent, side: int, keys: list[str]) -> dict[str, Any]:
+    """The ``info`` kept for an indexed event: what another event's enrichment shows of it."""
+    raw_id = event.id.split(":", 1)[1] if event.id.startswith(("alert:", "incident:")) else event.id
+    users = sorted({k.split(":", 1)[1] for k in keys if k.startswith("upn:")})
+    devices = sorted({event.device.name or event.device.id} - {""})
+    files = sorted({event.object.name or event.object.url or event.object.path} - {""})
+    return {
+        "id": raw_id,
+        "kind": event.kind,
+        "side": side,
+        "title": event.title,
+        "severity": event.severity,
+        "service_source": service_source(event),
+        "time": event.event_time,
+        "operation": event.operation,
+        "policies": sorted({p.name for p in event.policies if p.name}),
+        "incidents": sorted(set(event.related.incident_ids) - {""}),
+        "alert_url": event.links.alert,
+        "incident_url": event.links.incident,
+        "users": users,
+        "devices": devices,
+        "files": files,
+        "keys": keys,
+    }
+
+
+class CorrelationIndex:
+    """The index; thread-safe (one connection behind a lock). See the module docstring."""
+
+    def __init__(self, state_dir: str, settings: CorrelationSettings) -> None:
+        os.makedirs(state_dir, exist_ok=True)
+        self.path = os.path.join(state_dir, DB_NAME)
+        self.settings = settings
+        self.windows = {
+            rule: r.window_minutes * 60.0 for rule, r in settings.rules().items() if r.enabled
+        }  # rule -> seconds (0 = any)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA cache_size=-16000")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.executescript(_SCHEMA)
+        self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
+        self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _set_meta(self, db: sqlite3.Connection, name: str, value: float) -> None:
+        self._meta[name] = value
+        db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    def _fetch_items(self, db: sqlite3.Connection, eids: Iterable[str]) -> dict[str, tuple[int, float, int, bytes]]:
+        found: dict[str, tuple[int, float, int, bytes]] = {}
+        ids = sorted(set(eids))
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for eid, side, t, batch, info in db.execute(
+                f"SELECT eid, side, t, batch, info FROM items WHERE eid IN ({marks})",  # noqa: S608 - placeholders only
+                chunk,
+            ):
+                found[eid] = (side, t, batch, info)
+        return found
+
+    def _delete_items(self, db: sqlite3.Connection, rows: list[tuple[str, int, float, bytes]]) -> None:
+        for eid, side, t, info in rows:
+            keys = orjson.loads(info).get("keys", [])
+            db.executemany(
+                "DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND eid = ?", [(k, side, t, eid) for k in keys]
+            )
+        db.executemany("DELETE FROM items WHERE eid = ?", [(r[0],) for r in rows])
+        self._items -= len(rows)
+
+    # ------------------------------------------------------------------ indexing
+
+    def index_batch(self, events: Sequence[DlpEvent], now: float | None = None) -> BatchResult:
+        """Index ``events`` (idempotently), find their links, return what enrichment needs.
+
+        Deterministic: the links and reasons depend only on the events indexed so far, not on
+        the order of events within or across batches."""
+        now = time.time() if now is None else now
+        entries: dict[str, tuple[DlpEvent, int, float, list[str]]] = {}
+        for ev in events:
+            side = side_of(ev)
+            if side is None or not ev.id:
+                continue
+            t = epoch_seconds(ev.event_time) or epoch_seconds(ev.updated_time) or epoch_seconds(ev.ingest_time)
+            if t is None:
+                continue
+            keys = event_keys(ev)
+            prev = entries.get(ev.id)
+            if prev is not None:
+                keys = sorted(set(keys) | set(prev[3]))
+            entries[ev.id] = (ev, side, t, keys)
+        result = BatchResult()
+        if not entries:
+            return result
+        with self._tx() as db:
+            batch = int(self._meta.get("batch", 0)) + 1
+            self._set_meta(db, "batch", batch)
+            result.batch = batch
+            existing = self._fetch_items(db, entries)
+            first_batch: dict[str, int] = {}
+            high = self._meta.get("high_water", 0.0)
+            for eid, (ev, side, t, keys) in entries.items():
+                old = existing.get(eid)
+                first_batch[eid] = batch
+                if old is not None:
+                    old_side, old_t, old_batch, old_info = old
+                    old_keys = orjson.loads(old_info).get("keys", [])
+                    keys = sorted(set(keys) | set(old_keys))
+                    entries[eid] = (ev, side, t, keys)
+                    first_batch[eid] = old_batch
+                    db.executemany(
+                        "DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND eid = ?",
+                        [(k, old_side, old_t, eid) for k in old_keys],
+                    )
+                else:
+                    self._items += 1
+                info = summary_of(ev, side, keys)
+                result.infos[eid] = info
+                db.execute(
+                    "INSERT INTO items (eid, side, t, batch, info) VALUES (?, ?, ?, ?, ?) ON CONFLICT (eid) DO UPDATE "
+                    "SET side = excluded.side, t = excluded.t, info = excluded.info",
+                    (eid, side, t, first_batch[eid], orjson.dumps(info)),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO keys (k, side, t, eid) VALUES (?, ?, ?, ?)",
+                    [(k, side, t, eid) for k in keys],
+                )
+                incidents = info["incidents"]
+                if incidents:
+                    db.executemany(
+                        "INSERT INTO uinc (k, inc, t) VALUES (?, ?, ?) ON CONFLICT (k, inc) "
+                        "DO UPDATE SET t = min(t, excluded.t)",
+                        [(k, inc, t) for k in keys if key_type(k) in _USER_TYPES for inc in incidents],
+                    )
+                high = max(high, t)
+            self._set_meta(db, "high_water", high)
+            pairs = self._find_pairs(db, entries)
+            self._store_links(db, pairs, entries, first_batch, batch, now)
+            self._collect(db, entries, result)
+            self._bound(db)
+        return result
+
+    def _find_pairs(
+        self, db: sqlite3.Connection, entries: dict[str, tuple[DlpEvent, int, float, list[str]]]
+    ) -> dict[tuple[str, str], set[str]]:
+        """(DLP id, alert id) -> reasons, for every partner of every entry on the other side."""
+        pairs: dict[tuple[str, str], set[str]] = {}
+        windows = self.windows
+        query = "SELECT eid FROM keys WHERE k = ? AND side = ? AND t BETWEEN ? AND ?"
+        for eid, (_ev, side, t, keys) in entries.items():
+            other = SIDE_ALERT if side == SIDE_DLP else SIDE_DLP
+            for k in keys:
+                kt = key_type(k)
+                rule = _RULE_OF.get(kt)
+                if rule is None or rule not in windows:
+                    continue
+                w = windows[rule]
+                lo, hi = (t - w, t + w) if w > 0 else (float("-inf"), float("inf"))
+                reason = f"{rule}:{kt}"
+                for (partner,) in db.execute(query, (k, other, lo, hi)):
+                    pair = (eid, partner) if side == SIDE_DLP else (partner, eid)
+                    pairs.setdefault(pair, set()).add(reason)
+        return pairs
+
+    def _store_links(
+        self,
+        db: sqlite3.Connection,
+        pairs: dict[tuple[str, str], set[str]],
+        entries: dict[str, Any],
+        first_batch: dict[str, int],
+        batch: int,
+        now: float,
+    ) -> None:
+        if not pairs:
+            return
+        dlp_ids = sorted({d for d, _ in pairs})
+        known: dict[tuple[str, str], str] = {}
+        for chunk in _chunks(dlp_ids):
+            marks = ",".join("?" * len(chunk))
+            for d, a, reasons in db.execute(
+                f"SELECT dlp, alert, reasons FROM links WHERE dlp IN ({marks})",  # noqa: S608 - placeholders only
+                chunk,
+            ):
+                known[(d, a)] = reasons
+        outside = self._fetch_items(db, [d for d in dlp_ids if d not in entries])
+        for pair in sorted(pairs):
+            reasons = pairs[pair]
+            old = known.get(pair)
+            if old is None:
+                d = pair[0]
+                # late: the DLP side was spooled in an earlier batch, so it cannot carry the link
+                late = d not in entries and d in outside and outside[d][2] < batch
+                db.execute(
+                    "INSERT INTO links (dlp, alert, reasons, late, batch, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (pair[0], pair[1], ",".join(sorted(reasons)), int(late), batch, now),
+                )
+                self._links += 1
+            else:
+                merged = sorted(set(old.split(",")) | reasons)
+                if ",".join(merged) != old:
+                    db.execute(
+                        "UPDATE links SET reasons = ? WHERE dlp = ? AND alert = ?", (",".join(merged), pair[0], pair[1])
+                    )
+
+    def _collect(
+        self, db: sqlite3.Connection, entries: dict[str, tuple[DlpEvent, int, float, list[str]]], result: BatchResult
+    ) -> None:
+        links: dict[str, list[Link]] = {eid: [] for eid in entries}
+        dlp = sorted(e for e, v in entries.items() if v[1] == SIDE_DLP)
+        alerts = sorted(e for e, v in entries.items() if v[1] == SIDE_ALERT)
+        seen: set[tuple[str, str]] = set()
+        for column, ids in (("dlp", dlp), ("alert", alerts)):
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                for d, a, reasons, late, announced in db.execute(
+                    f"SELECT dlp, alert, reasons, late, announced FROM links WHERE {column} IN ({marks})",  # noqa: S608
+                    chunk,
+                ):
+                    if (d, a) in seen:
+                        continue
+                    seen.add((d, a))
+                    link = Link(d, a, tuple(reasons.split(",")), bool(late), bool(announced))
+                    for end in (d, a):
+                        if end in links:
+                            links[end].append(link)
+                    if link.late and not link.announced:
+                        result.to_announce.append(link)
+        partners = {lk.alert for ls in links.values() for lk in ls} | {lk.dlp for ls in links.values() for lk in ls}
+        missing = [p for p in partners if p not in result.infos]
+        for eid, (_side, _t, _batch, info) in self._fetch_items(db, missing).items():
+            result.infos[eid] = orjson.loads(info)
+        for ls in links.values():
+            ls.sort(key=lambda lk: (lk.dlp, lk.alert))
+        result.links = links
+        result.to_announce.sort(key=lambda lk: lk.pair)
+        # prior incidents: incidents of the same user first seen within N days before the event
+        days = self.settings.prior_incident_days * 86400.0
+        if days > 0:
+            for eid, (_ev, _side, t, keys) in entries.items():
+                found: set[str] = set()
+                for k in keys:
+                    if key_type(k) in _USER_TYPES:
+                        for (inc,) in db.execute(
+                            "SELECT inc FROM uinc WHERE k = ? AND t >= ? AND t < ?", (k, t - days, t)
+                        ):
+                            found.add(inc)
+                own = set(result.infos[eid]["incidents"])
+                result.prior[eid] = sorted(found - own, key=lambda s: (len(s), s))
+
+    def _bound(self, db: sqlite3.Connection) -> None:
+        """Expire events past the retention window, evict the oldest beyond max_items / max_links."""
+        s = self.settings
+        cutoff = self._meta.get("high_water", 0.0) - s.retention_days * 86400.0
+        if cutoff > self._meta.get("expired_before", 0.0) + 60.0:
+            rows = db.execute("SELECT eid, side, t, info FROM items WHERE t < ?", (cutoff,)).fetchall()
+            if rows:
+                self._delete_items(db, rows)
+                self._set_meta(db, "expired", self._meta.get("expired", 0) + len(rows))
+            db.execute("DELETE FROM uinc WHERE t < ?", (cutoff,))
+            self._set_meta(db, "expired_before", cutoff)
+        if self._items > s.max_items:
+            excess = self._items - s.max_items
+            rows = db.execute("SELECT eid, side, t, info FROM items ORDER BY t, eid LIMIT ?", (excess,)).fetchall()
+            self._delete_items(db, rows)
+            self._set_meta(db, "evicted", self._meta.get("evicted", 0) + len(rows))
+        if self._links > s.max_links:
+            excess = self._links - s.max_links
+            n = db.execute(
+                "DELETE FROM links WHERE rowid IN (SELECT rowid FROM links ORDER BY rowid LIMIT ?)", (excess,)
+            ).rowcount
+            self._links -= n
+            self._set_meta(db, "links_evicted", self._meta.get("links_evicted", 0) + n)
+
+    # ------------------------------------------------------------------ after the spool commit
+
+    def mark_announced(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Record that the correlation events of these links are in the spool (after its commit)."""
+        rows = sorted(set(pairs))
+        if not rows:
+            return
+        with self._tx() as db:
+            db.executemany("UPDATE links SET announced = 1 WHERE dlp = ? AND alert = ?", rows)
+
+    # ------------------------------------------------------------------ inspection
+
+    def links(self) -> list[Link]:
+        """Every link remembered, sorted (tests, ``dlpfwd`` inspection)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT dlp, alert, reasons, late, announced FROM links ORDER BY dlp, alert"
+            ).fetchall()
+        return [Link(d, a, tuple(r.split(",")), bool(late), bool(ann)) for d, a, r, late, ann in rows]
+
+    def stats(self) -> dict[str, Any]:
+        """Size and cost of the index: rows, evictions, file size (for ``dlpfwd state``)."""
+        with self._lock:
+            db = self._db
+            keys = db.execute("SELECT COUNT(*) FROM keys").fetchone()[0]
+        size = 0
+        for suffix in ("", "-wal"):
+            try:
+                size += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return {
+            "items": self._items,
+            "keys": keys,
+            "links": self._links,
+            "max_items": self.settings.max_items,
+            "expired": int(self._meta.get("expired", 0)),
+            "evicted": int(self._meta.get("evicted", 0)),
+            "links_evicted": int(self._meta.get("links_evicted", 0)),
+            "bytes": size,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def index_stats(state_dir: str) -> dict[str, Any] | None:
+    """Read-only stats of the index in ``state_dir``; ``None`` when there is none."""
+    path = os.path.join(state_dir, DB_NAME)
+    if not os.path.exists(path):
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
+        meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+    finally:
+        db.close()
+    size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+    return {
+        "items": items,
+        "links": links,
+        "expired": int(meta.get("expired", 0)),
+        "evicted": int(meta.get("evicted", 0)),
+        "links_evicted": int(meta.get("links_evicted", 0)),
+        "bytes": size,
+    }
