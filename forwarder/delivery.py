@@ -23,6 +23,7 @@ entry with the exception as the reason. Retriable errors (network, 5xx) are neve
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
@@ -192,6 +193,7 @@ class Drainer:
         self._partial_since: float | None = None
         self.delivered = 0
         self.idle = threading.Event()
+        self.settler = Settler(self)
 
     # ------------------------------------------------------------------ loop
 
@@ -236,6 +238,7 @@ class Drainer:
                 self.wakeup.wait(1.0)
                 self.wakeup.clear()
         finally:
+            self.settler.flush()
             self.idle.set()
 
     def _connect(self) -> bool:
@@ -320,9 +323,27 @@ class Drainer:
     # ------------------------------------------------------------------ outcomes
 
     def apply(self, rows: Sequence[SpoolRow], outcome: Outcome) -> None:
-        """Settle one outcome in the store (delivered -> deleted, rejected -> dead letters)."""
+        """Settle one outcome in the store (delivered -> removed, rejected -> dead letters).
+
+        The common case -- every entry delivered -- is recorded by the background settler, so
+        the next batch is read and sent meanwhile (the entries are past ``pos``; after a crash
+        before the settle commits they are simply sent again). Anything else is settled here,
+        after the settler has caught up."""
         by_id = {r.id: r for r in rows}
         delivered = [i for i in dict.fromkeys(outcome.delivered) if i in by_id]
+        if rows:
+            self.pos = max(self.pos, rows[-1].id)
+        if (
+            len(delivered) == len(rows)
+            and not outcome.rejected
+            and not outcome.pending
+            and not outcome.fatal
+            and not outcome.retry
+        ):
+            self.settler.submit([by_id[i] for i in delivered], outcome)
+            self._succeeded()
+            return
+        self.settler.flush()
         rejected = [(by_id[i], reason) for i, reason in outcome.rejected.items() if i in by_id]
         pending = [i for i in outcome.pending if i in by_id]
         settled = set(delivered) | set(outcome.rejected) | set(pending)
@@ -330,19 +351,17 @@ class Drainer:
         for i in pending:
             self.pending[i] = by_id[i]
         self._settle([by_id[i] for i in delivered], rejected, [by_id[i] for i in retry], outcome)
-        if rows:
-            last = rows[-1].id
-            self.pos = max(self.pos, last)
         if retry:
             self.pos = min(self.pos, min(retry) - 1)
 
-    def _settle(
+    def _record(
         self,
         delivered: list[SpoolRow],
         rejected: list[tuple[SpoolRow, str]],
         retry: list[SpoolRow],
         outcome: Outcome,
     ) -> None:
+        """Write an outcome to the store and the metrics (any thread)."""
         now = time.time()
         counts = self.store.settle(self.name, delivered, rejected, retry, now)
         m = self.metrics
@@ -354,11 +373,27 @@ class Drainer:
         self.delivered += counts["delivered"]
         if counts["delivered"]:
             self._exception_dead = 0
-        if counts["delivered"]:
             m.last_delivery.labels(self.name).set(now)
         events, size = self.store.spool_depth(self.name)
         m.spool_events.labels(self.name).set(events)
         m.spool_bytes.labels(self.name).set(size)
+        if (delivered or rejected) and self.on_settled:
+            self.on_settled()
+
+    def _succeeded(self) -> None:
+        if self.gate.failures:
+            self.log.info("sink %s: delivering again", self.name)
+        self.gate.succeeded()
+        self.metrics.breaker_open.labels(self.name).set(0)
+
+    def _settle(
+        self,
+        delivered: list[SpoolRow],
+        rejected: list[tuple[SpoolRow, str]],
+        retry: list[SpoolRow],
+        outcome: Outcome,
+    ) -> None:
+        self._record(delivered, rejected, retry, outcome)
         if rejected:
             self.log.warning(
                 "sink %s rejected %d event(s) for good; they are in its dead letters (first reason: %s)",
@@ -378,14 +413,10 @@ class Drainer:
                 delay,
             )
         elif delivered or rejected or outcome.pending:
-            if self.gate.failures:
-                self.log.info("sink %s: delivering again", self.name)
-            self.gate.succeeded()
-            m.breaker_open.labels(self.name).set(0)
-        if (delivered or rejected) and self.on_settled:
-            self.on_settled()
+            self._succeeded()
 
     def _poll_acks(self) -> None:
+        self.settler.flush()
         try:
             outcome = self.sink.poll_acks()
         except RetriableError as exc:
@@ -433,3 +464,49 @@ class Drainer:
         if self._exception_dead >= MAX_EXCEPTION_DEAD_LETTERS:
             self._stop_sink(f"{reason} on {self._exception_dead} events in a row: the sink looks broken")
         return True
+
+
+class Settler:
+    """Records fully delivered batches in a background thread, one batch behind the drainer.
+
+    At most ``depth`` batches wait; :meth:`flush` waits until all are recorded. A failure to
+    record (the state store) is logged; those entries stay in the spool and are sent again.
+    """
+
+    def __init__(self, drainer: Drainer, depth: int = 2) -> None:
+        self.drainer = drainer
+        self.queue: queue.Queue[tuple[list[SpoolRow], Outcome] | None] = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+
+    def submit(self, rows: list[SpoolRow], outcome: Outcome) -> None:
+        """Called by the drainer thread only."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"dlpfwd-settle-{self.drainer.name}", daemon=True)
+            self._thread.start()
+        self.queue.put((rows, outcome))
+
+    def flush(self) -> None:
+        if self._thread is not None:
+            self.queue.join()
+
+    def stop(self) -> None:
+        """Record what is queued, then end the thread."""
+        if self._thread is not None:
+            self.queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                rows, outcome = item
+                self.drainer._record(rows, [], [], outcome)
+            except Exception:  # noqa: BLE001 - entries stay spooled and are re-sent; say so
+                self.drainer.log.exception(
+                    "sink %s: recording a delivery failed; those events will be sent again", self.drainer.name
+                )
+            finally:
+                self.queue.task_done()

@@ -477,6 +477,8 @@ class Forwarder:
         if self._closed:
             return
         self._closed = True
+        for drainer in self.drainers.values():
+            drainer.settler.stop()
         for kind, plugins in (("sink", self.sinks), ("source", self.sources)):
             for name, plugin in plugins.items():
                 try:
