@@ -69,7 +69,9 @@ class TenantEmulator:
         self.audit_queries = AuditQueries(self.data, self.guard, self.clock, cfg.audit_query_seconds)
         self.management = ManagementApi(self.data, self.guard, self.clock, cfg.management_page_size)
         self.app = TenantApp(now=self.clock.time)
-        for part in (self.identity, self.graph, self.audit_queries, self.management):
+        from emulators.tenant.control import Control
+
+        for part in (self.identity, self.graph, self.audit_queries, self.management, Control(self)):
             part.install(self.app)
         self.app.info = {"tenant_id": self.tenant_id, "client_id": self.client_id, "publisher_id": self.publisher_id}
         self.server: EmulatorServer | None = None

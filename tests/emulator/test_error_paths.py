@@ -107,3 +107,19 @@ def test_fault_knobs_refuse_unknown_names(shared):
 
     with pytest.raises(TypeError, match="unknown fault knob"):
         shared.emu.faults.update(throttle=1.0)
+
+
+def test_control_plane(tenant):
+    r = tenant.http.post("/_emulator/faults", json={"throttle_rate": 1.0})
+    assert r.status_code == 200 and r.json()["throttle_rate"] == 1.0
+    assert tenant.graph("alerts_v2", tenant.token(GRAPH)).status_code == 429
+    assert tenant.http.post("/_emulator/faults", json={"nope": 1}).status_code == 400
+    tenant.http.post("/_emulator/faults", json={"throttle_rate": 0.0})
+    before = tenant.emu.clock.time()
+    r = tenant.http.post("/_emulator/clock", json={"advance_seconds": 3600})
+    assert r.status_code == 200 and tenant.emu.clock.time() - before >= 3600
+    assert tenant.http.post("/_emulator/clock", json={"advance_seconds": -1}).status_code == 400
+    expected = tenant.http.get("/_emulator/expected", params={"content_type": "DLP.All"}).json()
+    assert expected["audit_records"] == len(tenant.emu.expected_audit_ids())
+    stats = tenant.http.get("/_emulator/stats").json()
+    assert stats["injected"]["graph_429"] == 1
