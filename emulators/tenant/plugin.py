@@ -46,7 +46,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, records: int) -> None:
 
 def configure_emulator(parser: argparse.ArgumentParser) -> None:
     # dest is not "host": the CLI keeps its plugin host in args.host
-    parser.add_argument("--host", dest="bind", default="127.0.0.1", help="address to listen on (loopback)")
+    parser.add_argument(
+        "--host", dest="bind", metavar="ADDRESS", default="127.0.0.1", help="address to listen on (loopback)"
+    )
     parser.add_argument("--port", type=int, default=8443, help="port (0: a free one)")
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS (msal needs HTTPS)")
     parser.add_argument("--state-dir", default="./dlpfwd-emulator", help="signing key and TLS CA/certificates")
