@@ -218,9 +218,14 @@ class Drainer:
                     continue
                 if not self.connected and not self._connect():
                     continue
-                if self.pending:
-                    self._poll_acks()
-                worked = self.step(finishing)
+                try:
+                    if self.pending:
+                        self._poll_acks()
+                    worked = self.step(finishing)
+                except Exception as exc:  # noqa: BLE001 - the state store (disk full...): keep the spool, retry
+                    delay = self.gate.failed(f"{type(exc).__name__}: {exc}")
+                    self.log.exception("sink %s: delivery loop failed; retrying in %.1f s", self.name, delay)
+                    continue
                 if worked:
                     continue
                 if self.pending:
