@@ -28,7 +28,7 @@ text_values = st.one_of(
 def load_extension(name: str) -> tuple[dict[str, re.Pattern[str]], list[ET.Element]]:
     root = ET.parse(QRADAR / name).getroot()
     assert root.tag == f"{NS}device-extension"
-    patterns = {p.get("id"): re.compile((p.text or "").strip()) for p in root.iter() if p.tag.endswith("pattern")}
+    patterns = {p.get("id", ""): re.compile((p.text or "").strip()) for p in root.iter() if p.tag.endswith("pattern")}
     groups = [g for g in root.iter() if g.tag.endswith("match-group")]
     assert groups, "no match-group"
     for g in groups:
