@@ -22,7 +22,9 @@ It behaves as HEC is documented to (``docs/splunk.md`` lists what is modelled):
 * ``GET /services/collector/health``: code 17, or 503 code 18 while busy.
 * Faults: ``busy_next`` (the next N event requests answer 503 code 9), ``busy_rate``
   (probability), ``indexer_delay`` (seconds before answering), ``capacity_warning`` (24 or
-  25: accepted requests answer HTTP 200 with that "approaching capacity" code).
+  25: accepted requests answer HTTP 200 with that "approaching capacity" code),
+  ``refuse_containing`` (objects containing this text are refused with code 6, standing for
+  an event Splunk cannot parse).
 * ``indexed``: every indexed envelope with its token name and channel, for tests to assert
   exactly what arrived (duplicates included); ``record_limit`` keeps only the latest ones
   (long dry runs), ``indexed_count`` counts them all. Control routes under ``/_emulator/`` expose it
@@ -127,6 +129,7 @@ class HecApp(App):
         self.allow_query_string_auth = allow_query_string_auth
         self.report_event_number = True  # False: answer data errors without invalid-event-number
         self.capacity_warning = 0  # 24 or 25: accept requests with that "approaching capacity" code
+        self.refuse_containing = ""  # objects containing this text are refused as invalid data (code 6)
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         # what was indexed: (envelope JSON bytes, index, token name, channel); bytes, not parsed
@@ -256,8 +259,9 @@ class HecApp(App):
         accepted: list[tuple[memoryview | bytes, str]] = []
         default_index = request.query.get("index") or token.default_index
         n = 0
+        poison = self.refuse_containing.encode() if self.refuse_containing else b""
         for raw, obj in _objects(body):
-            if not isinstance(obj, dict):
+            if not isinstance(obj, dict) or (poison and poison in bytes(raw)):
                 return accepted, (6, n)
             index = obj.get("index") or default_index
             if not isinstance(index, str) or (token.indexes and index not in token.indexes):
@@ -335,6 +339,7 @@ class HecApp(App):
                 "report_event_number",
                 "record",
                 "capacity_warning",
+                "refuse_containing",
             ):
                 if key in knobs:
                     setattr(self, key, knobs[key])

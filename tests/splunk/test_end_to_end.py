@@ -123,3 +123,32 @@ def test_check_probe_reports_hec_health(tmp_path, monkeypatch, emulator, capsys)
     out = capsys.readouterr().out
     assert f"FAIL sink splunk: {server.url} index secret" in out and "code 7" in out
     assert DEFAULT_TOKEN not in out
+
+
+def test_an_event_splunk_refuses_goes_to_dead_letters_and_the_rest_is_indexed(tmp_path, monkeypatch, host, emulator):
+    app, server = emulator
+    app.refuse_containing = '"id":"rec-3"'
+    path = write_config(tmp_path, server, monkeypatch, n=8)
+    with Forwarder(load_config(path, host), host) as fw:
+        result = fw.run_once()
+        dead = fw.store.dead_letters("splunk")
+    assert result.delivered == {"splunk": 7}
+    assert result.dead_letters == {"splunk": 1}
+    assert result.undelivered.get("splunk", 0) == 0
+    ids = [i["event"]["dlpfwd"]["id"] for i in app.indexed]
+    assert set(ids) == {f"rec-{i}" for i in range(8) if i != 3}
+    # Splunk indexed the three objects before the refused one without an ackId: under indexer
+    # acknowledgement they are sent again, so they appear twice (counted as possible duplicates)
+    assert sorted(ids) == sorted([f"rec-{i}" for i in range(8) if i != 3] + ["rec-0", "rec-1", "rec-2"])
+    assert len(dead) == 1 and "code 6" in dead[0].reason and b'"id":"rec-3"' in dead[0].payload
+
+
+def test_the_token_never_reaches_the_logs(tmp_path, monkeypatch, host, emulator, caplog):
+    app, server = emulator
+    app.tokens[DEFAULT_TOKEN].disabled = True
+    path = write_config(tmp_path, server, monkeypatch, n=2)
+    with caplog.at_level("DEBUG"):
+        with Forwarder(load_config(path, host), host) as fw:
+            result = fw.run_once()
+    assert not result.ok and any("code 1" in e for e in result.errors + [caplog.text])
+    assert DEFAULT_TOKEN not in caplog.text
