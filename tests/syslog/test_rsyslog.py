@@ -268,3 +268,40 @@ def test_hostile_strings_through_rsyslog(rsyslog: Rsyslog, pki: Pki, title, desc
     sink.close()
     (line,) = received(rsyslog, "tcp", run, 1)
     check_line(line, fmt, {event.id: event})
+
+
+def test_bytes_never_acknowledged_are_resent_after_ack_timeout() -> None:
+    """A receiver that accepts but never reads, with a tiny window: written bytes stay
+    unacknowledged, so after ack_timeout the batch comes back as a retry (never delivered)."""
+    import socket
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted socket
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    sink = make_sink(
+        host="127.0.0.1",
+        port=listener.getsockname()[1],
+        transport="tcp",
+        ack_timeout=1.0,
+        confirm_seconds=0.05,
+        timeout=3.0,
+    )
+    try:
+        sink.connect()
+        conn, _ = listener.accept()
+        big = [sample_event(i, run="stall", description="x" * 6000) for i in range(20)]  # ~150 KB
+        out = sink.write_batch(entries_for(big))
+        if out.retry:  # a kernel with a small send buffer: the write itself timed out
+            assert sorted(out.retry) == list(range(1, 21)) and out.duplicates_possible == 20
+        else:
+            assert len(out.pending) == 20
+            first = sink.poll_acks()
+            assert not first.delivered, "nothing the receiver's TCP did not acknowledge may count as delivered"
+            settled = wait_for(lambda: sink.poll_acks().retry or None, timeout=10, what="the ack timeout")
+            assert sorted(settled) == list(range(1, 21))
+        assert sink.transport is None  # dropped; the next write reconnects
+        conn.close()
+    finally:
+        listener.close()
+        sink.close()
