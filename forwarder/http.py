@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,18 +19,27 @@ from forwarder.settings import HttpSettings
 USER_AGENT = f"dlpfwd/{__version__}"
 
 
+def tls_config(http: HttpSettings) -> ssl.SSLContext | bool:
+    """What httpx takes as ``verify``: an SSL context when a CA bundle, a client certificate or
+    disabled verification is configured, else ``True`` (httpx's default trust store)."""
+    if http.verify and not http.ca_bundle and not http.client_cert:
+        return True
+    if not http.verify and not http.client_cert:
+        return False
+    ctx = ssl.create_default_context(cafile=http.ca_bundle or None)
+    if not http.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if http.client_cert:
+        ctx.load_cert_chain(http.client_cert, http.client_key or None)
+    return ctx
+
+
 def make_client(http: HttpSettings, **kwargs: Any) -> httpx.Client:
     """An ``httpx.Client`` honouring the CA bundle, proxy, verification, client certificate and timeout."""
-    verify: Any = http.verify
-    if http.verify and http.ca_bundle:
-        verify = http.ca_bundle
-    cert: Any = None
-    if http.client_cert:
-        cert = (http.client_cert, http.client_key) if http.client_key else http.client_cert
     headers = {"User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
     return httpx.Client(
-        verify=verify,
-        cert=cert,
+        verify=tls_config(http),
         proxy=http.proxy or None,
         timeout=httpx.Timeout(http.timeout),
         headers=headers,
