@@ -161,7 +161,7 @@ path = "{out}/events.jsonl"
         result = fw.backfill("o365", now - dt.timedelta(days=DAYS + 1), now)
         elapsed = time.perf_counter() - t0
     lines = 0
-    for path in Path(out).glob("events.jsonl*"):  # the file sink rotates by size
+    for path in Path(out).glob("events*.jsonl"):  # the file sink rotates by size (events.1.jsonl, ...)
         with open(path, "rb") as fh:
             for _ in fh:
                 lines += 1

@@ -85,7 +85,7 @@ def load(text: str) -> tuple[Config, PluginHost]:
 
 
 def delivered(tmp: Path) -> list[dict[str, Any]]:
-    path = tmp / "out" / "events.jsonl"
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    events = []
+    for path in sorted((tmp / "out").glob("events*.jsonl")):  # the file sink rotates by size
+        events += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return events
