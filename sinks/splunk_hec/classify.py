@@ -140,7 +140,7 @@ def classify(status: int, body: dict[str, Any], *, sink: str, ack: bool) -> Verd
         return Verdict(
             FATAL,
             code,
-            f"{what}: an index is not allowed for this HEC token; check {key}.index and {key}.indexes "
+            f"{what}: an index is not allowed for this HEC token; check {key}.index and {key}.index_by_kind "
             "against the token's allowed indexes",
         )
     if code == 10:

@@ -198,9 +198,10 @@ def indexed_fields(ev: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
 class EnvelopeBuilder:
     """Builds HEC envelopes for one sink instance from its metadata settings.
 
-    ``index`` is the default index ("" = the token's default); ``indexes``/``sourcetypes`` map an
-    event kind to its index/sourcetype; ``source`` "" means ``dlpfwd:<source instance>``; ``host``
-    "" means this machine's name; ``fields`` lists schema paths sent as indexed fields.
+    ``index`` is the default index ("" = the token's default); ``source`` "" means
+    ``dlpfwd:<source instance>``; ``host`` "" means this machine's name; ``indexes``,
+    ``sourcetypes``, ``sources`` and ``hosts`` map an event kind to its own value; ``fields``
+    lists schema paths sent as indexed fields.
     """
 
     def __init__(
@@ -210,7 +211,9 @@ class EnvelopeBuilder:
         indexes: Mapping[str, str] | None = None,
         sourcetypes: Mapping[str, str] | None = None,
         source: str = "",
+        sources: Mapping[str, str] | None = None,
         host: str = "",
+        hosts: Mapping[str, str] | None = None,
         fields: list[str] | None = None,
     ) -> None:
         self.index = index
@@ -218,6 +221,8 @@ class EnvelopeBuilder:
         self.sourcetypes = {**DEFAULT_SOURCETYPES, **(sourcetypes or {})}
         self.source = source
         self.host = host or socket.gethostname()
+        self.sources = dict(sources or {})
+        self.hosts = dict(hosts or {})
         self.fields = list(fields or [])
         self.cim: Callable[[Mapping[str, Any]], dict[str, Any]] = cim_fields
         self._heads: dict[tuple[Any, Any], bytes] = {}
@@ -248,8 +253,8 @@ class EnvelopeBuilder:
     def _fixed(self, ev: Mapping[str, Any]) -> dict[str, Any]:
         kind = str(ev.get("kind") or "")
         meta: dict[str, Any] = {}
-        meta["host"] = self.host
-        meta["source"] = self.source or f"dlpfwd:{ev.get('source') or 'unknown'}"
+        meta["host"] = self.hosts.get(kind) or self.host
+        meta["source"] = self.sources.get(kind) or self.source or f"dlpfwd:{ev.get('source') or 'unknown'}"
         meta["sourcetype"] = self.sourcetypes.get(kind, FALLBACK_SOURCETYPE)
         index = self.indexes.get(kind) or self.index
         if index:

@@ -36,6 +36,7 @@ import orjson
 from forwarder.errors import FatalError, RetriableError
 from forwarder.http import make_client
 from forwarder.http import retry_after as parse_retry_after
+from forwarder.schema import KINDS
 from forwarder.settings import HttpSettings, Secret, setting
 from forwarder.sink import Entry, Health, Outcome, Sink, SinkContext
 from sinks.splunk_hec import classify as cl
@@ -81,15 +82,17 @@ class SplunkHecSettings:
         maximum=16,
     )
     index: str = setting("", doc="index for every event ('' = the token's default index)")
-    indexes: dict[str, str] = setting(
+    index_by_kind: dict[str, str] = setting(
         default_factory=dict, doc="index per event kind (audit, alert, incident, correlation), overriding index"
     )
-    sourcetypes: dict[str, str] = setting(
+    sourcetype_by_kind: dict[str, str] = setting(
         default_factory=dict,
         doc="sourcetype per event kind; default dlpfwd:purview:<kind> (what the add-on configures)",
     )
     source: str = setting("", doc="HEC source ('' = dlpfwd:<source instance name>)")
+    source_by_kind: dict[str, str] = setting(default_factory=dict, doc="HEC source per event kind, overriding source")
     host: str = setting("", doc="HEC host ('' = this machine's name)")
+    host_by_kind: dict[str, str] = setting(default_factory=dict, doc="HEC host per event kind, overriding host")
     indexed_fields: list[str] = setting(
         default_factory=list, doc="schema fields (dotted, e.g. tenant_id, user.upn) also sent as indexed fields"
     )
@@ -122,10 +125,12 @@ class HecSink(Sink):
         self.settings: SplunkHecSettings = settings
         self.envelopes = EnvelopeBuilder(
             index=settings.index,
-            indexes=settings.indexes,
-            sourcetypes=settings.sourcetypes,
+            indexes=settings.index_by_kind,
+            sourcetypes=settings.sourcetype_by_kind,
             source=settings.source,
+            sources=settings.source_by_kind,
             host=settings.host,
+            hosts=settings.host_by_kind,
             fields=settings.indexed_fields,
         )
         self.acks = AckTracker(name, timeout=settings.ack_timeout, batch_size=settings.ack_batch)
@@ -143,6 +148,12 @@ class HecSink(Sink):
         """Build one client and channel per endpoint. No request is made (``health`` probes)."""
         if self.pool is not None:
             return
+        for key in ("index_by_kind", "sourcetype_by_kind", "source_by_kind", "host_by_kind"):
+            for kind in getattr(self.settings, key):
+                if kind not in KINDS:
+                    raise FatalError(
+                        f"sinks.{self.name}.{key}.{kind}: unknown event kind (expected one of {', '.join(KINDS)})"
+                    )
         urls = [self.settings.url, *self.settings.urls]
         for i, url in enumerate(urls):
             if not url.startswith(("https://", "http://")):
@@ -425,7 +436,7 @@ class HecSink(Sink):
                         f"{where} index {index}",
                         False,
                         f"{cl.describe(r.status_code, body)}: not allowed for this token "
-                        f"(sinks.{self.name}.index / indexes)",
+                        f"(sinks.{self.name}.index / index_by_kind)",
                     )
                 elif code in (12, 13):
                     health.add(

@@ -57,9 +57,17 @@ def test_distinct_sourcetypes_and_indexes_per_kind():
     kinds = {"alert": "dlpfwd:purview:alert", "incident": "dlpfwd:purview:incident", "audit": "dlpfwd:purview:audit"}
     assert len(set(DEFAULT_SOURCETYPES.values())) == len(DEFAULT_SOURCETYPES)
     for kind, sourcetype in kinds.items():
-        env = build(make_event(1, kind=kind), index="main", indexes={"alert": "dlp_alerts"})
+        env = build(
+            make_event(1, kind=kind),
+            index="main",
+            indexes={"alert": "dlp_alerts"},
+            sources={"incident": "purview:incidents"},
+            hosts={"alert": "graph"},
+        )
         assert env["sourcetype"] == sourcetype
         assert env["index"] == ("dlp_alerts" if kind == "alert" else "main")
+        assert env["source"] == ("purview:incidents" if kind == "incident" else "dlpfwd:contoso-audit")
+        assert env["host"] == ("graph" if kind == "alert" else "fwd01")
     env = build(make_event(1, kind="incident"), sourcetypes={"incident": "custom:inc"})
     assert env["sourcetype"] == "custom:inc"
     assert "index" not in env  # the token's default index applies

@@ -10,6 +10,7 @@ import pytest
 
 from emulators.hec.app import DEFAULT_TOKEN, HecApp, TokenConfig
 from emulators.httpd import EmulatorServer, Request, Response
+from forwarder.errors import FatalError
 from forwarder.sink import Outcome
 from tests.splunk.conftest import entries
 
@@ -275,7 +276,7 @@ def test_health_checks_endpoint_token_ack_and_index(hec_ack, make_sink):
     names = [c.name for c in health.checks]
     assert any("authentication" in n for n in names) and any("index dlp" in n for n in names)
     assert not app.indexed  # the probes index nothing
-    bad = make_sink(server, ack=True, index="nope", indexes={"alert": "dlp"}).health()
+    bad = make_sink(server, ack=True, index="nope", index_by_kind={"alert": "dlp"}).health()
     failing = [c for c in bad.checks if not c.ok]
     assert [c.name.split()[-1] for c in failing] == ["nope"]
     assert "code 7" in failing[0].detail
@@ -335,3 +336,10 @@ def test_capacity_warnings_are_accepted_not_resent(hec, make_sink, caplog):
     assert len(app.indexed) == 3
     assert sink.counters.values["hec_capacity_warnings"] == 1
     assert "code 24" in caplog.text and "nearing capacity" in caplog.text
+
+
+def test_an_unknown_event_kind_in_a_per_kind_setting_is_a_configuration_fault(hec, make_sink):
+    app, server = hec
+    sink = make_sink(server, sourcetype_by_kind={"alerts": "x"})
+    with pytest.raises(FatalError, match=r"sinks\.splunk\.sourcetype_by_kind\.alerts: unknown event kind"):
+        sink.connect()
