@@ -8,7 +8,8 @@ What every call gets, so no source can forget it:
 * the instance's request budget (requests per minute, a token bucket);
 * fixed query parameters (the Management API's ``PublisherIdentifier``) and headers (Graph's
   ``Prefer: include-unknown-enum-members``);
-* retries of 429 / 500 / 502 / 503 / 504 and the Management API's ``AF429`` (HTTP 403),
+* retries of 429 / 500 / 502 / 503 / 504, the Management API's ``AF429`` (HTTP 403) and,
+  for Graph, 206 partial results,
   honouring ``Retry-After`` or backing off exponentially with jitter, up to ``max_wait``
   seconds in all, then :class:`~forwarder.errors.RetriableError` with the wait to the host;
 * a refusal to send the token to any host but the API's own (``@odata.nextLink``,
@@ -117,6 +118,7 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         what: str = "API",
+        retry_partial: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
@@ -132,6 +134,7 @@ class ApiClient:
         self.max_attempts = max_attempts
         self.sleep = sleep
         self.what = what
+        self.retry_partial = retry_partial
         kwargs: dict[str, Any] = {"headers": {"Accept": "application/json", **(headers or {})}}
         if transport is not None:
             kwargs["transport"] = transport
@@ -227,7 +230,10 @@ class ApiClient:
                 refreshed += 1
                 continue
             throttled = status == 429 or (status == 403 and _is_af429(response))
-            if status in RETRY_STATUSES or throttled:
+            # Graph answers 206 (with a Warning header) when a provider behind it failed: the
+            # page may be incomplete, so it is asked again rather than taken as complete.
+            partial = status == 206 and self.retry_partial
+            if status in RETRY_STATUSES or throttled or partial:
                 if throttled:
                     self.throttled += 1
                 wait = retry_after(response)

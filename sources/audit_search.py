@@ -127,6 +127,7 @@ class AuditSearchSource(Source):
                 log=self.log,
                 budget=RequestBudget(s.requests_per_minute),
                 headers={"Prefer": "include-unknown-enum-members"},
+                retry_partial=True,
                 max_wait=s.max_retry_wait,
                 transport=self._transport,
                 sleep=self._sleep,

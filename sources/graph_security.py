@@ -124,6 +124,7 @@ class GraphSecuritySource(Source):
                 log=self.log,
                 budget=RequestBudget(s.requests_per_minute),
                 headers={"Prefer": "include-unknown-enum-members"},
+                retry_partial=True,
                 max_wait=s.max_retry_wait,
                 transport=self._transport,
                 what=f"graph_security {self.name}",

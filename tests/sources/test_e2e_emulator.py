@@ -35,6 +35,7 @@ def test_faults_every_event_exactly_once(tmp_path, monkeypatch):
         late_rate=0.1,
         late_delay=2 * 3600.0,
         out_of_order_rate=0.1,
+        partial_rate=0.05,
     )
     emu = TenantEmulator(
         EmulatorConfig(seed=11, audit_records=1500, days=2, records_per_blob=20, alert_every=10, faults=faults),
