@@ -79,6 +79,7 @@ class EmulatorConfig:
     one Graph alert per ``alert_every`` audit records (every 7th alert a non-DLP Defender alert
     for the same user), ``alerts_per_incident`` alerts per incident. ``seed`` makes everything
     reproducible. ``roles`` maps a resource audience to the app's granted application permissions.
+    ``blob_cache_mb``: memory for generated content blobs, kept compressed (0: none).
     ``live``: activity goes on after the anchor at the same rate (for 7 days), appearing as the
     (emulated) clock passes it; without it the data ends at the anchor.
     """
@@ -100,6 +101,7 @@ class EmulatorConfig:
     roles: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
     faults: FaultConfig = field(default_factory=FaultConfig)
     live: bool = False
+    blob_cache_mb: int = 128
     management_page_size: int = 200
     audit_query_seconds: float = 1.0
 

@@ -67,7 +67,9 @@ class TenantEmulator:
         self.guard = Guard(self.faults, self.verifier, self.tenant_id, cfg.seed)
         self.graph = GraphSecurity(self.data, self.guard, self.clock)
         self.audit_queries = AuditQueries(self.data, self.guard, self.clock, cfg.audit_query_seconds)
-        self.management = ManagementApi(self.data, self.guard, self.clock, cfg.management_page_size)
+        self.management = ManagementApi(
+            self.data, self.guard, self.clock, cfg.management_page_size, cfg.blob_cache_mb << 20
+        )
         self.app = TenantApp(now=self.clock.time)
         from emulators.tenant.control import Control
 
@@ -197,4 +199,6 @@ class TenantEmulator:
             "publishers": dict(self.guard.publishers),
             "tokens_issued": self.identity.tokens_issued,
             "partial_responses": self.graph.partial_responses,
+            "blobs_served": self.management.blobs_served,
+            "blob_cache_hits": self.management.cache_hits,
         }

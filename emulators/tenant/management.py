@@ -15,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -69,15 +71,21 @@ def fmt_time(t: float) -> str:
 class ManagementApi:
     """Routes and subscription state of the Management Activity API."""
 
-    def __init__(self, data: Dataset, guard: Guard, clock: Clock, page_size: int = 200) -> None:
+    def __init__(
+        self, data: Dataset, guard: Guard, clock: Clock, page_size: int = 200, cache_bytes: int = 128 << 20
+    ) -> None:
         self.data = data
         self.guard = guard
         self.clock = clock
         self.page_size = max(1, page_size)
         self.subscriptions: dict[str, str] = {}  # content type -> enabled/disabled
         self._lock = threading.Lock()
-        self._blob_cache: LRUCache[tuple[str, int, bool], bytes] = LRUCache(maxsize=16)
+        # generated blobs, zlib-compressed (about 1/6 of their size), within cache_bytes
+        self._blob_cache: LRUCache[tuple[str, int, bool], bytes] = LRUCache(maxsize=max(1, cache_bytes), getsizeof=len)
+        self._compressing: set[tuple[str, int, bool]] = set()
+        self._compressor = ThreadPoolExecutor(1, thread_name_prefix="blob-cache") if cache_bytes > 0 else None
         self.blobs_served = 0
+        self.cache_hits = 0
         self._app: App | None = None
 
     def install(self, app: App) -> None:
@@ -251,16 +259,33 @@ class ManagementApi:
         return self._call(request, "GetBlob", run)
 
     def blob_bytes(self, blob: Blob, detections: bool) -> bytes:
+        """The blob's JSON; generated on first use, then served from the compressed cache.
+
+        Compression runs in a background thread (zlib releases the GIL), off the request path.
+        """
         key = (blob.content_type, blob.index, detections)
-        cached = self._blob_cache.get(key)
-        if cached is not None:
-            return cached
-        records = [self.data.record(i, detections) for i in self.data.blob_indices(blob)]
-        body = orjson.dumps(records)
         with self._lock:
-            self._blob_cache[key] = body
+            cached = self._blob_cache.get(key)
             self.blobs_served += 1
+        if cached is not None:
+            with self._lock:
+                self.cache_hits += 1
+            return zlib.decompress(cached)
+        body = orjson.dumps([self.data.record(i, detections) for i in self.data.blob_indices(blob)])
+        if self._compressor is not None:
+            with self._lock:
+                if key in self._compressing:
+                    return body
+                self._compressing.add(key)
+            self._compressor.submit(self._store, key, body)
         return body
+
+    def _store(self, key: tuple[str, int, bool], body: bytes) -> None:
+        packed = zlib.compress(body, 1)
+        with self._lock:
+            self._compressing.discard(key)
+            if len(packed) <= self._blob_cache.maxsize:
+                self._blob_cache[key] = packed
 
     def sensitive_types(self, request: Request) -> Response:
         def run(claims: dict[str, Any]) -> Response:

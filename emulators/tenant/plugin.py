@@ -53,6 +53,9 @@ def configure_emulator(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS (msal needs HTTPS)")
     parser.add_argument("--state-dir", default="./dlpfwd-emulator", help="signing key and TLS CA/certificates")
     parser.add_argument("--info-file", default="", help="also write url, ca_file and credentials as JSON here")
+    parser.add_argument(
+        "--blob-cache-mb", type=int, default=128, help="memory for generated blobs, kept compressed (0: none)"
+    )
     parser.add_argument("--live", action="store_true", help="keep generating activity after start, at the same rate")
     add_data_arguments(parser, 2000)
     for name, kind, doc in FAULT_FLAGS:
@@ -72,6 +75,7 @@ def build_emulator(args: argparse.Namespace, state_dir: str | Path) -> Any:
         records_per_blob=args.records_per_blob,
         alert_every=args.alert_every,
         live=bool(getattr(args, "live", False)),
+        blob_cache_mb=int(getattr(args, "blob_cache_mb", 128)),
         faults=faults,
     )
     return TenantEmulator(config, state_dir=state_dir)
