@@ -244,3 +244,18 @@ def test_late_duplicate_malformed_and_out_of_order_faults(tmp_path):
         emu.clock.advance(hours=5)
         blobs2, _ = _list_all(tenant, token=token)
         assert hidden <= {b["contentId"] for b in blobs2}
+
+
+def test_blob_cache_serves_identical_content(tenant):
+    import time
+
+    token = tenant.token(MANAGEMENT)
+    tenant.mgmt("POST", "subscriptions/start", token, params={"contentType": "DLP.All"})
+    blob = _list_all(tenant, token=token)[0][0]
+    first = tenant.mgmt("GET", blob["contentUri"], token).content
+    deadline = time.monotonic() + 10
+    while not len(tenant.emu.management._blob_cache) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = tenant.mgmt("GET", blob["contentUri"], token).content
+    assert second == first
+    assert tenant.emu.stats()["blob_cache_hits"] == 1
