@@ -83,3 +83,18 @@ def test_docs_list_every_setting_and_code():
 def test_an_undocumented_code_is_retried_not_dead_lettered():
     verdict = cl.classify(400, {"text": "Something new", "code": 24}, sink="s", ack=False)
     assert verdict.action == cl.RETRY and "unexpected" in verdict.message
+
+
+def test_the_docs_example_configuration_is_valid(monkeypatch):
+    import re
+
+    from forwarder.config import parse_config
+    from forwarder.plugins import PluginHost
+
+    text = (ROOT / "docs" / "splunk.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    monkeypatch.setenv("SPLUNK_HEC_TOKEN", "00000000-0000-4000-8000-000000000000")
+    config = parse_config(example, PluginHost().load(allow=["splunk_hec"]))
+    (sink,) = config.sinks
+    assert sink.settings.ack and sink.settings.index_by_kind == {"incident": "dlp_incidents"}
+    assert sink.settings.token.reveal().startswith("0000") and sink.options.batch.max_events == 500
