@@ -83,3 +83,29 @@ def dlpfwd_register_commands(register: Callable[..., None]) -> None:
     to an ``argparse.ArgumentParser``; ``run(args) -> int`` executes and returns the exit code.
     Returns: nothing. Convention: collect-all.
     """
+
+
+# --------------------------------------------------------------------------- enrichment
+# Called for every batch when ``[correlation] enabled = true``; never called otherwise.
+
+
+@hookspec
+def dlpfwd_enrich_events(events: list[Any], context: Any) -> None:
+    """Add context to a batch's events before they are spooled (HR or CMDB lookups, ...).
+
+    When: for every source batch, after normalization, the sensitive-value policy and the
+    correlation index (so ``event.enrichment["correlation"]`` is already there), before the
+    spool transaction. Only when ``[correlation] enabled = true``.
+    Arguments: ``events`` -- the batch's :class:`forwarder.schema.DlpEvent` objects (shallow
+    copies: write ONLY ``event.enrichment[<your plugin's key>]``; other fields are shared);
+    ``context`` -- a :class:`forwarder.correlation.enrich.EnrichContext` (source, tenant,
+    ``correlation`` links of the batch, a per-enricher ``cache`` (cachetools TTLCache), a
+    ``deadline`` on the monotonic clock, a ``log``).
+    Contract: batch your lookups (never one remote call per event); return within
+    ``[correlation] enricher_timeout`` seconds. An implementation that raises or overruns
+    leaves every event of the batch without its additions and flagged in
+    ``event.enrichment["errors"][<plugin>]``; the events are spooled all the same, never
+    blocked or lost. An overrunning call is abandoned and the enricher is skipped (flagged)
+    until it returns.
+    Returns: nothing. Convention: collect-all, each implementation called separately.
+    """

@@ -130,6 +130,7 @@ class Pipeline:
         routes: list[SinkRoute],
         metrics: Metrics,
         on_spooled: Callable[[str], None] | None = None,
+        host: Any = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -139,6 +140,17 @@ class Pipeline:
         self.policy = load_policy(config.policy)
         self.dedup_window = config.forwarder.dedup_window
         self.on_spooled = on_spooled
+        self.correlation: Any = None  # forwarder.correlation.stage.CorrelationStage when [correlation] is on
+        if getattr(config.correlation, "enabled", False):
+            from forwarder.correlation.stage import open_stage
+
+            self.correlation = open_stage(config, host)
+
+    def close(self) -> None:
+        """Close the correlation stage, when there is one."""
+        if self.correlation is not None:
+            self.correlation.close()
+            self.correlation = None
 
     @staticmethod
     def route_for(sc: SinkConfig, carries_raw_default: bool) -> SinkRoute:
@@ -200,8 +212,13 @@ class Pipeline:
                 bad.append((unit, rec.kind, rec.raw or orjson.dumps(rec.data), reason))
         counts.normalized = len(events)
         counts.quarantined = len(bad)
+        announced: list[tuple[str, str]] = []
+        if self.correlation is not None:  # index + enrich BEFORE the spool transaction (docs/correlation.md)
+            events, announced = self.correlation.process(events, name, source_type, tenant)
         routes = [r for r in self.routes if only_sink is None or r.name == only_sink]
         self._commit(name, batch, cursor_key, events, bad, routes, dedup, now, counts)
+        if announced:
+            self.correlation.committed(announced)
         m = self.metrics
         m.source(name, "read", counts.read)
         m.source(name, "normalized", counts.normalized)

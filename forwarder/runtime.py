@@ -177,7 +177,9 @@ class Forwarder:
             sc.name: Drainer(sc.name, self.sinks[sc.name], sc.options, self.store, self.metrics, self.pressure.released)
             for sc in config.sinks
         }
-        self.pipeline = Pipeline(config, self.store, dict(host.normalizers), routes, self.metrics, self._wake)
+        self.pipeline = Pipeline(
+            config, self.store, dict(host.normalizers), routes, self.metrics, self._wake, host=host
+        )
         self.errors: list[str] = []
         for name in self.sinks:
             events, size = self.store.spool_depth(name)
@@ -485,6 +487,7 @@ class Forwarder:
                     plugin.close()
                 except Exception as exc:  # noqa: BLE001
                     log.warning("%s %s: close failed: %s: %s", kind, name, type(exc).__name__, exc)
+        self.pipeline.close()
         self.metrics.stop()
         self.store.close()
         self._release()

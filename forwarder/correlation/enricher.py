@@ -90,7 +90,7 @@ def dlpfwd_enrich_events(events: list[DlpEvent], context: Any) -> None:
                     }
                 )
         related.sort(key=lambda r: (r["time"], r["id"]))
-        prior = result.prior.get(ev.id, [])
+        prior = [i for i in result.prior.get(ev.id, []) if i not in incidents]  # not the ones it is part of
         ordered_incidents = sorted(incidents, key=lambda s: (len(s), s))
         ev.enrichment[KEY] = {
             "status": "ok",
