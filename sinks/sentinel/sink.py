@@ -229,10 +229,13 @@ class SentinelSink(Sink):
                     queue.appendleft((left, None))
                     self.context.count("splits_413" if status == 413 else "bisections_400")
                     continue
-                what = "too large" if status == 413 else "refused"
-                outcome.rejected[current.pieces[0].entry_id] = (
-                    f"Logs Ingestion API {what} the event: HTTP {status} {answer.code}: {answer.message}"
-                )
+                reason = f"Logs Ingestion API refused the event: HTTP {status} {answer.code}: {answer.message}"
+                if status == 413:
+                    reason = (
+                        f"Logs Ingestion API found the event too large alone ({len(current.body)} bytes; HTTP 413 "
+                        f"{answer.code}): lower max_request_bytes if a proxy imposes a smaller limit"
+                    )
+                outcome.rejected[current.pieces[0].entry_id] = reason
                 continue
             # the batch stops here: this call and every one not yet settled are retried
             outcome.retry.extend(current.entry_ids)
