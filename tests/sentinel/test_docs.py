@@ -35,3 +35,19 @@ def test_sentinel_doc_covers_setup_and_behaviour():
         "2023-01-01",
     ):
         assert needle in text, needle
+
+
+def test_the_documented_configuration_loads(monkeypatch):
+    import re
+
+    from forwarder.config import load_config
+    from forwarder.plugins import PluginHost
+
+    text = (ROOT / "docs" / "sentinel.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    monkeypatch.setenv("DLPFWD_SENTINEL_SECRET", "s3cret")
+    host = PluginHost().load(allow=["sentinel"])
+    config = load_config(example, host)
+    (sink,) = config.sinks
+    assert sink.type == "sentinel" and sink.settings.auth.client_secret.reveal() == "s3cret"
+    assert sink.settings.dcr_immutable_id.startswith("dcr-") and sink.options.batch.max_events == 500
