@@ -478,7 +478,7 @@ class Settler:
     record (the state store) is logged; those entries stay in the spool and are sent again.
     """
 
-    def __init__(self, drainer: Drainer, depth: int = 2) -> None:
+    def __init__(self, drainer: Drainer, depth: int = 1) -> None:
         self.drainer = drainer
         self.queue: queue.Queue[tuple[list[SpoolRow], Outcome] | None] = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None

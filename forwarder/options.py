@@ -68,14 +68,20 @@ class SinkOptions:
     retry: RetryOptions = field(default_factory=RetryOptions)
     filter: FilterOptions = field(default_factory=FilterOptions)
     spool: SpoolOptions = field(default_factory=SpoolOptions)
-    carry_raw: bool | None = None  # None: the sink's own default (Sink.carries_raw)
-    expect_delivery_within: float = 0.0  # seconds; 0 = no "silently stopped" alarm
+    carry_raw: bool | None = setting(None, doc="send the original record in raw (default: the sink type's choice)")
+    expect_delivery_within: float = setting(
+        900.0,
+        doc="seconds: `dlpfwd health` fails when this sink has a backlog and delivered nothing for longer (0 = off)",
+        minimum=0,
+    )
 
 
 @dataclass
 class SourceOptions:
     """Everything the host owns for one source instance."""
 
-    poll_interval: float = 60.0
-    expect_poll_within: float = 0.0  # seconds; 0 = 3 x poll_interval
-    enabled: bool = True
+    poll_interval: float = setting(60.0, doc="seconds between polls once caught up", minimum=0)
+    expect_poll_within: float = setting(
+        0.0, doc="seconds: `dlpfwd health` fails when no poll completed for longer (0 = 3 x poll_interval)", minimum=0
+    )
+    enabled: bool = setting(True, doc="false: configured but not run")
