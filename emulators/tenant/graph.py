@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -335,10 +336,12 @@ class Collection:
                 continue
             c = group[0]
             w = 0 if c.field == "createdDateTime" else 1
-            if c.op in ("gt", "ge"):
-                lo = max(lo, self._bound(w, c.value + (1e-7 if c.op == "gt" else 0.0), count))
-            elif c.op in ("lt", "le"):
-                hi = min(hi, self._bound(w, c.value + (1e-7 if c.op == "le" else 0.0), count))
+            # gt/le bound on the next float above the value: "first time > value"
+            edge = math.nextafter(c.value, math.inf) if c.op in ("gt", "le") else c.value
+            if c.op in ("gt", "ge", "eq"):
+                lo = max(lo, self._bound(w, edge if c.op != "eq" else c.value, count))
+            if c.op in ("lt", "le", "eq"):
+                hi = min(hi, self._bound(w, edge if c.op != "eq" else math.nextafter(c.value, math.inf), count))
         if after is not None:
             # keyset: continue from the last key seen (ties are broken by id, checked below)
             b = self._bound(which, after[0], count)

@@ -216,3 +216,24 @@ def test_expand_failure_knob(tenant):
     r = tenant.graph("incidents", token, params={"$expand": "alerts", "$filter": flt})
     assert r.status_code == 500 and r.json()["error"]["code"] == "UnknownError"
     assert tenant.graph("incidents", token, params={"$filter": flt}).status_code == 200
+
+
+def test_time_filters_are_exact_at_the_boundaries(shared):
+    token = shared.token(GRAPH)
+    items, _ = _all(shared, "alerts_v2?$top=1000&$orderby=lastUpdateDateTime asc", token)
+    pivot = items[len(items) // 2]["lastUpdateDateTime"]
+    expected = {
+        "le": {a["id"] for a in items if a["lastUpdateDateTime"] <= pivot},
+        "lt": {a["id"] for a in items if a["lastUpdateDateTime"] < pivot},
+        "ge": {a["id"] for a in items if a["lastUpdateDateTime"] >= pivot},
+        "gt": {a["id"] for a in items if a["lastUpdateDateTime"] > pivot},
+        "eq": {a["id"] for a in items if a["lastUpdateDateTime"] == pivot},
+    }
+    for op, ids in expected.items():
+        got, _ = _all(shared, f"alerts_v2?$top=1000&$filter=lastUpdateDateTime {op} {pivot}", token)
+        assert {a["id"] for a in got} == ids, op
+    # adjacent windows [a, b) and [b, c) cover everything exactly once
+    lo, hi = items[0]["lastUpdateDateTime"], items[-1]["lastUpdateDateTime"]
+    w1, _ = _all(shared, f"alerts_v2?$filter=lastUpdateDateTime ge {lo} and lastUpdateDateTime lt {pivot}", token)
+    w2, _ = _all(shared, f"alerts_v2?$filter=lastUpdateDateTime ge {pivot} and lastUpdateDateTime le {hi}", token)
+    assert sorted(a["id"] for a in w1 + w2) == sorted(a["id"] for a in items)
