@@ -114,38 +114,57 @@ class TenantEmulator:
             return self.clock.time()
         return now.timestamp() if isinstance(now, dt.datetime) else float(now)
 
-    def expected_blobs(self, content_type: str = "DLP.All", now: float | dt.datetime | None = None) -> list[Blob]:
-        """Every blob of the feed a client can list and fetch at ``now`` (default: emulated now)."""
+    def expected_blobs(
+        self,
+        content_type: str = "DLP.All",
+        now: float | dt.datetime | None = None,
+        since: float | dt.datetime | None = None,
+    ) -> list[Blob]:
+        """Every blob of the feed a client can list and fetch at ``now`` (default: emulated now),
+        optionally only those with ``contentCreated >= since`` (a source's first-run start)."""
         t = self._now(now)
+        first = self._now(since) if since is not None else float("-inf")
         out = []
         for k in range(self.data.blobs_until(t)):
             b = self.data.blob(content_type, k)
-            if b is None or b.visible_at > t or b.created < t - EXPIRY_SECONDS:
+            if b is None or b.visible_at > t or b.created < t - EXPIRY_SECONDS or b.created < first:
                 continue
             if content_type != "DLP.All" and not self.data.blob_indices(b):
                 continue
             out.append(b)
         return out
 
-    def _indices(self, content_types: Iterable[str], now: float | dt.datetime | None) -> Iterator[tuple[Blob, int]]:
+    def _indices(
+        self, content_types: Iterable[str], now: float | dt.datetime | None, since: float | dt.datetime | None = None
+    ) -> Iterator[tuple[Blob, int]]:
         for ct in content_types:
             if ct not in CONTENT_TYPES:
                 raise ValueError(f"unknown content type {ct!r}")
-            for b in self.expected_blobs(ct, now):
+            for b in self.expected_blobs(ct, now, since):
                 for i in self.data.blob_indices(b):
                     yield b, i
 
     def expected_audit_ids(
-        self, content_types: Iterable[str] = ("DLP.All",), now: float | dt.datetime | None = None
+        self,
+        content_types: Iterable[str] = ("DLP.All",),
+        now: float | dt.datetime | None = None,
+        since: float | dt.datetime | None = None,
     ) -> set[str]:
         """Ids of the well-formed records in the fetchable blobs of ``content_types`` (each once)."""
-        return {self.data.record_id(i) for _, i in self._indices(content_types, now) if not self.data.is_malformed(i)}
+        return {
+            self.data.record_id(i) for _, i in self._indices(content_types, now, since) if not self.data.is_malformed(i)
+        }
 
     def expected_malformed_ids(
-        self, content_types: Iterable[str] = ("DLP.All",), now: float | dt.datetime | None = None
+        self,
+        content_types: Iterable[str] = ("DLP.All",),
+        now: float | dt.datetime | None = None,
+        since: float | dt.datetime | None = None,
     ) -> set[str]:
         """Ids of the wrong-shaped records (``malformed_rate``) in the fetchable blobs."""
-        return {self.data.record_id(i) for _, i in self._indices(content_types, now) if self.data.is_malformed(i)}
+        return {
+            self.data.record_id(i) for _, i in self._indices(content_types, now, since) if self.data.is_malformed(i)
+        }
 
     def expected_duplicate_ids(
         self, content_types: Iterable[str] = ("DLP.All",), now: float | dt.datetime | None = None

@@ -128,3 +128,14 @@ def test_fault_ground_truth_is_stable_and_seeded(tmp_path):
     assert again.expected_malformed_ids(now=at) == malformed and again.expected_duplicate_ids(now=at) == dups
     late = emu.expected_late_blobs()
     assert late and all(b.visible_at - b.created == faults.late_delay for b in late)
+
+
+def test_ground_truth_since_bounds_by_content_created(tmp_path):
+    emu = TenantEmulator(EmulatorConfig(seed=9, audit_records=500, days=3, anchor=ANCHOR), state_dir=tmp_path)
+    at = ANCHOR.timestamp() + 3600
+    since = at - 86400
+    recent = emu.expected_audit_ids(now=at, since=since)
+    assert recent < emu.expected_audit_ids(now=at)
+    blobs = emu.expected_blobs(now=at, since=since)
+    assert blobs and all(b.created >= since for b in blobs)
+    assert recent == {emu.data.record_id(i) for b in blobs for i in emu.data.blob_indices(b)}
