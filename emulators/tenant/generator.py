@@ -231,7 +231,8 @@ class Dataset:
 
     # ------------------------------------------------------------------ audit records
     def _tw(self, i: int) -> tuple[float, float]:
-        r = rng(self.seed, "tw", i)
+        """The first two draws of record ``i``'s stream: its time offset and its workload."""
+        r = rng(self.seed, "a", i)
         return r.random(), r.random()
 
     def record_time(self, i: int) -> float:
@@ -255,7 +256,7 @@ class Dataset:
 
     def facts(self, i: int) -> Facts:
         r = rng(self.seed, "a", i)
-        u_time, u_workload = self._tw(i)
+        u_time, u_workload = r.random(), r.random()  # the same draws as _tw(i)
         workload = self.workload(i, u_workload)
         user = self.users[r.randrange(len(self.users))]
         policy = catalog.POLICIES[r.randrange(len(catalog.POLICIES))]
