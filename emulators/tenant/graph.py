@@ -573,6 +573,7 @@ class GraphSecurity:
                 if changes.get("status") == "resolved":
                     item["resolvedDateTime"] = now
                 self.alerts.put(j, item)
+            self._touch_incident(j)
             return Response.json(
                 {"@odata.context": self._context(request, "alerts_v2/$entity"), **present(request, item)}
             )
@@ -584,7 +585,10 @@ class GraphSecurity:
             j = self._alert_index(request)
             if j is None:
                 return _not_found(request, "alert")
-            return self._comment(request, self.alerts, j)
+            response = self._comment(request, self.alerts, j)
+            if response.status == 200:
+                self._touch_incident(j)
+            return response
 
         return self.guard.graph(request, GRAPH_AUDIENCES, ALERT_WRITE, run)
 
@@ -617,6 +621,16 @@ class GraphSecurity:
         )
 
     # ------------------------------------------------------------------ incidents
+    def _touch_incident(self, j: int) -> None:
+        """An alert changed: its incident's lastUpdateDateTime moves to now, as in Defender XDR."""
+        m = self.data.incident_of_alert(j)
+        if m >= self.incidents.count:
+            return
+        with self.incidents.lock:
+            incident = self.incidents.get(m)
+            incident["lastUpdateDateTime"] = graph_time(self.clock.time())
+            self.incidents.put(m, incident)
+
     def _expand(self, incident: dict[str, Any]) -> None:
         m = self._incident_index(incident["id"])
         incident["alerts"] = [self.alerts.get(j) for j in self.data.incident_alerts(m)] if m is not None else []

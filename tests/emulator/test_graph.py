@@ -122,6 +122,10 @@ def test_patch_alert_and_comment_move_it_into_a_new_window(tenant):
     since = dt.datetime.fromtimestamp(before - 1, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     recent, _ = _all(tenant, f"alerts_v2?$filter=lastUpdateDateTime gt {since}", token)
     assert [a["id"] for a in recent] == [alert["id"]]
+    # its incident was updated too, and expands to the updated alert
+    incidents, _ = _all(tenant, f"incidents?$expand=alerts&$filter=lastUpdateDateTime gt {since}", token)
+    assert [i["id"] for i in incidents] == [alert["incidentId"]]
+    assert [a["status"] for a in incidents[0]["alerts"] if a["id"] == alert["id"]] == ["resolved"]
     assert recent[0]["comments"][0]["comment"] == "handled by dlpfwd"
     # read-only properties and bad enum values are refused
     bad = tenant.http.patch(
