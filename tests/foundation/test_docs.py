@@ -38,6 +38,29 @@ def test_configuration_md_documents_every_key(cls: type, prefix: str) -> None:
     assert not missing, f"docs/configuration.md lacks {missing}"
 
 
+def _same_default(documented: str, actual: str) -> bool:
+    a, b = documented.strip().strip("\"'"), actual.strip().strip("\"'")
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+@pytest.mark.parametrize(
+    ("cls", "prefix"),
+    [(ForwarderSettings, ""), (PolicySettings, ""), (SourceOptions, ""), (SinkOptions, ""), (FileSettings, "")],
+)
+def test_configuration_md_defaults_match_the_code(cls: type, prefix: str) -> None:
+    text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    documented = {k: d for k, d in re.findall(r"^\| `([^`]+)` \| [^|]+ \| `([^`]*)` \|", text, flags=re.M)}
+    wrong = [
+        f"{prefix}{key}: documented {documented[prefix + key]}, code {default}"
+        for key, _, default, _ in describe(cls)
+        if prefix + key in documented and not _same_default(documented[prefix + key], default)
+    ]
+    assert not wrong, wrong
+
+
 def test_cli_md_documents_every_core_command_and_exit_code() -> None:
     from forwarder.cli import EXIT_OK, EXIT_PLUGIN, EXIT_UNDELIVERED, EXIT_USAGE, build_host
 
