@@ -141,7 +141,9 @@ class CorrelationIndex:
         db = self._db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA cache_size=-16000")
+        db.execute("PRAGMA cache_size=-32000")  # 32 MB page cache: bounded, holds the hot part of the key index
+        db.execute("PRAGMA wal_autocheckpoint=8000")  # checkpoint every ~32 MB of WAL, not every 4 MB
+        db.execute("PRAGMA journal_size_limit=67108864")
         db.execute("PRAGMA busy_timeout=30000")
         db.executescript(_SCHEMA)
         self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
@@ -221,6 +223,10 @@ class CorrelationIndex:
             existing = self._fetch_items(db, entries)
             first_batch: dict[str, int] = {}
             high = self._meta.get("high_water", 0.0)
+            stale: list[tuple[str, int, float, str]] = []
+            item_rows: list[tuple[str, int, float, int, bytes]] = []
+            key_rows: list[tuple[str, int, float, str]] = []
+            uinc_rows: list[tuple[str, str, float]] = []
             for eid, (ev, side, t, keys) in entries.items():
                 old = existing.get(eid)
                 first_batch[eid] = batch
@@ -230,31 +236,32 @@ class CorrelationIndex:
                     keys = sorted(set(keys) | set(old_keys))
                     entries[eid] = (ev, side, t, keys)
                     first_batch[eid] = old_batch
-                    db.executemany(
-                        "DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND eid = ?",
-                        [(k, old_side, old_t, eid) for k in old_keys],
-                    )
+                    stale.extend((k, old_side, old_t, eid) for k in old_keys)
                 else:
                     self._items += 1
                 info = summary_of(ev, side, keys)
                 result.infos[eid] = info
-                db.execute(
-                    "INSERT INTO items (eid, side, t, batch, info) VALUES (?, ?, ?, ?, ?) ON CONFLICT (eid) DO UPDATE "
-                    "SET side = excluded.side, t = excluded.t, info = excluded.info",
-                    (eid, side, t, first_batch[eid], orjson.dumps(info)),
-                )
-                db.executemany(
-                    "INSERT OR IGNORE INTO keys (k, side, t, eid) VALUES (?, ?, ?, ?)",
-                    [(k, side, t, eid) for k in keys],
-                )
+                item_rows.append((eid, side, t, first_batch[eid], orjson.dumps(info)))
+                key_rows.extend((k, side, t, eid) for k in keys)
                 incidents = info["incidents"]
                 if incidents:
-                    db.executemany(
-                        "INSERT INTO uinc (k, inc, t) VALUES (?, ?, ?) ON CONFLICT (k, inc) "
-                        "DO UPDATE SET t = min(t, excluded.t)",
-                        [(k, inc, t) for k in keys if key_type(k) in _USER_TYPES for inc in incidents],
-                    )
-                high = max(high, t)
+                    uinc_rows.extend((k, inc, t) for k in keys if key_type(k) in _USER_TYPES for inc in incidents)
+                if t > high:
+                    high = t
+            if stale:
+                db.executemany("DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND eid = ?", stale)
+            db.executemany(
+                "INSERT INTO items (eid, side, t, batch, info) VALUES (?, ?, ?, ?, ?) ON CONFLICT (eid) DO UPDATE "
+                "SET side = excluded.side, t = excluded.t, info = excluded.info",
+                item_rows,
+            )
+            db.executemany("INSERT OR IGNORE INTO keys (k, side, t, eid) VALUES (?, ?, ?, ?)", key_rows)
+            if uinc_rows:
+                db.executemany(
+                    "INSERT INTO uinc (k, inc, t) VALUES (?, ?, ?) "
+                    "ON CONFLICT (k, inc) DO UPDATE SET t = min(t, excluded.t)",
+                    uinc_rows,
+                )
             self._set_meta(db, "high_water", high)
             pairs = self._find_pairs(db, entries)
             self._store_links(db, pairs, entries, first_batch, batch, now)
@@ -268,20 +275,36 @@ class CorrelationIndex:
         """(DLP id, alert id) -> reasons, for every partner of every entry on the other side."""
         pairs: dict[tuple[str, str], set[str]] = {}
         windows = self.windows
-        query = "SELECT eid FROM keys WHERE k = ? AND side = ? AND t BETWEEN ? AND ?"
-        for eid, (_ev, side, t, keys) in entries.items():
+        probes: list[tuple[int, str, int, float, float]] = []  # (entry number, key, other side, lo, hi)
+        order = list(entries)
+        for n, eid in enumerate(order):
+            _ev, side, t, keys = entries[eid]
             other = SIDE_ALERT if side == SIDE_DLP else SIDE_DLP
             for k in keys:
-                kt = key_type(k)
-                rule = _RULE_OF.get(kt)
+                rule = _RULE_OF.get(key_type(k))
                 if rule is None or rule not in windows:
                     continue
                 w = windows[rule]
-                lo, hi = (t - w, t + w) if w > 0 else (float("-inf"), float("inf"))
-                reason = f"{rule}:{kt}"
-                for (partner,) in db.execute(query, (k, other, lo, hi)):
-                    pair = (eid, partner) if side == SIDE_DLP else (partner, eid)
-                    pairs.setdefault(pair, set()).add(reason)
+                probes.append((n, k, other, t - w, t + w) if w > 0 else (n, k, other, -1e18, 1e18))
+        # one statement per chunk of probes: a VALUES list joined on the (k, side, t) primary key
+        per = 150  # 5 variables each
+        for i in range(0, len(probes), per):
+            chunk = probes[i : i + per]
+            values = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+            args = [x for p in chunk for x in p]
+            sql = (
+                f"WITH q(n, k, side, lo, hi) AS (VALUES {values}) "  # noqa: S608 - placeholders only
+                "SELECT q.n, q.k, keys.eid FROM q JOIN keys ON keys.k = q.k AND keys.side = q.side "
+                "AND keys.t BETWEEN q.lo AND q.hi"
+            )
+            for n, k, partner in db.execute(sql, args):
+                eid = order[n]
+                kt = key_type(k)
+                pair = (eid, partner) if entries[eid][1] == SIDE_DLP else (partner, eid)
+                reasons = pairs.get(pair)
+                if reasons is None:
+                    reasons = pairs[pair] = set()
+                reasons.add(f"{_RULE_OF[kt]}:{kt}")
         return pairs
 
     def _store_links(
@@ -358,14 +381,15 @@ class CorrelationIndex:
         # prior incidents: incidents of the same user first seen within N days before the event
         days = self.settings.prior_incident_days * 86400.0
         if days > 0:
+            user_keys = sorted({k for v in entries.values() for k in v[3] if key_type(k) in _USER_TYPES})
+            known: dict[str, list[tuple[str, float]]] = {}
+            for chunk in _chunks(user_keys):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT k, inc, t FROM uinc WHERE k IN ({marks})"  # noqa: S608 - placeholders only
+                for k, inc, t in db.execute(sql, chunk):
+                    known.setdefault(k, []).append((inc, t))
             for eid, (_ev, _side, t, keys) in entries.items():
-                found: set[str] = set()
-                for k in keys:
-                    if key_type(k) in _USER_TYPES:
-                        for (inc,) in db.execute(
-                            "SELECT inc FROM uinc WHERE k = ? AND t >= ? AND t < ?", (k, t - days, t)
-                        ):
-                            found.add(inc)
+                found = {inc for k in keys if k in known for inc, first in known[k] if t - days <= first < t}
                 own = set(result.infos[eid]["incidents"])
                 result.prior[eid] = sorted(found - own, key=lambda s: (len(s), s))
 

@@ -63,7 +63,7 @@ class CorrelationSettings:
         default_factory=lambda: _rule(1440.0), doc="same file (SHA-256, SHA-1, URL, name) or message id"
     )
     same_device: RuleSettings = setting(
-        default_factory=lambda: _rule(1440.0), doc="same device (Defender device id or host name)"
+        default_factory=lambda: _rule(60.0), doc="same device (Defender device id or host name)"
     )
     same_incident: RuleSettings = setting(default_factory=lambda: _rule(0.0), doc="same Defender incident")
 

@@ -86,7 +86,7 @@ def test_file_device_incident_rules_and_reasons(index: CorrelationIndex) -> None
     index.index_batch(
         [
             alert("a1", "eve@contoso.com", 600, object=ObjectRef(type="file", name="other.docx", sha256="aa")),
-            alert("a2", "", 600, device=Device(name="pc-9.contoso.com")),
+            alert("a2", "", 50, device=Device(name="pc-9.contoso.com")),
             alert("a3", "", 60 * 24 * 5, incident="2001"),  # 5 days later: same incident has no window
             alert("a4", "alice@contoso.com", 10, object=ObjectRef(type="file", name="A.DOCX")),
         ]

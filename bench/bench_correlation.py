@@ -1,0 +1,136 @@
+"""Benchmark: normalization + sensitive-value policy, with and without the correlation stage
+(index + built-in enricher), against an index already holding ``--alerts`` Defender alerts.
+
+    .venv/bin/python bench/bench_correlation.py [--alerts 100000] [--events 20000] [--batch 500]
+
+1. The tenant emulator's generator (in process) makes ``--events`` DLP audit records and the
+   Defender alerts of its data set; the alerts are normalized with the real Graph normalizer
+   and cloned (new ids, times spread over the records' 5 days, same users and devices) up to
+   ``--alerts``, then indexed in batches (timed as "index fill").
+2. **Baseline**: the records, batch by batch, through the real Management Activity normalizer
+   and the sensitive-value policy. **Enriched**: the same plus ``CorrelationStage.process``
+   (index upserts, link search for same user/file/device/incident, enrichment), in a fresh
+   copy of the filled index. Both report events/s (CPU-bound, single thread).
+3. Memory: peak RSS of this process, and the index file size.
+
+Target (issue #10): enriched throughput >= 70 % of the baseline; memory bounded (the index is
+on disk; RSS does not grow with it). Figures depend on the machine and its load (2 shared
+cores): run it a few times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emulators.tenant.config import EmulatorConfig  # noqa: E402
+from emulators.tenant.generator import Dataset  # noqa: E402
+from forwarder.config import PolicySettings  # noqa: E402
+from forwarder.correlation.settings import CorrelationSettings  # noqa: E402
+from forwarder.correlation.stage import CorrelationStage  # noqa: E402
+from forwarder.policy import SensitiveValuePolicy  # noqa: E402
+from forwarder.schema import DlpEvent, iso_utc  # noqa: E402
+from forwarder.source import NormalizeContext  # noqa: E402
+from sources.normalize.graph import normalize_alert  # noqa: E402
+from sources.normalize.management_activity import normalize_audit_record  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_alerts(ds: Dataset, ctx: NormalizeContext, count: int) -> list[DlpEvent]:
+    templates = [normalize_alert(ds.alert(j), ctx)[0] for j in range(ds.alert_count) if ds.is_defender_alert(j)]
+    t0 = ds.t0
+    out = []
+    for n in range(count):
+        ev = copy.copy(templates[n % len(templates)])
+        ev.id = f"alert:bench{n:07d}"
+        ev.idempotency_key = ev.id
+        ev.event_time = iso_utc(dt.datetime.fromtimestamp(t0 + (n / count) * ds.span, dt.UTC))
+        ev.enrichment = {}
+        out.append(ev)
+    return out
+
+
+def normalize_all(records: list[dict[str, Any]], ctx: NormalizeContext, policy: Any) -> list[DlpEvent]:
+    events = []
+    for rec in records:
+        for ev in normalize_audit_record(rec, ctx):
+            policy(ev)
+            events.append(ev)
+    return events
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--alerts", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--batch", type=int, default=500)
+    args = ap.parse_args()
+
+    anchor = 1_790_000_000.0  # fixed: the same data set every run
+    ds = Dataset(EmulatorConfig(audit_records=args.events, days=5, users=200, alert_every=10), anchor, "t-bench")
+    ctx = NormalizeContext("bench", "management_activity", "t-bench", {}, iso_utc(dt.datetime.now(dt.UTC)))
+    records = [ds.record(i) for i in range(args.events)]
+    policy = SensitiveValuePolicy(PolicySettings()).apply
+    print(f"{args.events} DLP records, index of {args.alerts} Defender alerts, batches of {args.batch}")
+
+    tmp = tempfile.mkdtemp(prefix="bench-corr-")
+    try:
+        settings = CorrelationSettings(enabled=True)
+        filled = os.path.join(tmp, "filled")
+        alerts = make_alerts(ds, ctx, args.alerts)
+        stage = CorrelationStage(filled, settings)
+        t = time.perf_counter()
+        for i in range(0, len(alerts), 1000):
+            stage.process([(ev, "u") for ev in alerts[i : i + 1000]], "bench", "graph_security", "t-bench")
+        fill = time.perf_counter() - t
+        stats = stage.stats()
+        stage.close()
+        del alerts
+        print(
+            f"index fill: {args.alerts / fill:,.0f} alerts/s; {stats['items']} items, {stats['keys']} keys, "
+            f"{stats['bytes'] / 1e6:.1f} MB on disk"
+        )
+
+        rates: dict[str, list[float]] = {}
+        for mode in ("baseline", "enriched", "baseline", "enriched"):
+            run_dir = os.path.join(tmp, "run")
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(filled, run_dir)
+            run: CorrelationStage | None = CorrelationStage(run_dir, settings) if mode == "enriched" else None
+            linked = 0
+            t = time.perf_counter()
+            for i in range(0, len(records), args.batch):
+                events = normalize_all(records[i : i + args.batch], ctx, policy)
+                if run is not None:
+                    out, _ = run.process([(ev, "u") for ev in events], "bench", "management_activity", "t-bench")
+                    linked += sum(1 for ev, _ in out if ev.enrichment.get("correlation", {}).get("related_alerts"))
+            elapsed = time.perf_counter() - t
+            rate = args.events / elapsed
+            rates.setdefault(mode, []).append(rate)
+            extra = f", {linked} events with related alerts" if run is not None else ""
+            print(f"{mode:9s}: {rate:,.0f} events/s{extra}; peak RSS {rss_mb():.0f} MB")
+            if run is not None:
+                run.close()
+        base, enr = max(rates["baseline"]), max(rates["enriched"])
+        print(f"enriched / baseline (best of 2 each): {enr / base:.0%} (target >= 70 %)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
