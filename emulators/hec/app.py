@@ -219,8 +219,8 @@ class HecApp(App):
             return self._too_large(len(body))
         if encoding == "gzip":
             try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError):
+                body = _gunzip(body)
+            except Exception:  # noqa: BLE001 - zlib, gzip and ISA-L each raise their own errors
                 return hec_answer(6)
         elif encoding not in ("", "identity"):
             return Response.json({"text": f"Unsupported Content-Encoding {encoding}", "code": 6}, 415)
@@ -400,6 +400,13 @@ def _flat(fields: Any) -> bool:
 
 
 _DECODER = json.JSONDecoder()
+
+try:  # ISA-L inflates about twice as fast as zlib; the sink tests check bodies with stdlib gzip
+    from isal import igzip as _igzip
+
+    _gunzip = _igzip.decompress
+except ImportError:  # pragma: no cover - optional speed-up
+    _gunzip = gzip.decompress
 
 
 def _parse_one(raw: bytes) -> dict[str, Any]:

@@ -93,6 +93,10 @@ def test_compression_and_size_limit(hec):
     app, client = hec
     assert answer(post(client, gzip.compress(EVENT), **{"Content-Encoding": "gzip"})) == (200, 0)
     assert post(client, zlib.compress(EVENT), **{"Content-Encoding": "deflate"}).status_code == 415
+    corrupt = bytearray(gzip.compress(EVENT * 20))
+    corrupt[12:20] = b"\x00" * 8
+    assert answer(post(client, bytes(corrupt), **{"Content-Encoding": "gzip"})) == (400, 6)
+    assert answer(post(client, b"not gzip", **{"Content-Encoding": "gzip"})) == (400, 6)
     big = b"\n".join([b'{"event":"' + b"x" * 1000 + b'"}'] * 60)
     assert post(client, big).status_code == 413
     assert post(client, gzip.compress(big), **{"Content-Encoding": "gzip"}).status_code == 413  # decompressed size
