@@ -9,6 +9,7 @@ severity and policy. If a part of the forwarder is missing, it says which one an
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -140,11 +141,13 @@ def summarize(out_dir: Path) -> dict[str, Counter[str]]:
     return counts
 
 
-def print_summary(counts: dict[str, Counter[str]], result: Any, directory: Path, config: Path) -> None:
+def print_summary(
+    counts: dict[str, Counter[str]], result: Any, directory: Path, config: Path, days: float = 2.0
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # commands and paths stay on one line, to copy
     total = sum(counts["kind"].values())
     console.print(f"\n[bold]dlpfwd demo[/bold]: {total} events written (matched sensitive values masked)")
     for dimension, title in (
@@ -165,9 +168,12 @@ def print_summary(counts: dict[str, Counter[str]], result: Any, directory: Path,
     console.print(f"\nEvents:        {out_files}")
     console.print(f"Configuration: {config}")
     console.print(f"State:         {directory / 'state'}")
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     console.print(
         "Rerun with [bold]dlpfwd demo[/bold], or edit the configuration and follow the two commands at its top."
     )
+    console.print(f"What was read and delivered: [bold]dlpfwd --config {config} state[/bold]")
+    console.print(f"Completeness:                [bold]dlpfwd --config {config} report --since {since}[/bold]")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -205,5 +211,5 @@ def run_demo(args: argparse.Namespace) -> int:
             result = forwarder.run_once()
         finally:
             forwarder.close()
-    print_summary(summarize(directory / "out"), result, directory, config_path)
+    print_summary(summarize(directory / "out"), result, directory, config_path, args.days)
     return 0 if result.ok else 1
