@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import heapq
 import math
 import re
 import threading
@@ -365,8 +366,6 @@ class Collection:
             for o in items:
                 yield (float(o[which]), o[2]), o[3], None
 
-        import heapq
-
         merged = heapq.merge(base(), extra(), key=lambda x: x[0], reverse=descending)
         for key, j, _ in merged:
             if after is not None:
@@ -377,9 +376,6 @@ class Collection:
             item = self.get(j)
             if all(any(c.test(item.get(c.field)) for c in group) for group in clauses):
                 yield item
-
-    def index_of(self, ident: str, lookup: Callable[[str], int | None]) -> int | None:
-        return lookup(ident)
 
 
 def _token_encode(key: tuple[float, str]) -> str:
