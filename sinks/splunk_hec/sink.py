@@ -29,7 +29,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -427,7 +426,7 @@ class HecSink(Sink):
             for index in self.envelopes.indexes_in_use():
                 if not index:
                     continue
-                probe = b'{"event":"","sourcetype":"dlpfwd:check","index":' + _quote(index) + b"}"
+                probe = b'{"event":"","sourcetype":"dlpfwd:check","index":' + orjson.dumps(index) + b"}"
                 r = endpoint.post(EVENT_PATH, probe, {"Content-Encoding": "identity"})
                 body = cl.parse_body(r.content)
                 code = body.get("code")
@@ -446,20 +445,3 @@ class HecSink(Sink):
                     health.add(f"{where} index {index}", False, cl.describe(r.status_code, body))
         except RetriableError as exc:
             health.add(f"{where} authentication", False, str(exc))
-
-
-def _quote(text: str) -> bytes:
-    return orjson.dumps(text)
-
-
-def settings_from(data: dict[str, Any]) -> SplunkHecSettings:
-    """Build settings from a plain mapping (tests, the modular input); raises ``ConfigError``."""
-    from forwarder.errors import ConfigError
-    from forwarder.settings import build
-
-    problems: list[str] = []
-    built = build(SplunkHecSettings, data, "sink", problems)
-    if problems or built is None:
-        raise ConfigError(problems)
-    result: SplunkHecSettings = built
-    return result
