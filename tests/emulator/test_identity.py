@@ -168,3 +168,24 @@ def test_token_lifetime_knob_and_expiry_with_emulated_clock(tenant):
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "InvalidAuthenticationToken"
     assert "expired" in r.json()["error"]["message"]
+
+
+def test_msal_pfx_certificate(tenant, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    cert_pem, key_pem = make_certificate("pfx-app")
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"dlpfwd",
+        serialization.load_pem_private_key(key_pem.encode(), None),  # type: ignore[arg-type]
+        x509.load_pem_x509_certificate(cert_pem.encode()),
+        None,
+        serialization.BestAvailableEncryption(b"pfx-pass"),
+    )
+    path = tmp_path / "app.pfx"
+    path.write_bytes(pfx)
+    client_id = tenant.emu.register_certificate_app(cert_pem)
+    credential = {"private_key_pfx_path": str(path), "passphrase": "pfx-pass"}
+    result = tenant.msal_app(credential, client_id).acquire_token_for_client(scopes=[f"{GRAPH}/.default"])
+    assert "access_token" in result, result
