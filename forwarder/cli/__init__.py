@@ -26,7 +26,11 @@ from typing import Any
 from forwarder import __version__
 
 #: Core command modules; always loaded, even with an allow-list or autoload disabled.
-ESSENTIAL: tuple[str, ...] = ("forwarder.cli.core_commands", "forwarder.cli.state_commands")
+ESSENTIAL: tuple[str, ...] = (
+    "forwarder.cli.core_commands",
+    "forwarder.cli.state_commands",
+    "forwarder.correlation.commands",
+)
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1
