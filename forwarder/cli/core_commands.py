@@ -210,6 +210,12 @@ def _run_configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--once", action="store_true", help="poll every source once, deliver, exit (1 if anything is undelivered)"
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT ([forwarder] metrics_port)",
+    )
 
 
 def _result_ok(result: Any) -> bool:
@@ -229,6 +235,8 @@ def _print_result(result: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = _load(args)
+    if getattr(args, "metrics_port", None) is not None:
+        config.forwarder.metrics_port = args.metrics_port
     try:
         fw = _forwarder(config, args.host)
     except ImportError as exc:
