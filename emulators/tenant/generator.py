@@ -63,6 +63,7 @@ FEED_OF_WORKLOAD = {
 RECORD_TYPE_NAMES = {11: "complianceDLPSharePoint", 13: "complianceDLPExchange", 63: "dlpEndpoint"}
 EXPIRY_SECONDS = 7 * 86400
 LIVE_DAYS = 7
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 
 def rng(seed: int, *parts: object) -> random.Random:
@@ -198,8 +199,14 @@ class Dataset:
         self.incident_count = math.ceil(self.alert_count / self.per_incident)
         self.astep = self.alert_every * self.step
         self.users = [self._user(u) for u in range(max(1, config.users))]
+        # label-based matches carry the all-zero PolicyId in real records
         self.policy_ids = {
-            p.key: str(uuid.uuid5(uuid.NAMESPACE_URL, f"dlpfwd/{self.seed}/policy/{p.key}")) for p in catalog.POLICIES
+            p.key: (
+                ZERO_GUID
+                if p.label is not None
+                else str(uuid.uuid5(uuid.NAMESPACE_URL, f"dlpfwd/{self.seed}/policy/{p.key}"))
+            )
+            for p in catalog.POLICIES
         }
         self.rule_ids = {
             r.key: str(uuid.uuid5(uuid.NAMESPACE_URL, f"dlpfwd/{self.seed}/rule/{r.key}"))
