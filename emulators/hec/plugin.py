@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds before an ack turns true")
     parser.add_argument("--max-content-length", type=int, default=800 * 1024 * 1024, help="413 above this many bytes")
     parser.add_argument("--busy-rate", type=float, default=0.0, help="fraction of requests answered 503 'busy'")
+    parser.add_argument("--drop-acks", action="store_true", help="acks never turn true (senders must re-send)")
+    parser.add_argument("--indexer-delay", type=float, default=0.0, help="seconds before answering each send")
     parser.add_argument(
         "--record-limit", type=int, default=100_000, help="keep the latest N indexed events for /_emulator/indexed"
     )
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         record_limit=args.record_limit or None,
     )
     app.busy_rate = args.busy_rate
+    app.drop_acks = args.drop_acks
+    app.indexer_delay = args.indexer_delay
     server = EmulatorServer(app, port=args.port, tls=not args.plain_http, cert_dir=args.cert_dir)
     no_delay(server)
     print(
