@@ -321,6 +321,14 @@ class HecSink(Sink):
             return Outcome.stop([e for e, _ in request], verdict.message)
         return Outcome(retry=ids, retry_reason=reason, retry_after=retry_after)
 
+    def _send_halves(self, first: list[tuple[Entry, bytes]], second: list[tuple[Entry, bytes]]) -> Outcome:
+        """Send two parts in order; after a configuration fault the second is kept for later."""
+        outcome = self._send(first) if first else Outcome()
+        if outcome.fatal:
+            outcome.retry.extend(e.id for e, _ in second)
+            return outcome
+        return outcome.merge(self._send(second))
+
     def _split(self, request: list[tuple[Entry, bytes]], message: str) -> Outcome:
         if len(request) == 1:
             entry, envelope = request[0]
@@ -329,7 +337,7 @@ class HecSink(Sink):
             )
         half = len(request) // 2
         self.context.count("hec_splits")
-        return self._send(request[:half]).merge(self._send(request[half:]))
+        return self._send_halves(request[:half], request[half:])
 
     def _isolate(self, request: list[tuple[Entry, bytes]], verdict: cl.Verdict, endpoint: Endpoint) -> Outcome:
         """Dead-letter the event Splunk refused and send the others.
@@ -354,11 +362,13 @@ class HecSink(Sink):
                     outcome.merge(resent)
                 else:
                     outcome.delivered.extend(e.id for e, _ in head)
-            if tail:
+            if tail and outcome.fatal:
+                outcome.retry.extend(e.id for e, _ in tail)
+            elif tail:
                 outcome.merge(self._send(tail))
             return outcome
         half = len(request) // 2
-        outcome = self._send(request[:half]).merge(self._send(request[half:]))
+        outcome = self._send_halves(request[:half], request[half:])
         outcome.duplicates_possible += half  # the first half may have been indexed before the refusal
         return outcome
 

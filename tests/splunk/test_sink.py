@@ -343,3 +343,19 @@ def test_an_unknown_event_kind_in_a_per_kind_setting_is_a_configuration_fault(he
     sink = make_sink(server, sourcetype_by_kind={"alerts": "x"})
     with pytest.raises(FatalError, match=r"sinks\.splunk\.sourcetype_by_kind\.alerts: unknown event kind"):
         sink.connect()
+
+
+def test_a_configuration_fault_while_splitting_stops_sending_the_rest(tmp_path, make_sink):
+    class SplitThenRefuse(HecApp):
+        def event(self, request: Request) -> Response:
+            self.requests += 1
+            if request.body.count(b"\n") > 0:
+                return Response.json({"text": "Content-Length too large", "code": 413}, 413)
+            return Response.json({"text": "Invalid token", "code": 4}, 403)
+
+    app = SplitThenRefuse()  # HecApp routes the event endpoints to self.event: the override
+    with EmulatorServer(app, cert_dir=tmp_path / "c") as server:
+        out = make_sink(server, gzip=False).write_batch(entries(4))
+    assert out.fatal and "code 4" in out.fatal
+    assert sorted(out.retry) == [1, 2, 3, 4] and not out.delivered and not out.rejected
+    assert app.requests == 3  # 4 events (413), 2 events (413), 1 event (403): then nothing more
