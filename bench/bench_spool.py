@@ -55,6 +55,12 @@ CPU: dict[str, float] = {}  # CPU microseconds per event (all threads): steadier
 
 
 def peak_rss_mb() -> float:
+    """This process's RSS high-water mark (VmHWM). Not ``getrusage``: on Linux its ru_maxrss
+    survives fork + exec, so a child would report its parent's peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
