@@ -5,7 +5,7 @@
 
 1. The tenant emulator's generator (in process) makes ``--events`` DLP audit records and the
    Defender alerts of its data set; the alerts are normalized with the real Graph normalizer
-   and cloned (new ids, times spread over the records' 5 days, same users and devices) up to
+   and cloned (new ids, times spread over --alert-days up to the end of the records, same users and devices) up to
    ``--alerts``, then indexed in batches (timed as "index fill").
 2. **Baseline**: the records, batch by batch, through the real Management Activity normalizer
    and the sensitive-value policy. **Enriched**: the same plus ``CorrelationStage.process``
@@ -52,17 +52,19 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_alerts(ds: Dataset, ctx: NormalizeContext, count: int, chunk: int = 1000) -> Iterator[list[DlpEvent]]:
+def make_alerts(
+    ds: Dataset, ctx: NormalizeContext, count: int, days: float = 5.0, chunk: int = 1000
+) -> Iterator[list[DlpEvent]]:
     """``count`` Defender alerts in chunks (never all in memory: RSS measures the index, not the input)."""
     templates = [normalize_alert(ds.alert(j), ctx)[0] for j in range(ds.alert_count) if ds.is_defender_alert(j)]
-    t0 = ds.t0
+    t0 = ds.anchor - days * 86400.0
     for start in range(0, count, chunk):
         out = []
         for n in range(start, min(count, start + chunk)):
             ev = copy.copy(templates[n % len(templates)])
             ev.id = f"alert:bench{n:07d}"
             ev.idempotency_key = ev.id
-            ev.event_time = iso_utc(dt.datetime.fromtimestamp(t0 + (n / count) * ds.span, dt.UTC))
+            ev.event_time = iso_utc(dt.datetime.fromtimestamp(t0 + (n / count) * days * 86400.0, dt.UTC))
             ev.enrichment = {}
             out.append(ev)
         yield out
@@ -82,14 +84,19 @@ def main() -> None:
     ap.add_argument("--alerts", type=int, default=100_000)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--users", type=int, default=1000, help="users of the data set")
+    ap.add_argument("--alert-days", type=float, default=30.0, help="days the indexed alerts span (records: last 5)")
     args = ap.parse_args()
 
     anchor = 1_790_000_000.0  # fixed: the same data set every run
-    ds = Dataset(EmulatorConfig(audit_records=args.events, days=5, users=200, alert_every=10), anchor, "t-bench")
+    ds = Dataset(EmulatorConfig(audit_records=args.events, days=5, users=args.users, alert_every=10), anchor, "t-bench")
     ctx = NormalizeContext("bench", "management_activity", "t-bench", {}, iso_utc(dt.datetime.now(dt.UTC)))
     records = [ds.record(i) for i in range(args.events)]
     policy = SensitiveValuePolicy(PolicySettings()).apply
-    print(f"{args.events} DLP records, index of {args.alerts} Defender alerts, batches of {args.batch}")
+    print(
+        f"{args.events} DLP records over 5 days, {args.users} users; index of {args.alerts} Defender alerts over "
+        f"{args.alert_days:g} days; batches of {args.batch}"
+    )
     print(f"peak RSS after generating the records: {rss_mb():.0f} MB")
 
     tmp = tempfile.mkdtemp(prefix="bench-corr-")
@@ -98,7 +105,7 @@ def main() -> None:
         filled = os.path.join(tmp, "filled")
         stage = CorrelationStage(filled, settings)
         t = time.perf_counter()
-        for chunk in make_alerts(ds, ctx, args.alerts):
+        for chunk in make_alerts(ds, ctx, args.alerts, args.alert_days):
             stage.process([(ev, "u") for ev in chunk], "bench", "graph_security", "t-bench")
         fill = time.perf_counter() - t
         stats = stage.stats()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from forwarder.correlation.keys import side_of
+from forwarder.correlation.keys import SIDE_DLP
 from forwarder.hookspecs import hookimpl
 from forwarder.schema import DlpEvent
 
@@ -49,7 +49,7 @@ def dlpfwd_enrich_events(events: list[DlpEvent], context: Any) -> None:
         info = result.infos.get(ev.id)
         if links is None or info is None:
             continue  # not indexed (incidents, correlation events, events without id or time)
-        dlp_side = side_of(ev) == 0
+        dlp_side = info["side"] == SIDE_DLP
         related: list[dict[str, Any]] = []
         incidents = set(info["incidents"])
         users, devices, files = set(info["users"]), set(info["devices"]), set(info["files"])

@@ -13,13 +13,15 @@ an event spooled but not indexed would be forgotten by the index for good.
 
 Tables:
 
-* ``items(eid, side, t, batch, info)`` -- one row per indexed event id; ``t`` is its event time
-  (epoch seconds), ``batch`` the index batch in which it was FIRST seen (kept on updates),
-  ``info`` a JSON summary (title, severity, service source, incidents, portal links, entities,
-  and its keys).
-* ``keys(k, side, t, eid)`` -- one row per key of an item, primary key ``(k, side, t, eid)``
-  so "items of the other side with key k within +/- w" is one index range scan.
-* ``uinc(k, inc, t)`` -- per user key and incident, the earliest event time: prior incidents.
+* ``items(id, eid, side, t, batch, keys, info)`` -- one row per indexed event id; ``t`` is its
+  event time (epoch seconds), ``batch`` the index batch in which it was FIRST seen (kept on
+  updates), ``keys`` its keys (newline-separated), ``info`` a JSON summary (title, severity,
+  service source, incidents, portal links, users, devices, files).
+* ``keys(k, side, t, item)`` -- one row per key of an item: ``k`` is the key's 64-bit hash
+  (:func:`key_hash`), ``item`` the item's integer id, so rows are ~25 bytes and the table stays
+  in the page cache; primary key ``(k, side, t, item)``: "items of the other side with key k
+  within +/- w" is one index range scan.
+* ``uinc(k, inc, t)`` -- per user key (hash) and incident, the earliest event time: prior incidents.
 * ``links(dlp, alert, reasons, late, announced, batch, created)`` -- each link once, ever
   (within ``max_links``): reasons are merged when a later update adds one.
 * ``meta`` -- batch counter, high-water event time, eviction counters.
@@ -31,6 +33,7 @@ Each is counted (:meth:`CorrelationIndex.stats`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 
 from forwarder.correlation.keys import RULE_KEYS, SIDE_ALERT, SIDE_DLP, event_keys, key_type, service_source, side_of
 from forwarder.correlation.settings import CorrelationSettings
@@ -49,13 +53,14 @@ from forwarder.schema import DlpEvent, epoch_seconds
 DB_NAME = "correlation.sqlite3"
 _CHUNK = 500
 
+SCHEMA_VERSION = 2
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (eid TEXT PRIMARY KEY, side INTEGER NOT NULL, t REAL NOT NULL,
-    batch INTEGER NOT NULL, info BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, eid TEXT NOT NULL UNIQUE, side INTEGER NOT NULL,
+    t REAL NOT NULL, batch INTEGER NOT NULL, keys TEXT NOT NULL, info BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS items_t ON items (t);
-CREATE TABLE IF NOT EXISTS keys (k TEXT NOT NULL, side INTEGER NOT NULL, t REAL NOT NULL, eid TEXT NOT NULL,
-    PRIMARY KEY (k, side, t, eid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS uinc (k TEXT NOT NULL, inc TEXT NOT NULL, t REAL NOT NULL,
+CREATE TABLE IF NOT EXISTS keys (k INTEGER NOT NULL, side INTEGER NOT NULL, t REAL NOT NULL, item INTEGER NOT NULL,
+    PRIMARY KEY (k, side, t, item)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uinc (k INTEGER NOT NULL, inc TEXT NOT NULL, t REAL NOT NULL,
     PRIMARY KEY (k, inc)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS links (dlp TEXT NOT NULL, alert TEXT NOT NULL, reasons TEXT NOT NULL,
     late INTEGER NOT NULL, announced INTEGER NOT NULL DEFAULT 0, batch INTEGER NOT NULL, created REAL NOT NULL,
@@ -65,6 +70,18 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL) WIT
 """
 
 _USER_TYPES = ("upn", "oid")
+_DROP = "".join(f"DROP TABLE IF EXISTS {t};" for t in ("items", "keys", "uinc", "links", "meta"))
+
+#: (item id, side, event time, first batch, keys joined by newlines, info JSON)
+ItemRow = tuple[int, int, float, int, str, bytes]
+
+
+def key_hash(key: str) -> int:
+    """The 64-bit hash a key is stored as (a quarter of the text's size: the key table stays
+    in the page cache). A collision (p ~ 2^-64 per pair) could only add a wrong reason."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 _RULE_OF = {t: rule for rule, types in RULE_KEYS.items() for t in types}
 
 
@@ -122,7 +139,6 @@ def summary_of(event: DlpEvent, side: int, keys: list[str]) -> dict[str, Any]:
         "users": users,
         "devices": devices,
         "files": files,
-        "keys": keys,
     }
 
 
@@ -145,7 +161,12 @@ class CorrelationIndex:
         db.execute("PRAGMA wal_autocheckpoint=8000")  # checkpoint every ~32 MB of WAL, not every 4 MB
         db.execute("PRAGMA journal_size_limit=67108864")
         db.execute("PRAGMA busy_timeout=30000")
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            db.executescript(_DROP)  # an index of an older layout: rebuilt (it is derived data)
         db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
+        self._infos: LRUCache[str, dict[str, Any]] = LRUCache(maxsize=20_000)  # decoded summaries
         self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
         self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
@@ -171,25 +192,23 @@ class CorrelationIndex:
             (name, value),
         )
 
-    def _fetch_items(self, db: sqlite3.Connection, eids: Iterable[str]) -> dict[str, tuple[int, float, int, bytes]]:
-        found: dict[str, tuple[int, float, int, bytes]] = {}
+    def _fetch_items(self, db: sqlite3.Connection, eids: Iterable[str]) -> dict[str, ItemRow]:
+        found: dict[str, ItemRow] = {}
         ids = sorted(set(eids))
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
-            for eid, side, t, batch, info in db.execute(
-                f"SELECT eid, side, t, batch, info FROM items WHERE eid IN ({marks})",  # noqa: S608 - placeholders only
-                chunk,
-            ):
-                found[eid] = (side, t, batch, info)
+            sql = f"SELECT eid, id, side, t, batch, keys, info FROM items WHERE eid IN ({marks})"  # noqa: S608
+            for eid, *row in db.execute(sql, chunk):
+                found[eid] = tuple(row)
         return found
 
-    def _delete_items(self, db: sqlite3.Connection, rows: list[tuple[str, int, float, bytes]]) -> None:
-        for eid, side, t, info in rows:
-            keys = orjson.loads(info).get("keys", [])
-            db.executemany(
-                "DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND eid = ?", [(k, side, t, eid) for k in keys]
-            )
-        db.executemany("DELETE FROM items WHERE eid = ?", [(r[0],) for r in rows])
+    def _delete_items(self, db: sqlite3.Connection, rows: list[tuple[int, str, int, float, str]]) -> None:
+        """Delete items given as (id, eid, side, t, keys)."""
+        stale = [(key_hash(k), side, t, item) for item, _eid, side, t, keys in rows for k in keys.split("\n") if k]
+        db.executemany("DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND item = ?", stale)
+        db.executemany("DELETE FROM items WHERE id = ?", [(r[0],) for r in rows])
+        for r in rows:
+            self._infos.pop(r[1], None)
         self._items -= len(rows)
 
     # ------------------------------------------------------------------ indexing
@@ -223,39 +242,48 @@ class CorrelationIndex:
             existing = self._fetch_items(db, entries)
             first_batch: dict[str, int] = {}
             high = self._meta.get("high_water", 0.0)
-            stale: list[tuple[str, int, float, str]] = []
-            item_rows: list[tuple[str, int, float, int, bytes]] = []
-            key_rows: list[tuple[str, int, float, str]] = []
-            uinc_rows: list[tuple[str, str, float]] = []
+            stale: list[tuple[int, int, float, int]] = []
+            item_rows: list[tuple[int, str, int, float, int, str, bytes]] = []
+            key_rows: list[tuple[int, int, float, int]] = []
+            uinc_rows: list[tuple[int, str, float]] = []
+            infos = self._infos
             for eid, (ev, side, t, keys) in entries.items():
                 old = existing.get(eid)
                 first_batch[eid] = batch
                 if old is not None:
-                    old_side, old_t, old_batch, old_info = old
-                    old_keys = orjson.loads(old_info).get("keys", [])
+                    item, old_side, old_t, old_batch, old_keys_text, _old_info = old
+                    old_keys = [k for k in old_keys_text.split("\n") if k]
                     keys = sorted(set(keys) | set(old_keys))
                     entries[eid] = (ev, side, t, keys)
                     first_batch[eid] = old_batch
-                    stale.extend((k, old_side, old_t, eid) for k in old_keys)
+                    stale.extend((key_hash(k), old_side, old_t, item) for k in old_keys)
                 else:
+                    item = self._next_id
+                    self._next_id += 1
                     self._items += 1
                 info = summary_of(ev, side, keys)
                 result.infos[eid] = info
-                item_rows.append((eid, side, t, first_batch[eid], orjson.dumps(info)))
-                key_rows.extend((k, side, t, eid) for k in keys)
+                infos[eid] = info
+                item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), orjson.dumps(info)))
+                hashes = [key_hash(k) for k in keys]
+                key_rows.extend((h, side, t, item) for h in hashes)
                 incidents = info["incidents"]
                 if incidents:
-                    uinc_rows.extend((k, inc, t) for k in keys if key_type(k) in _USER_TYPES for inc in incidents)
+                    uinc_rows.extend(
+                        (h, inc, t) for k, h in zip(keys, hashes, strict=True) if key_type(k) in _USER_TYPES
+                        for inc in incidents
+                    )  # fmt: skip
                 if t > high:
                     high = t
             if stale:
-                db.executemany("DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND eid = ?", stale)
+                db.executemany("DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND item = ?", stale)
             db.executemany(
-                "INSERT INTO items (eid, side, t, batch, info) VALUES (?, ?, ?, ?, ?) ON CONFLICT (eid) DO UPDATE "
-                "SET side = excluded.side, t = excluded.t, info = excluded.info",
+                "INSERT INTO items (id, eid, side, t, batch, keys, info) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (eid) DO UPDATE SET side = excluded.side, t = excluded.t, keys = excluded.keys, "
+                "info = excluded.info",
                 item_rows,
             )
-            db.executemany("INSERT OR IGNORE INTO keys (k, side, t, eid) VALUES (?, ?, ?, ?)", key_rows)
+            db.executemany("INSERT OR IGNORE INTO keys (k, side, t, item) VALUES (?, ?, ?, ?)", key_rows)
             if uinc_rows:
                 db.executemany(
                     "INSERT INTO uinc (k, inc, t) VALUES (?, ?, ?) "
@@ -275,17 +303,19 @@ class CorrelationIndex:
         """(DLP id, alert id) -> reasons, for every partner of every entry on the other side."""
         pairs: dict[tuple[str, str], set[str]] = {}
         windows = self.windows
-        probes: list[tuple[int, str, int, float, float]] = []  # (entry number, key, other side, lo, hi)
-        order = list(entries)
-        for n, eid in enumerate(order):
-            _ev, side, t, keys = entries[eid]
+        probes: list[tuple[int, int, int, float, float]] = []  # (probe number, key hash, other side, lo, hi)
+        meta: list[tuple[str, str]] = []  # probe number -> (entry id, reason)
+        for eid, (_ev, side, t, keys) in entries.items():
             other = SIDE_ALERT if side == SIDE_DLP else SIDE_DLP
             for k in keys:
-                rule = _RULE_OF.get(key_type(k))
+                kt = key_type(k)
+                rule = _RULE_OF.get(kt)
                 if rule is None or rule not in windows:
                     continue
                 w = windows[rule]
-                probes.append((n, k, other, t - w, t + w) if w > 0 else (n, k, other, -1e18, 1e18))
+                lo, hi = (t - w, t + w) if w > 0 else (-1e18, 1e18)
+                probes.append((len(meta), key_hash(k), other, lo, hi))
+                meta.append((eid, f"{rule}:{kt}"))
         # one statement per chunk of probes: a VALUES list joined on the (k, side, t) primary key
         per = 150  # 5 variables each
         for i in range(0, len(probes), per):
@@ -294,17 +324,16 @@ class CorrelationIndex:
             args = [x for p in chunk for x in p]
             sql = (
                 f"WITH q(n, k, side, lo, hi) AS (VALUES {values}) "  # noqa: S608 - placeholders only
-                "SELECT q.n, q.k, keys.eid FROM q JOIN keys ON keys.k = q.k AND keys.side = q.side "
-                "AND keys.t BETWEEN q.lo AND q.hi"
+                "SELECT q.n, items.eid FROM q JOIN keys ON keys.k = q.k AND keys.side = q.side "
+                "AND keys.t BETWEEN q.lo AND q.hi JOIN items ON items.id = keys.item"
             )
-            for n, k, partner in db.execute(sql, args):
-                eid = order[n]
-                kt = key_type(k)
+            for n, partner in db.execute(sql, args):
+                eid, reason = meta[n]
                 pair = (eid, partner) if entries[eid][1] == SIDE_DLP else (partner, eid)
                 reasons = pairs.get(pair)
                 if reasons is None:
                     reasons = pairs[pair] = set()
-                reasons.add(f"{_RULE_OF[kt]}:{kt}")
+                reasons.add(reason)
         return pairs
 
     def _store_links(
@@ -334,7 +363,7 @@ class CorrelationIndex:
             if old is None:
                 d = pair[0]
                 # late: the DLP side was spooled in an earlier batch, so it cannot carry the link
-                late = d not in entries and d in outside and outside[d][2] < batch
+                late = d not in entries and d in outside and outside[d][3] < batch
                 db.execute(
                     "INSERT INTO links (dlp, alert, reasons, late, batch, created) VALUES (?, ?, ?, ?, ?, ?)",
                     (pair[0], pair[1], ",".join(sorted(reasons)), int(late), batch, now),
@@ -371,9 +400,18 @@ class CorrelationIndex:
                     if link.late and not link.announced:
                         result.to_announce.append(link)
         partners = {lk.alert for ls in links.values() for lk in ls} | {lk.dlp for ls in links.values() for lk in ls}
-        missing = [p for p in partners if p not in result.infos]
-        for eid, (_side, _t, _batch, info) in self._fetch_items(db, missing).items():
-            result.infos[eid] = orjson.loads(info)
+        missing = []
+        for p in partners:
+            if p not in result.infos:
+                cached = self._infos.get(p)
+                if cached is None:
+                    missing.append(p)
+                else:
+                    result.infos[p] = cached
+        for eid, row in self._fetch_items(db, missing).items():
+            info = orjson.loads(row[5])
+            result.infos[eid] = info
+            self._infos[eid] = info
         for ls in links.values():
             ls.sort(key=lambda lk: (lk.dlp, lk.alert))
         result.links = links
@@ -381,15 +419,17 @@ class CorrelationIndex:
         # prior incidents: incidents of the same user first seen within N days before the event
         days = self.settings.prior_incident_days * 86400.0
         if days > 0:
-            user_keys = sorted({k for v in entries.values() for k in v[3] if key_type(k) in _USER_TYPES})
-            known: dict[str, list[tuple[str, float]]] = {}
-            for chunk in _chunks(user_keys):
-                marks = ",".join("?" * len(chunk))
+            user_keys = {e: [key_hash(k) for k in v[3] if key_type(k) in _USER_TYPES] for e, v in entries.items()}
+            wanted = sorted({h for hs in user_keys.values() for h in hs})
+            known: dict[int, list[tuple[str, float]]] = {}
+            for i in range(0, len(wanted), _CHUNK):
+                part = wanted[i : i + _CHUNK]
+                marks = ",".join("?" * len(part))
                 sql = f"SELECT k, inc, t FROM uinc WHERE k IN ({marks})"  # noqa: S608 - placeholders only
-                for k, inc, t in db.execute(sql, chunk):
-                    known.setdefault(k, []).append((inc, t))
-            for eid, (_ev, _side, t, keys) in entries.items():
-                found = {inc for k in keys if k in known for inc, first in known[k] if t - days <= first < t}
+                for k, inc, first in db.execute(sql, part):
+                    known.setdefault(k, []).append((inc, first))
+            for eid, (_ev, _side, t, _keys) in entries.items():
+                found = {inc for h in user_keys[eid] if h in known for inc, first in known[h] if t - days <= first < t}
                 own = set(result.infos[eid]["incidents"])
                 result.prior[eid] = sorted(found - own, key=lambda s: (len(s), s))
 
@@ -398,7 +438,7 @@ class CorrelationIndex:
         s = self.settings
         cutoff = self._meta.get("high_water", 0.0) - s.retention_days * 86400.0
         if cutoff > self._meta.get("expired_before", 0.0) + 60.0:
-            rows = db.execute("SELECT eid, side, t, info FROM items WHERE t < ?", (cutoff,)).fetchall()
+            rows = db.execute("SELECT id, eid, side, t, keys FROM items WHERE t < ?", (cutoff,)).fetchall()
             if rows:
                 self._delete_items(db, rows)
                 self._set_meta(db, "expired", self._meta.get("expired", 0) + len(rows))
@@ -406,7 +446,7 @@ class CorrelationIndex:
             self._set_meta(db, "expired_before", cutoff)
         if self._items > s.max_items:
             excess = self._items - s.max_items
-            rows = db.execute("SELECT eid, side, t, info FROM items ORDER BY t, eid LIMIT ?", (excess,)).fetchall()
+            rows = db.execute("SELECT id, eid, side, t, keys FROM items ORDER BY t, eid LIMIT ?", (excess,)).fetchall()
             self._delete_items(db, rows)
             self._set_meta(db, "evicted", self._meta.get("evicted", 0) + len(rows))
         if self._links > s.max_links:
