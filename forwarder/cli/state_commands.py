@@ -109,6 +109,11 @@ def _state(args: argparse.Namespace) -> int:
         summary = state_summary(store)
     finally:
         store.close()
+    from forwarder.correlation.index import index_stats  # its own file; present when [correlation] is on
+
+    correlation = index_stats(_state_dir(args))
+    if correlation is not None:
+        summary["correlation"] = correlation
     if args.json:
         _json(summary)
         return EXIT_OK
@@ -123,6 +128,12 @@ def _state(args: argparse.Namespace) -> int:
             f"sink {name}: spool {s['spool_events']} event(s) / {s['spool_bytes']} bytes, oldest "
             f"{s['oldest_age_seconds']} s; delivered {s.get('delivered', 0)}, dead letters {s['dead_letters']}, "
             f"dropped (spool full) {s.get('dropped_oldest', 0)}; last delivery {s['last_delivery']}"
+        )
+    if correlation is not None:
+        c = correlation
+        _out(
+            f"correlation index: {c['items']} event(s), {c['links']} link(s), {c['bytes']} bytes; "
+            f"expired {c['expired']}, evicted (size bound) {c['evicted']}, links evicted {c['links_evicted']}"
         )
     return EXIT_OK
 

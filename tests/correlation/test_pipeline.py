@@ -241,3 +241,18 @@ def test_correlation_off_costs_nothing(tmp_path: Path) -> None:
     assert sorted(got) == ["alert:a1", "r1"]
     assert "correlation" not in got["r1"]["enrichment"]
     assert not os.path.exists(os.path.join(s.state, DB_NAME))
+
+
+def test_state_and_correlation_commands_show_the_index_cost(tmp_path: Path, capsys: Any) -> None:
+    from forwarder.cli import main
+
+    s = Setup(tmp_path)
+    s.add(dlp("r1", "alice@contoso.com", 0), alert("a1", "alice@contoso.com", 5))
+    s.run()
+    capsys.readouterr()
+    assert main(["state", "--state-dir", s.state]) == 0
+    out = capsys.readouterr().out
+    assert "correlation index: 2 event(s), 1 link(s)" in out and "evicted (size bound) 0" in out
+    assert main(["correlation", "--state-dir", s.state, "--json"]) == 0
+    stats = orjson.loads(capsys.readouterr().out)
+    assert stats["items"] == 2 and stats["links"] == 1 and stats["bytes"] > 0
