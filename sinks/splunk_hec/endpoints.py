@@ -37,6 +37,7 @@ class Endpoint:
         self.channel = str(uuid.uuid4())
         self.headers = headers
         self.use_channel = use_channel
+        self.channel_refusals = 0  # consecutive code-11 answers to sends
         self.down_until = 0.0
         self.last_error = ""
 

@@ -50,6 +50,9 @@ except ImportError:  # pragma: no cover - optional speed-up
 
 _MAX_LEVEL: int = getattr(_gzip, "ISAL_BEST_COMPRESSION", 9)
 
+#: Consecutive code-11 answers to sends, each on a fresh channel, that make a configuration fault.
+CHANNEL_REFUSALS_FATAL = 3
+
 EVENT_PATH = "/services/collector/event"
 HEALTH_PATH = "/services/collector/health"
 
@@ -295,6 +298,7 @@ class HecSink(Sink):
             verdict = cl.classify(response.status_code, data, sink=self.name, ack=self.settings.ack)
             if verdict.action == cl.OK:
                 endpoint.mark_up()
+                endpoint.channel_refusals = 0
                 self.context.count("bytes_sent", len(body))
                 if verdict.warning:
                     self.context.count("hec_capacity_warnings")
@@ -310,6 +314,15 @@ class HecSink(Sink):
                 self.log.warning("%s: %s; trying the next endpoint if any", self.name, reason)
                 continue
             if verdict.action == cl.CHANNEL:
+                endpoint.channel_refusals += 1
+                if endpoint.channel_refusals >= CHANNEL_REFUSALS_FATAL:
+                    message = (
+                        f"{endpoint.url}: {verdict.message} {endpoint.channel_refusals} times in a row, on fresh "
+                        f"channels: something between dlpfwd and Splunk rewrites X-Splunk-Request-Channel, or the "
+                        f"token's acknowledgement setting disagrees with sinks.{self.name}.ack"
+                    )
+                    self.log.error("%s: %s", self.name, message)
+                    return Outcome.stop([e for e, _ in request], message)
                 endpoint.new_channel()
                 reason = f"{endpoint.url}: {verdict.message}; new channel"
                 continue

@@ -359,3 +359,21 @@ def test_a_configuration_fault_while_splitting_stops_sending_the_rest(tmp_path, 
     assert out.fatal and "code 4" in out.fatal
     assert sorted(out.retry) == [1, 2, 3, 4] and not out.delivered and not out.rejected
     assert app.requests == 3  # 4 events (413), 2 events (413), 1 event (403): then nothing more
+
+
+def test_a_channel_refused_again_and_again_becomes_a_configuration_fault(tmp_path, make_sink):
+    class RefuseChannels(HecApp):
+        def event(self, request: Request) -> Response:
+            self.requests += 1
+            self.seen = getattr(self, "seen", set()) | {request.header("x-splunk-request-channel")}
+            return Response.json({"text": "Invalid data channel", "code": 11}, 400)
+
+    app = RefuseChannels()
+    with EmulatorServer(app, cert_dir=tmp_path / "c") as server:
+        sink = make_sink(server, ack=True, max_in_flight=0)
+        first = sink.write_batch(entries(2))
+        assert sorted(first.retry) == [1, 2] and not first.fatal and "new channel" in first.retry_reason
+        sink.write_batch(entries(2))
+        third = sink.write_batch(entries(2))
+    assert third.fatal and "code 11" in third.fatal and "sinks.splunk.ack" in third.fatal
+    assert len(app.seen) == 3  # a fresh channel each time
