@@ -3,7 +3,8 @@
 Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A committed transaction is in
 the WAL file before ``COMMIT`` returns, so it survives the process being killed (``kill -9``,
 OOM killer, crash). On a power loss or kernel panic the last transactions committed before
-the WAL was synced to disk (at the next checkpoint) may be rolled back; the database stays
+the WAL was synced to disk (by the background checkpoint, about every half second while busy)
+may be rolled back; the database stays
 consistent, and because the source cursor lives in the same transaction as the spool append,
 those events are simply read again from the source (at-least-once holds).
 
@@ -36,7 +37,8 @@ SCHEMA_VERSION = 2
 DB_NAME = "state.sqlite3"
 _CHUNK = 500  # SQL variables per IN (...) list
 PAGE_SIZE = 16384
-WAL_AUTOCHECKPOINT = 2000  # pages (32 MB): bounded WAL, so recovery after kill -9 stays fast
+WAL_AUTOCHECKPOINT = 16000  # pages (256 MB): the writer's own safety net; see Checkpointer
+CHECKPOINT_INTERVAL = 0.5  # seconds between background checkpoints while there are commits
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, sid INTEGER NOT NULL UNIQUE,
@@ -81,6 +83,37 @@ _LEDGER_SINK_ADD = """INSERT INTO ledger_sink (ref, sink, {col}) VALUES (?, ?, ?
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+class Checkpointer:
+    """Copies the WAL into the database in a background thread (``wal_checkpoint(PASSIVE)``,
+    which never blocks writers), so commits never wait for checkpoint I/O and fsyncs. The
+    writer's own auto-checkpoint stays as a safety net if this thread falls behind."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.commits = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dlpfwd-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = _connect(self.path)
+        try:
+            seen = 0
+            while not self._stop.wait(CHECKPOINT_INTERVAL):
+                if self.commits != seen:
+                    seen = self.commits
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error:
+                        pass  # retried at the next interval; the writer's auto-checkpoint remains
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -313,6 +346,7 @@ class SqliteStateStore:
         self._readers: list[sqlite3.Connection] = []
         self._unit_cache: dict[tuple[str, str], int] = {}
         self._pending_delta: dict[str, list[int]] = {}
+        self._checkpointer: Checkpointer | None = None
         self._closed = False
         with self._lock:
             if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -344,6 +378,11 @@ class SqliteStateStore:
                 yield tx
                 tx._flush_depths()
                 self._db.execute("COMMIT")
+                checkpointer = self._checkpointer
+                if checkpointer is None and not self._closed:
+                    checkpointer = self._checkpointer = Checkpointer(self.path)
+                if checkpointer is not None:
+                    checkpointer.commits += 1
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._depth = saved
@@ -364,6 +403,8 @@ class SqliteStateStore:
             if self._closed:
                 return
             self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             for conn in self._readers:
                 conn.close()
             try:
