@@ -207,3 +207,59 @@ window_hours = 48
     expected = {emu.data.record_id(i) for i in range(600)}
     assert set(audit) == expected and len(audit) == len(expected)
     assert live_cursor is None  # the backfill never touched the live cursor
+
+
+def test_alert_updates_flow_as_new_versions_and_nothing_repeats(tmp_path, monkeypatch):
+    tolerate_advanced_clock(monkeypatch)
+    emu = TenantEmulator(EmulatorConfig(seed=14, audit_records=200, days=1, alert_every=10), state_dir=tmp_path / "emu")
+    with serve(emu) as server:
+        text = config_text(
+            emu,
+            server,
+            tmp_path,
+            [
+                f"""
+name = "graph"
+type = "graph_security"
+graph_url = "{server.url}"
+start_days = 2
+overlap = 600
+"""
+            ],
+        )
+        config, host = load(text)
+        with Forwarder(config, host) as fw:
+            assert fw.run_once().ok
+            emu.clock.advance(hours=2)  # alerts generated "in the future" come due
+            assert fw.run_once().ok
+            first = delivered(tmp_path)
+            alert_id = next(e["id"].split(":", 1)[1] for e in first if e["kind"] == "alert")
+            # An analyst resolves and assigns the alert in the portal.
+            import httpx
+
+            token = fw.sources["graph"].client.tokens.token("https://graph.microsoft.com/.default")  # type: ignore[attr-defined]
+            emu.clock.advance(minutes=1)
+            r = httpx.patch(
+                f"{server.url}/v1.0/security/alerts_v2/{alert_id}",
+                json={"status": "resolved", "classification": "truePositive", "assignedTo": "soc@contoso.com"},
+                headers={"Authorization": f"Bearer {token}"},
+                verify=server.ca_file,
+            )
+            assert r.status_code == 200, r.text
+            emu.clock.advance(minutes=1)
+            assert fw.run_once().ok
+            for _ in range(3):  # polling again and again brings nothing new (no 287 copies)
+                emu.clock.advance(minutes=1)
+                assert fw.run_once().ok
+    events = delivered(tmp_path)
+    versions = [e for e in events if e["id"] == f"alert:{alert_id}"]
+    assert len(versions) == 2
+    assert versions[-1]["status"] == "resolved" and versions[-1]["classification"] == "truePositive"
+    assert versions[-1]["enrichment"]["assigned_to"] == "soc@contoso.com"
+    assert versions[0]["idempotency_key"] != versions[1]["idempotency_key"]
+    keys = [e["idempotency_key"] for e in events]
+    assert len(keys) == len(set(keys))
+    # The incident holding the alert was touched too: its new version arrived, once.
+    incident_versions = [e for e in events if e["kind"] == "incident" and alert_id in e["related"]["alert_ids"]]
+    assert len(incident_versions) == 2
+    assert incident_versions[0]["updated_time"] < incident_versions[1]["updated_time"]
