@@ -105,3 +105,19 @@ def test_check_names_missing_activity_feed_permissions(tenant):
     health = _source("management_activity", emu, server).health()
     names = " ".join(c.detail for c in health.checks if not c.ok)
     assert "ActivityFeed.Read" in names
+
+
+def test_dlp_all_and_audit_general_together_deliver_endpoint_records_once(tmp_path):
+    emu = TenantEmulator(EmulatorConfig(seed=34, audit_records=200, days=1), state_dir=tmp_path / "emu")
+    with serve(emu) as server:
+        body = _ma("o365", emu, server) + 'content_types = ["DLP.All", "Audit.General"]\n'
+        config, host = load(config_text(emu, server, tmp_path, [body]))
+        with Forwarder(config, host) as fw:
+            result = fw.run_once()
+    assert result.ok, result.errors
+    ids = [e["id"][6:] for e in delivered(tmp_path)]
+    assert set(ids) == emu.expected_audit_ids(("DLP.All",)) and len(ids) == len(set(ids))
+    general = emu.expected_audit_ids(("Audit.General",))
+    endpoint = {e["id"][6:] for e in delivered(tmp_path) if e["workload"] == "Endpoint"}
+    assert endpoint and endpoint <= general  # Teams and Endpoint records came from both feeds...
+    assert result.duplicates >= len(endpoint)  # ...and the second copy of each was dropped, counted
