@@ -33,6 +33,7 @@ Each is counted (:meth:`CorrelationIndex.stats`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
@@ -76,6 +77,7 @@ _DROP = "".join(f"DROP TABLE IF EXISTS {t};" for t in ("items", "keys", "uinc", 
 ItemRow = tuple[int, int, float, int, str, bytes]
 
 
+@functools.lru_cache(maxsize=32768)  # users, devices and files recur: most keys are hashed once
 def key_hash(key: str) -> int:
     """The 64-bit hash a key is stored as (a quarter of the text's size: the key table stays
     in the page cache). A collision (p ~ 2^-64 per pair) could only add a wrong reason."""
@@ -166,7 +168,8 @@ class CorrelationIndex:
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
-        self._infos: LRUCache[str, dict[str, Any]] = LRUCache(maxsize=20_000)  # decoded summaries
+        # encoded summaries of recent items: bytes, so the garbage collector never scans them
+        self._infos: LRUCache[str, bytes] = LRUCache(maxsize=20_000)
         self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
         self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
@@ -263,8 +266,9 @@ class CorrelationIndex:
                     self._items += 1
                 info = summary_of(ev, side, keys)
                 result.infos[eid] = info
-                infos[eid] = info
-                item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), orjson.dumps(info)))
+                encoded = orjson.dumps(info)
+                infos[eid] = encoded
+                item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), encoded))
                 hashes = [key_hash(k) for k in keys]
                 key_rows.extend((h, side, t, item) for h in hashes)
                 incidents = info["incidents"]
@@ -407,11 +411,10 @@ class CorrelationIndex:
                 if cached is None:
                     missing.append(p)
                 else:
-                    result.infos[p] = cached
+                    result.infos[p] = orjson.loads(cached)
         for eid, row in self._fetch_items(db, missing).items():
-            info = orjson.loads(row[5])
-            result.infos[eid] = info
-            self._infos[eid] = info
+            result.infos[eid] = orjson.loads(row[5])
+            self._infos[eid] = row[5]
         for ls in links.values():
             ls.sort(key=lambda lk: (lk.dlp, lk.alert))
         result.links = links
