@@ -135,7 +135,8 @@ def main() -> None:
             rates.setdefault(mode, []).append(cpu_rate)
             extra = f", {linked} events with related alerts" if run is not None else ""
             print(
-                f"{mode:9s}: {rate:,.0f} events/s wall, {cpu_rate:,.0f} per CPU-second{extra}; peak RSS {rss_mb():.0f} MB"
+                f"{mode:9s}: {rate:,.0f} events/s wall, {cpu_rate:,.0f} per CPU-second{extra}; "
+                f"peak RSS {rss_mb():.0f} MB"
             )
             if run is not None:
                 run.close()
