@@ -34,7 +34,8 @@ def get(obj: Any, *names: str, default: Any = None) -> Any:
 @functools.lru_cache(maxsize=4096)
 def _variants(name: str) -> tuple[str, ...]:
     out: list[str] = []
-    for v in (name[:1].lower() + name[1:], name[:1].upper() + name[1:], name.lower(), name.upper()):
+    flipped = name[:1].lower() + name[1:] if name[:1].isupper() else name[:1].upper() + name[1:]
+    for v in (flipped, name.lower()):
         if v != name and v not in out:
             out.append(v)
     return tuple(out)
@@ -42,6 +43,10 @@ def _variants(name: str) -> tuple[str, ...]:
 
 def text(obj: Any, *names: str) -> str:
     """``get`` as a string (numbers and booleans converted; lists, dicts and absent -> "")."""
+    if type(obj) is dict:
+        value = obj.get(names[0])  # fast path: the first spelling is present and a string
+        if type(value) is str and value:
+            return value
     value = get(obj, *names)
     if type(value) is str:
         return value
