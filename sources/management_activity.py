@@ -281,6 +281,7 @@ class ManagementActivitySource(Source):
         if self.settings.resolve_sit_names and not self.sit_names:
             self._load_sit_names()
         positions = _positions(cursor)
+        failed: RetriableError | None = None
         for ct in self.settings.content_types:
             now = api.now()
             floor = now - RETENTION + RETENTION_MARGIN
@@ -330,7 +331,13 @@ class ManagementActivitySource(Source):
             if units:
                 positions.setdefault(ct, {})["end"] = iso(end)
                 yield SourceBatch(cursor=_dump(positions), units=units)
-            yield from self._read(ct, start, now, positions, commit_from=end, use_ledger=True)
+            try:
+                yield from self._read(ct, start, now, positions, commit_from=end, use_ledger=True)
+            except RetriableError as exc:
+                # One content type's trouble must not starve the others: read them, then report.
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def _expired_failures(self, ct: str, positions: dict[str, dict[str, Any]], now: dt.datetime) -> list[WorkUnit]:
         """Blobs that failed earlier and expired before a retry could read them: report them."""

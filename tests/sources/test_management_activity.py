@@ -402,3 +402,30 @@ def test_backfill_is_resumable_and_refuses_ranges_past_7_days():
     assert final["content"]["DLP.All"]["end"]
     with pytest.raises(NotSupported, match="audit_search"):
         list(src.backfill(NOW - dt.timedelta(days=30), NOW - dt.timedelta(days=8), None))
+
+
+def test_one_failing_content_type_does_not_starve_the_others():
+    api = FakeManagementApi(NOW)
+    api.subscriptions = {"DLP.All": "enabled", "Audit.General": "enabled"}
+    api.add("bad", NOW - dt.timedelta(hours=2), [rec(1)])
+    api.failing["bad"] = -1
+
+    def handler(request):
+        if request.url.path.endswith("/subscriptions/content") and q(request)["contentType"] == "Audit.General":
+            request_ct = "Audit.General"
+            response = api(request)
+            body = [
+                dict(e, contentType=request_ct, contentId="gen", contentUri=e["contentUri"].replace("bad", "gen"))
+                for e in response.json()
+            ]
+            return json_response(body, headers=dict(response.headers))
+        if request.url.path.endswith("/audit/gen"):
+            return json_response([{**R.ENDPOINT, "Id": "endpoint-1"}])
+        return api(request)
+
+    src, ctx, _, _ = make(api, recorder=Recorder(handler), content_types=["DLP.All", "Audit.General"], max_retry_wait=1)
+    got = []
+    with pytest.raises(RetriableError):
+        for batch in src.poll(None):
+            got.extend(r.data["Id"] for r in batch.records)
+    assert got == ["endpoint-1"]
