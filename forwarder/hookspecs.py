@@ -81,6 +81,9 @@ def dlpfwd_register_commands(register: Callable[..., None]) -> None:
     When: once, when the CLI builds its parser.
     Arguments: ``register(name, help, configure, run)`` -- ``configure(parser)`` adds arguments
     to an ``argparse.ArgumentParser``; ``run(args) -> int`` executes and returns the exit code.
+    ``args.config`` (the configuration path) and ``args.host`` (the loaded
+    :class:`forwarder.plugins.PluginHost`) are set by the CLI; an option whose ``dest`` is
+    ``host`` is refused and the command reported as a plugin failure.
     Returns: nothing. Convention: collect-all.
     """
 

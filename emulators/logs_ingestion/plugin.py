@@ -27,7 +27,7 @@ DEFAULT_DCR = "dcr-00000000000000000000000000000000"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--host", dest="bind", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port (0 = a free one)")
     parser.add_argument("--state-dir", default="./logs-ingestion-emulator", help="directory for the TLS CA and cert")
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink requires https)")
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from emulators.httpd import EmulatorServer
 
     app = build_app(args)
-    server = EmulatorServer(app, host=args.host, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
+    server = EmulatorServer(app, host=args.bind, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
     print(f"endpoint = {server.url}", flush=True)
     print(f"dcr_immutable_id = {args.dcr}", flush=True)
     print(f"stream = {args.stream}", flush=True)

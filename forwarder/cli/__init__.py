@@ -162,6 +162,10 @@ def _one_line(text: str) -> str:
     return text[: _HELP_WIDTH - 3].rsplit(" ", 1)[0] + "..."
 
 
+#: Namespace attributes the CLI sets itself; a command's options must not store into them.
+RESERVED_DESTS = frozenset({"host", "_command"})
+
+
 def build_parser(host: Any) -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered command."""
     parser = argparse.ArgumentParser(
@@ -183,6 +187,10 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
             command.configure(child)
         except Exception as exc:  # noqa: BLE001 - a broken plugin command must not break the CLI
             host._fail(command.plugin, command.plugin, f"configure {name}: {type(exc).__name__}: {exc}", False)
+            continue
+        if any(action.dest in RESERVED_DESTS for action in child._actions):
+            # The CLI puts the plugin host in args.host: an option stored there would be clobbered.
+            host._fail(command.plugin, command.plugin, f"configure {name}: option dest 'host' is reserved", False)
             continue
         child.set_defaults(_command=command)
     return parser
