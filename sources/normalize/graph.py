@@ -11,6 +11,7 @@ and a re-read of the same version is a duplicate.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from forwarder.errors import MalformedRecord
@@ -46,6 +47,8 @@ _DETERMINATION = {
 _CLASSIFICATION = {
     "benignpositive": "informationalExpectedActivity",
 }
+
+_POLICY_IN_TEXT = re.compile(r"\bpolicy '([^']{1,256})'(?:,? rule '([^']{1,256})')?", re.IGNORECASE)
 
 DLP_SERVICE_SOURCES = ("datalossprevention", "microsoftdatalossprevention")
 
@@ -203,6 +206,12 @@ def _policy_from_alert(event: DlpEvent, data: dict[str, Any]) -> None:
     rule_id = text(extra, "RuleId", "ruleId")
     if not policy_id and is_dlp_alert(data):
         policy_id = text(data, "detectorId")
+    if not policy_name and is_dlp_alert(data):
+        # Purview writes the policy and rule into the alert text: "Policy 'X', rule 'Y' matched ..."
+        m = _POLICY_IN_TEXT.search(text(data, "description")) or _POLICY_IN_TEXT.search(text(data, "title"))
+        if m:
+            policy_name = m.group(1)
+            rule_name = rule_name or (m.group(2) or "")
     if policy_name or policy_id or rule_name:
         rules = [RuleMatch(id=rule_id, name=rule_name, severity=event.severity)] if (rule_name or rule_id) else []
         event.policies = [PolicyMatch(id=policy_id, name=policy_name, rules=rules)]

@@ -222,3 +222,13 @@ def test_graph_malformed():
         normalize_alert({"title": "no id"}, GCTX)
     with pytest.raises(MalformedRecord):
         normalize_incident({"displayName": "no id"}, GCTX)
+
+
+def test_dlp_alert_policy_and_rule_from_its_text():
+    rec = copy.deepcopy(R.DLP_ALERT)
+    rec["description"] = "Policy 'EU Financial Data', rule 'Content contains EU financial data' matched IBAN in mail."
+    e = one(rec, normalize_alert, GCTX)
+    assert e.policies[0].name == "EU Financial Data" and e.policies[0].id == rec["detectorId"]
+    assert e.policies[0].rules[0].name == "Content contains EU financial data"
+    rec["serviceSource"], rec["detectionSource"] = "microsoftDefenderForEndpoint", "antivirus"
+    assert one(rec, normalize_alert, GCTX).policies == []  # only DLP alerts are read this way
