@@ -148,6 +148,7 @@ class RetryGate:
 POISON_ATTEMPTS = 3  # a lone entry raising an unexpected exception this often is dead-lettered
 MAX_EXCEPTION_DEAD_LETTERS = 10  # ...but a sink raising on this many entries in a row is stopped
 ACK_POLL_INTERVAL = 0.2
+MAX_PENDING_BATCHES = 10  # batches awaiting acknowledgement before the drainer waits for acks
 
 
 class Drainer:
@@ -221,7 +222,10 @@ class Drainer:
                 try:
                     if self.pending:
                         self._poll_acks()
-                    worked = self.step(finishing)
+                    # Bounded in-flight window: with this many entries awaiting acknowledgement,
+                    # settle some before sending more (memory stays bounded).
+                    in_flight_full = len(self.pending) >= MAX_PENDING_BATCHES * self.max_events
+                    worked = False if in_flight_full else self.step(finishing)
                 except Exception as exc:  # noqa: BLE001 - the state store (disk full...): keep the spool, retry
                     delay = self.gate.failed(f"{type(exc).__name__}: {exc}")
                     self.log.exception("sink %s: delivery loop failed; retrying in %.1f s", self.name, delay)
