@@ -8,6 +8,11 @@
 3. Stamps dlpfwd's version into ``default/app.conf`` and writes ``TA-dlpfwd-<version>.tgz``.
 
 Vendored code is never committed: ``bin/lib`` exists only in the build output.
+
+The vendored package is meant for heavy forwarders of Splunk Enterprise: its binary wheels are
+for one platform, and it carries dlpfwd's syslog sink (UDP), both of which Splunk Cloud's
+AppInspect refuses. For Splunk Cloud search tiers use ``--skip-vendor`` (knowledge objects
+only), which passes AppInspect with no failures.
 ``--skip-vendor`` packages the add-on alone (layout checks, dashboards-only installs).
 """
 
@@ -37,7 +42,18 @@ def version() -> str:
 
 
 def vendor(lib: Path, python_version: str, platform: str) -> None:
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(lib), str(ROOT), "splunk-sdk>=2.0"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-compile",  # AppInspect fails packages with .pyc files
+        "--target",
+        str(lib),
+        str(ROOT),
+        "splunk-sdk>=2.0",
+    ]
     if python_version or platform:
         command += ["--only-binary=:all:"]
         if python_version:
@@ -45,6 +61,10 @@ def vendor(lib: Path, python_version: str, platform: str) -> None:
         if platform:
             command += ["--platform", platform]
     subprocess.run(command, check=True)
+    for cache in list(lib.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    for compiled in lib.rglob("*.py[co]"):
+        compiled.unlink()
 
 
 def build(out: Path, skip_vendor: bool = False, python_version: str = "", platform: str = "") -> Path:
