@@ -267,7 +267,7 @@ class CorrelationIndex:
                 info = summary_of(ev, side, keys)
                 result.infos[eid] = info
                 encoded = orjson.dumps(info)
-                infos[eid] = encoded
+                infos[eid] = bytes(memoryview(encoded))  # exact size: orjson's own buffer keeps ~4 KB
                 item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), encoded))
                 hashes = [key_hash(k) for k in keys]
                 key_rows.extend((h, side, t, item) for h in hashes)
