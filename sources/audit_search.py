@@ -136,7 +136,10 @@ class AuditSearchSource(Source):
         return self.client
 
     def connect(self) -> None:
-        self._check_cloud()
+        try:
+            self._check_cloud()
+        except NotSupported as exc:
+            raise FatalError(str(exc)) from None  # a live source that can never work: stop it, say why
         self._sync_clock()
 
     def _sync_clock(self) -> None:

@@ -108,3 +108,12 @@ def test_other_clouds_explain_why_not(cloud):
     with pytest.raises(NotSupported, match="only in the public cloud"):
         list(src.backfill(NOW - dt.timedelta(days=30), NOW, None))
     assert not src.health().ok
+
+
+def test_live_source_in_another_cloud_stops_with_the_reason():
+    from forwarder.errors import FatalError
+
+    s = AuditSearchSettings(auth=AuthSettings(tenant_id=TENANT, client_id="app", cloud="gcc-high"))
+    src = AuditSearchSource("bf", s, Context("bf"), tokens=FakeTokens())
+    with pytest.raises(FatalError, match="only in the public cloud"):
+        src.connect()
