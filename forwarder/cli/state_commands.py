@@ -280,6 +280,8 @@ def health_problems(store: SqliteStateStore, now: float | None = None) -> list[s
         if not expect:
             continue
         age = now - last if last else None
+        if age is None and b.get("registered") and now - b["registered"] <= expect:
+            continue  # configured recently: not yet expected to have polled or delivered
         if b["role"] == "source":
             if age is None or age > expect:
                 problems.append(f"source {name}: no successful poll for {_age(age)} (expected within {expect:.0f} s)")

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS ledger_sink (ref INTEGER NOT NULL, sink TEXT NOT NULL
     dead INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (ref, sink)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS health (name TEXT PRIMARY KEY, role TEXT NOT NULL DEFAULT '',
-    last_ok REAL, expect REAL NOT NULL DEFAULT 0);
+    last_ok REAL, expect REAL NOT NULL DEFAULT 0, registered REAL);
 CREATE TABLE IF NOT EXISTS totals (scope TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (scope, name)) WITHOUT ROWID;
 """
@@ -567,14 +567,15 @@ class SqliteStateStore:
         """Remember how often ``name`` must poll/deliver, for ``dlpfwd health`` without a config."""
         with self._lock:
             self._db.execute(
-                """INSERT INTO health (name, role, expect) VALUES (?, ?, ?)
-                   ON CONFLICT (name) DO UPDATE SET role = excluded.role, expect = excluded.expect""",
-                (name, role, within),
+                """INSERT INTO health (name, role, expect, registered) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET role = excluded.role, expect = excluded.expect,
+                   registered = coalesce(health.registered, excluded.registered)""",
+                (name, role, within, time.time()),
             )
 
     def heartbeats(self) -> list[dict[str, Any]]:
-        rows = self._reader().execute("SELECT name, role, last_ok, expect FROM health ORDER BY role, name")
-        return [{"name": n, "role": r, "last_ok": t, "expect": e} for n, r, t, e in rows]
+        rows = self._reader().execute("SELECT name, role, last_ok, expect, registered FROM health ORDER BY role, name")
+        return [{"name": n, "role": r, "last_ok": t, "expect": e, "registered": g} for n, r, t, e, g in rows]
 
     def totals(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

@@ -123,3 +123,19 @@ def test_health_flags_a_silent_source_and_a_stuck_sink(tmp_path: Path, capsys: p
 def test_commands_without_state_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "state", "--state-dir", str(tmp_path / "none"))
     assert code == 2 and "no state" in err
+
+
+def test_health_gives_a_new_instance_its_interval_before_alarming(tmp_path: Path) -> None:
+    from forwarder.cli.state_commands import health_problems
+
+    store = SqliteStateStore(str(tmp_path))
+    store.register_sink("new")
+    store.set_expectation("new", "sink", 60)
+    store.set_expectation("src", "source", 30)
+    with store.transaction() as tx:
+        tx.append("new", [(b"{}", 0)], time.time())
+    assert health_problems(store) == []
+    later = health_problems(store, now=time.time() + 120)
+    assert any(p.startswith("sink new: 1 event(s) waiting, no delivery for ever") for p in later)
+    assert any(p.startswith("source src: no successful poll for ever") for p in later)
+    store.close()
