@@ -187,6 +187,56 @@ def _correlation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writeback_configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="print the comments and tags that would be written")
+    parser.add_argument("--limit", type=int, default=100, help="most alerts written in this run")
+
+
+def _writeback(args: argparse.Namespace, transport: Any = None) -> int:
+    from forwarder.config import load_config
+    from forwarder.correlation.writeback import GraphWriter, WriteBack
+
+    config = load_config(args.config, args.host)
+    corr = config.correlation
+    if corr is None or not corr.enabled or not corr.writeback_sources:
+        raise ConfigError(["correlation.writeback_sources: name the graph_security sources to write back through"])
+    known = {s.name: s for s in config.sources if s.type == "graph_security"}
+    problems = [
+        f"correlation.writeback_sources: {name!r} is not a configured graph_security source"
+        for name in corr.writeback_sources
+        if name not in known
+    ]
+    if problems:
+        raise ConfigError(problems)
+    failed = False
+    for name in corr.writeback_sources:
+        queue = WriteBack(config.forwarder.state_dir, [name], corr.writeback_tag)
+        writer = None if args.dry_run else GraphWriter(known[name].settings, log, transport=transport)
+        try:
+            result = queue.drain(writer, dry_run=args.dry_run, limit=max(1, args.limit))
+        except ForwarderError as exc:
+            _err(f"dlpfwd writeback: source {name}: {exc}")
+            failed = True
+            continue
+        finally:
+            if writer is not None:
+                writer.close()
+            queue.close()
+        for alert, text, incidents in result.planned:
+            _out(f"dry run: alert {alert}: would comment:\n{text}")
+            for incident in incidents:
+                _out(f"dry run: incident {incident}: would add tag {corr.writeback_tag!r} (kept with existing tags)")
+        _out(
+            f"source {name}: commented {len(result.commented)} alert(s), recovered {len(result.recovered)} "
+            f"already-written comment(s), tagged {len(result.tagged)} incident(s), deferred {len(result.deferred)}, "
+            f"dead-lettered {len(result.dead)}"
+        )
+        for alert, reason in {**result.deferred, **result.dead}.items():
+            _err(f"alert {alert}: {reason}")
+        failed = failed or bool(result.deferred or result.dead)
+    return 1 if failed else 0
+
+
 @hookimpl
 def dlpfwd_register_commands(register: Callable[..., None]) -> None:
     register(
@@ -194,3 +244,7 @@ def dlpfwd_register_commands(register: Callable[..., None]) -> None:
         _run_incidents,
     )  # fmt: skip
     register("correlation", "size and cost of the correlation index", _correlation_configure, _correlation)
+    register(
+        "writeback", "comment correlated Defender alerts with their DLP context, tag their incidents",
+        _writeback_configure, _writeback,
+    )  # fmt: skip

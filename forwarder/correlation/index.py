@@ -134,7 +134,10 @@ def summary_of(event: DlpEvent, side: int, keys: list[str]) -> dict[str, Any]:
         "service_source": service_source(event),
         "time": event.event_time,
         "operation": event.operation,
+        "source": event.source,
         "policies": sorted({p.name for p in event.policies if p.name}),
+        "rules": sorted({r.name for p in event.policies for r in p.rules if r.name}),
+        "sits": sorted({st.name or st.id for st in event.sensitive_types} - {""}),  # names only, never values
         "incidents": sorted(set(event.related.incident_ids) - {""}),
         "alert_url": event.links.alert,
         "incident_url": event.links.incident,

@@ -56,6 +56,12 @@ class CorrelationSettings:
         doc="seconds one enricher may take per batch; past it the batch goes on unenriched and flagged",
         minimum=0.01,
     )
+    writeback_sources: list[str] = setting(
+        default_factory=list,
+        doc="graph_security sources whose Defender alerts get a DLP-context comment and their incident a tag "
+        "(dlpfwd writeback; needs SecurityAlert.ReadWrite.All and SecurityIncident.ReadWrite.All)",
+    )
+    writeback_tag: str = setting("dlpfwd:dlp-correlated", doc="custom tag added to the incidents of correlated alerts")
     same_user: RuleSettings = setting(
         default_factory=lambda: _rule(30.0), doc="same user (UPN case-folded, Entra object id or sender)"
     )

@@ -1,0 +1,270 @@
+"""Write-back to Defender XDR: one comment per correlated alert, a tag on its incident.
+
+The queue is derived from the links table, so it is as durable as the links (nothing to
+enqueue, nothing to lose): every Defender alert read by a source named in
+``[correlation] writeback_sources`` that has links is due when the set of its linked DLP events
+differs from the set last written. Per alert:
+
+1. the comment summarises the DLP context -- number of DLP events, policies, rules, sensitive
+   information type NAMES (never matched values), users, files, times, reasons, portal links --
+   and ends with a marker ``dlpfwd-correlation:<digest>``, the digest naming the set of DLP
+   events;
+2. before posting, the alert's comments are read: if one already carries the marker (the
+   process died after the POST and before recording it), it is recorded, not posted again.
+   Comments are append-only in Graph; when new DLP events join, a new comment with the new
+   digest is added (never two comments for the same digest);
+3. each incident of the alert gets ``writeback_tag`` in ``customTags``, keeping the tags already
+   there (read first; nothing sent when present);
+4. the ``writeback`` table records the digest written. Failures after the client's own
+   retries (429/503 with Retry-After, backoff) are retried at a later drain with exponential
+   back-off; a permanent 4xx (400, 404) dead-letters the alert (``dlpfwd correlation`` counts
+   them); 401/403 stop the drain with an error naming the permission.
+
+A comment also updates the alert's ``lastUpdateDateTime``, so the source reads the alert again:
+its links are unchanged, the digest is the same, nothing more is written (no loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from forwarder.correlation.index import DB_NAME
+from forwarder.errors import FatalError, RetriableError
+
+log = logging.getLogger("dlpfwd.writeback")
+
+MARKER = "dlpfwd-correlation:"
+ALERT_WRITE = "SecurityAlert.ReadWrite.All"
+INCIDENT_WRITE = "SecurityIncident.ReadWrite.All"
+MAX_LISTED = 20  # DLP events listed one by one in a comment; the rest are counted
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS writeback (alert TEXT PRIMARY KEY, written TEXT NOT NULL DEFAULT '',
+    tagged TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
+    dead TEXT NOT NULL DEFAULT '', comments INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+"""
+
+
+def digest_of(dlp_ids: list[str]) -> str:
+    """Names a set of DLP event ids (order-free), 16 hex digits."""
+    return hashlib.sha256("\n".join(sorted(dlp_ids)).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Due:
+    """One alert whose comment is due: its summary, its DLP events (summaries), link reasons."""
+
+    alert: str  # index id, "alert:<graph id>"
+    info: dict[str, Any]
+    dlp: list[tuple[dict[str, Any], tuple[str, ...]]]
+    digest: str
+
+    @property
+    def graph_id(self) -> str:
+        return self.alert.split(":", 1)[1] if self.alert.startswith("alert:") else self.alert
+
+
+def comment_text(due: Due) -> str:
+    """The comment for ``due`` (plain text; no matched values ever)."""
+    events = sorted(due.dlp, key=lambda d: (d[0]["time"], d[0]["id"]))
+
+    def union(key: str) -> str:
+        values = sorted({v for info, _ in events for v in info.get(key, [])})
+        return ", ".join(values) if values else "-"
+
+    lines = [
+        f"[dlpfwd] Purview DLP context: {len(events)} DLP event(s) linked to this alert",
+        f"Policies: {union('policies')}",
+        f"Rules: {union('rules')}",
+        f"Sensitive information types: {union('sits')}",
+        f"Users: {union('users')}",
+        f"Files: {union('files')}",
+        "Events:",
+    ]
+    for info, reasons in events[:MAX_LISTED]:
+        what = info.get("title") or info.get("operation") or info["kind"]
+        lines.append(f"- {info['time']} {info['kind']} {info['id']}: {what} ({', '.join(reasons)})")
+        if info.get("alert_url"):
+            lines.append(f"  {info['alert_url']}")
+    if len(events) > MAX_LISTED:
+        lines.append(f"- ... and {len(events) - MAX_LISTED} more")
+    lines.append(f"{MARKER}{due.digest}")
+    return "\n".join(lines)
+
+
+@dataclass
+class DrainResult:
+    """What one drain did."""
+
+    commented: list[str] = field(default_factory=list)  # alert ids
+    recovered: list[str] = field(default_factory=list)  # marker found: recorded without posting
+    tagged: list[str] = field(default_factory=list)  # incident ids
+    deferred: dict[str, str] = field(default_factory=dict)  # alert -> reason (retried later)
+    dead: dict[str, str] = field(default_factory=dict)  # alert -> reason (permanent)
+    planned: list[tuple[str, str, list[str]]] = field(default_factory=list)  # dry run: alert, comment, incidents
+
+
+class WriteBack:
+    """The write-back queue over ``correlation.sqlite3`` in ``state_dir``."""
+
+    def __init__(self, state_dir: str, sources: list[str], tag: str) -> None:
+        import os
+
+        self.sources = set(sources)
+        self.tag = tag
+        self.db = sqlite3.connect(os.path.join(state_dir, DB_NAME), isolation_level=None, timeout=30.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def due(self, now: float | None = None) -> list[Due]:
+        """Alerts whose linked DLP events differ from what was last written, not dead, not deferred."""
+        now = time.time() if now is None else now
+        by_alert: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        for dlp, alert, reasons in self.db.execute("SELECT dlp, alert, reasons FROM links ORDER BY alert, dlp"):
+            by_alert.setdefault(alert, []).append((dlp, tuple(reasons.split(","))))
+        state = {a: (w, d, n) for a, w, d, n in self.db.execute("SELECT alert, written, dead, next_at FROM writeback")}
+        out: list[Due] = []
+        for alert, dlps in sorted(by_alert.items()):
+            digest = digest_of([d for d, _ in dlps])
+            written, dead, next_at = state.get(alert, ("", "", 0.0))
+            if written == digest or dead or next_at > now:
+                continue
+            infos = self._infos([alert] + [d for d, _ in dlps])
+            info = infos.get(alert)
+            if info is None or info.get("source") not in self.sources:
+                continue
+            linked = [(infos[d], r) for d, r in dlps if d in infos]
+            if linked:
+                out.append(Due(alert, info, linked, digest))
+        return out
+
+    def _infos(self, eids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(eids), 500):
+            chunk = eids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT eid, info FROM items WHERE eid IN ({marks})"  # noqa: S608 - placeholders only
+            for eid, info in self.db.execute(sql, chunk):
+                found[eid] = orjson.loads(info)
+        return found
+
+    def _record(self, alert: str, **values: Any) -> None:
+        self.db.execute("INSERT OR IGNORE INTO writeback (alert) VALUES (?)", (alert,))
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self.db.execute(f"UPDATE writeback SET {sets} WHERE alert = ?", (*values.values(), alert))  # noqa: S608
+
+    def drain(self, api: Any, dry_run: bool = False, limit: int = 100, now: float | None = None) -> DrainResult:
+        """Write what is due through ``api`` (:class:`GraphWriter`); see the module docstring."""
+        now = time.time() if now is None else now
+        result = DrainResult()
+        for due in self.due(now)[:limit]:
+            text = comment_text(due)
+            incidents = list(due.info.get("incidents", []))
+            if dry_run:
+                result.planned.append((due.graph_id, text, incidents))
+                continue
+            try:
+                marker = f"{MARKER}{due.digest}"
+                comments = api.alert_comments(due.graph_id)
+                if any(marker in (c.get("comment") or "") for c in comments):
+                    result.recovered.append(due.graph_id)
+                else:
+                    api.comment_alert(due.graph_id, text)
+                    result.commented.append(due.graph_id)
+                self._record(due.alert, written=due.digest, attempts=0, next_at=0.0)
+                self.db.execute("UPDATE writeback SET comments = comments + 1 WHERE alert = ?", (due.alert,))
+                tagged = set(self._tagged(due.alert))
+                for incident in incidents:
+                    if incident in tagged:
+                        continue
+                    if api.tag_incident(incident, self.tag):
+                        result.tagged.append(incident)
+                    tagged.add(incident)
+                    self._record(due.alert, tagged=",".join(sorted(tagged)))
+            except RetriableError as exc:
+                attempts = self._attempts(due.alert) + 1
+                wait = max(exc.retry_after or 0.0, min(3600.0, 30.0 * 2 ** (attempts - 1)))
+                self._record(due.alert, attempts=attempts, next_at=now + wait)
+                result.deferred[due.graph_id] = str(exc)
+            except PermanentError as exc:
+                self._record(due.alert, dead=str(exc))
+                result.dead[due.graph_id] = str(exc)
+        return result
+
+    def _tagged(self, alert: str) -> list[str]:
+        row = self.db.execute("SELECT tagged FROM writeback WHERE alert = ?", (alert,)).fetchone()
+        return [t for t in (row[0] if row else "").split(",") if t]
+
+    def _attempts(self, alert: str) -> int:
+        row = self.db.execute("SELECT attempts FROM writeback WHERE alert = ?", (alert,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def stats(self) -> dict[str, int]:
+        row = self.db.execute(
+            "SELECT count(*), sum(written != ''), sum(dead != ''), sum(comments) FROM writeback"
+        ).fetchone()
+        return {"alerts": row[0] or 0, "written": row[1] or 0, "dead": row[2] or 0, "comments": row[3] or 0}
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class PermanentError(FatalError):
+    """A 4xx other than 401/403/408/409/423/429: the alert is dead-lettered."""
+
+
+class GraphWriter:
+    """The Graph calls of the write-back, over :class:`sources._api.ApiClient` (auth, budget,
+    Retry-After and back-off on 429/5xx)."""
+
+    def __init__(self, settings: Any, log: logging.Logger, transport: Any = None) -> None:
+        from forwarder.correlation.incidents import IncidentsApi
+
+        self.incidents = IncidentsApi(settings, log, transport=transport)
+        self.api = self.incidents.api
+
+    def _call(self, method: str, path: str, what: str, permission: str, json: Any = None) -> Any:
+        response = self.api.request(method, path, what=what, json=json)
+        status = response.status_code
+        if 400 <= status < 500 and status not in (401, 403, 408, 409, 423, 429):
+            from sources._api import api_error
+
+            code, message = api_error(response)
+            raise PermanentError(f"{what}: HTTP {status} {code}: {message}")
+        self.api.raise_for(response, what, permission)
+        return orjson.loads(response.content) if response.content else {}
+
+    def alert_comments(self, alert_id: str) -> list[dict[str, Any]]:
+        data = self._call("GET", f"security/alerts_v2/{alert_id}", f"get alert {alert_id}", "SecurityAlert.Read.All")
+        comments = data.get("comments") if isinstance(data, dict) else None
+        return [c for c in comments or [] if isinstance(c, dict)]
+
+    def comment_alert(self, alert_id: str, text: str) -> None:
+        body = {"@odata.type": "microsoft.graph.security.alertComment", "comment": text}
+        self._call("POST", f"security/alerts_v2/{alert_id}/comments", f"comment on alert {alert_id}", ALERT_WRITE, body)
+
+    def tag_incident(self, incident_id: str, tag: str) -> bool:
+        """Add ``tag`` to the incident's customTags (kept); False when it was there already."""
+        data = self._call("GET", f"security/incidents/{incident_id}", f"get incident {incident_id}", INCIDENT_WRITE)
+        tags = [t for t in (data.get("customTags") or []) if isinstance(t, str)] if isinstance(data, dict) else []
+        if tag in tags:
+            return False
+        self._call(
+            "PATCH",
+            f"security/incidents/{incident_id}",
+            f"tag incident {incident_id}",
+            INCIDENT_WRITE,
+            {"customTags": [*tags, tag]},
+        )
+        return True
+
+    def close(self) -> None:
+        self.incidents.close()
