@@ -143,9 +143,13 @@ def _make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             self._send(response)
 
         def _send(self, response: Response, close: bool = False) -> None:
-            self.send_response(response.status)
+            # send_response_only: the app's own Date (an emulated clock) is the only one sent.
+            self.log_request(response.status)
+            self.send_response_only(response.status)
             headers = dict(response.headers)
-            headers.setdefault("Date", _http_date())
+            if not any(name.lower() == "date" for name in headers):
+                headers["Date"] = _http_date()
+            headers.setdefault("Server", self.version_string())
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(response.body)))
