@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -77,6 +78,7 @@ class EnricherRunner:
         self.cache_size = cache_size
         self.cache_ttl = cache_ttl
         self.slots: list[_Slot] = []
+        self._lock = threading.Lock()  # one batch at a time: source threads share the slots
 
     def add(self, name: str, function: Enricher, inline: bool = False) -> None:
         """Add an enricher; ``inline`` ones (built-in, local, fast) run on the caller's thread."""
@@ -92,13 +94,17 @@ class EnricherRunner:
         failed: dict[str, str] = {}
         if not events:
             return failed
+        with self._lock:
+            self._run_all(events, context, failed)
+        return failed
+
+    def _run_all(self, events: list[DlpEvent], context: EnrichContext, failed: dict[str, str]) -> None:
         for slot in self.slots:
             reason = self._run_one(slot, events, context)
             if reason:
                 failed[slot.name] = reason
                 flag(events, slot.name, reason)
                 log.warning("enricher %s: %s; %d event(s) spooled unenriched", slot.name, reason, len(events))
-        return failed
 
     def _run_one(self, slot: _Slot, events: list[DlpEvent], context: EnrichContext) -> str:
         ctx = copy.copy(context)
