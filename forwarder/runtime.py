@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import orjson
+
 from forwarder.config import Config, SinkConfig, SourceConfig
 from forwarder.delivery import Backoff, Drainer
 from forwarder.errors import ConfigError, FatalError, ForwarderError, NotConnected, RetriableError
@@ -43,7 +45,7 @@ from forwarder.options import RetryOptions
 from forwarder.pipeline import BatchCounts, Pipeline, SinkRoute
 from forwarder.schema import iso_utc
 from forwarder.sink import Sink, SinkContext
-from forwarder.source import Source, SourceBatch, SourceContext
+from forwarder.source import RawRecord, Source, SourceBatch, SourceContext
 from forwarder.state.sqlite import SqliteStateStore, open_store
 
 log = logging.getLogger("dlpfwd.runtime")
@@ -344,6 +346,17 @@ class Forwarder:
                 t.join()
         return self._result(before, counts, names)
 
+    def deliver(self) -> RunResult:
+        """Drain every sink's spool (no polling) until empty or the sink is failing."""
+        stop, finish = threading.Event(), threading.Event()
+        finish.set()
+        names = list(self.sinks)
+        before = {n: d.delivered for n, d in self.drainers.items()}
+        self.errors = []
+        for t in self._start_drainers(stop, finish, names):
+            t.join()
+        return self._result(before, {}, names)
+
     def backfill(
         self,
         source: str,
@@ -391,6 +404,30 @@ class Forwarder:
             for t in threads:
                 t.join()
         return self._result(before, {source: total}, names)
+
+    def replay_quarantine(self, source: str, ids: list[int] | None = None) -> BatchCounts:
+        """Normalize quarantined records of ``source`` again (after a normalizer fix) and spool
+        what now passes; what still fails is quarantined anew with the new reason. The old
+        quarantine rows are removed once the new outcome is committed."""
+        if source not in self.sources:
+            raise ConfigError([f"replay: unknown or disabled source {source!r}"])
+        so = self.config.source(source)
+        total = BatchCounts()
+        wanted = set(ids) if ids is not None else None
+        last = self.store.quarantine_last_id(source)  # records quarantined again get later ids
+        after = 0
+        while True:
+            rows = [r for r in self.store.quarantined(source, limit=500, after=after) if r.id <= last]
+            if not rows:
+                return total
+            after = rows[-1].id
+            rows = [r for r in rows if wanted is None or r.id in wanted]
+            if not rows:
+                continue
+            records = [RawRecord(r.kind, _json_object(r.raw), r.raw, r.unit) for r in rows]
+            counts = self.pipeline.process(source, so.type, self.sources[source], SourceBatch(records), "")
+            self.store.purge_quarantine(source, [r.id for r in rows])
+            total.add(counts)
 
     def run(self, stop: threading.Event) -> int:
         """Run continuously until ``stop`` is set; then shut down gracefully. Returns the exit
@@ -502,6 +539,14 @@ class Forwarder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _lock_state_dir(state_dir: str) -> int | None:

@@ -145,7 +145,9 @@ def _dead_letters_configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "replay", "purge"), help="what to do")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--sink", metavar="NAME", help="a sink's dead letters")
-    target.add_argument("--source", metavar="NAME", help="a source's quarantined records (list, purge)")
+    target.add_argument(
+        "--source", metavar="NAME", help="a source's quarantined records (replay normalizes them again)"
+    )
     parser.add_argument("--id", type=int, action="append", dest="ids", metavar="N", help="only this entry (repeatable)")
     parser.add_argument("--limit", type=int, default=50, help="entries to list (default 50)")
     parser.add_argument("--payload", action="store_true", help="list: also print each entry's payload")
@@ -199,11 +201,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 def _quarantine(store: SqliteStateStore, args: argparse.Namespace) -> int:
     if args.action == "replay":
-        _err(
-            "dlpfwd dead-letters: quarantined records are re-read from the source with `dlpfwd backfill` "
-            "once the normalizer is fixed; replay applies to sink dead letters (--sink)"
-        )
-        return EXIT_USAGE
+        return _replay_quarantine(args)
     if args.action == "purge":
         n = store.purge_quarantine(args.source, args.ids)
         _out(f"purged {n} quarantined record(s) of source {args.source}")
@@ -229,6 +227,35 @@ def _quarantine(store: SqliteStateStore, args: argparse.Namespace) -> int:
         _out(f"  #{item['id']} {item['time']} kind {item['kind']}: {item['reason']}")
         if args.payload:
             _out(f"    {item['raw']}")
+    return EXIT_OK
+
+
+def _replay_quarantine(args: argparse.Namespace) -> int:
+    """Normalize quarantined records again (needs the configuration: the source and its
+    normalizers) and spool what passes now."""
+    from forwarder.config import load_config
+    from forwarder.runtime import Forwarder, StateDirBusy
+
+    config = load_config(args.config, args.host)
+    if args.state_dir:
+        config.forwarder.state_dir = args.state_dir
+    try:
+        fw = Forwarder(config, args.host)
+    except StateDirBusy as exc:
+        _err(f"dlpfwd dead-letters replay: {exc}; stop it first (quarantine replay runs the normalizers here)")
+        return EXIT_USAGE
+    try:
+        counts = fw.replay_quarantine(args.source, args.ids)
+        result = fw.deliver() if counts.spooled else None
+    finally:
+        fw.close()
+    _out(
+        f"source {args.source}: {counts.read} quarantined record(s) replayed: {counts.spooled} spooled, "
+        f"{counts.duplicates} duplicate(s), {counts.quarantined} still failing (quarantined again)"
+    )
+    if result is not None and not result.ok:
+        _err(result.summary())
+        return EXIT_BAD
     return EXIT_OK
 
 

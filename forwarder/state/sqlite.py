@@ -632,11 +632,15 @@ class SqliteStateStore:
 
     def quarantined(self, source: str, limit: int = 100, after: int = 0) -> list[Quarantined]:
         rows = self._reader().execute(
-            "SELECT id, source, kind, raw, reason, time FROM quarantine WHERE source = ? AND id > ? "
-            "ORDER BY id LIMIT ?",
+            "SELECT q.id, q.source, q.kind, q.raw, q.reason, q.time, coalesce(l.unit, '') FROM quarantine q "
+            "LEFT JOIN ledger l ON l.ref = q.unit WHERE q.source = ? AND q.id > ? ORDER BY q.id LIMIT ?",
             (source, after, limit),
         )
         return [Quarantined(*r) for r in rows]
+
+    def quarantine_last_id(self, source: str) -> int:
+        row = self._reader().execute("SELECT coalesce(max(id), 0) FROM quarantine WHERE source = ?", (source,))
+        return int(row.fetchone()[0])
 
     def purge_quarantine(self, source: str, ids: Sequence[int] | None = None) -> int:
         with self.transaction():

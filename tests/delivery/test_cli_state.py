@@ -139,3 +139,57 @@ def test_health_gives_a_new_instance_its_interval_before_alarming(tmp_path: Path
     assert any(p.startswith("sink new: 1 event(s) waiting, no delivery for ever") for p in later)
     assert any(p.startswith("source src: no successful poll for ever") for p in later)
     store.close()
+
+
+def test_quarantined_records_replay_after_a_normalizer_fix(tmp_path: Path) -> None:
+    import orjson
+
+    from forwarder.source import RawRecord
+
+    out = tmp_path / "o.jsonl"
+    cfg = h.config(str(tmp_path / "state"), [h.listed(count=0)], [h.recording("s", str(out))])
+    good = h.make_record(7)
+    broken = {k: v for k, v in h.make_record(8).items() if k != "LastUpdate"}  # the normalizer trips on it
+    with Forwarder(cfg, h.make_host()) as fw:
+        src = fw.sources["src"]
+        batch = SourceBatch([RawRecord("test", good, None, "u1"), RawRecord("test", broken, None, "u1")])
+        fw.pipeline.process("src", "listed", src, batch, "source:src")
+        (q,) = fw.store.quarantined("src")
+        assert "KeyError" in q.reason and q.unit == "u1" and orjson.loads(q.raw)["Id"] == "ev-0000008"
+        # "Fix" the normalizer: default the missing field.
+        fixed = fw.pipeline.normalizers["test"]
+        fw.pipeline.normalizers["test"] = lambda d, ctx: fixed({"LastUpdate": "2026-11-01T00:00:00Z", **d}, ctx)
+        counts = fw.replay_quarantine("src")
+        assert (counts.read, counts.spooled, counts.quarantined) == (1, 1, 0)
+        assert fw.store.quarantined("src") == []
+        assert fw.deliver().ok
+        assert sorted(h.read_ids(str(out))) == ["ev-0000007", "ev-0000008"]
+
+
+def test_cli_quarantine_replay_through_the_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"kind": "sample", "data": {"id": "a1"}}\n{"kind": "sample", "data": {"title": "no id"}}\n')
+    config = tmp_path / "dlpfwd.toml"
+    config.write_text(
+        f"""
+[forwarder]
+state_dir = "{tmp_path / "state"}"
+plugins = ["sample", "file"]
+[[sources]]
+name = "demo"
+type = "sample"
+path = "{events}"
+[[sinks]]
+name = "archive"
+type = "file"
+path = "{tmp_path / "out.jsonl"}"
+"""
+    )
+    assert main(["--config", str(config), "run", "--once"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "dead-letters", "replay", "--source", "demo"]) == 0
+    out, _ = capsys.readouterr()
+    assert "1 quarantined record(s) replayed: 0 spooled" in out and "1 still failing" in out
+    assert main(["--config", str(config), "dead-letters", "list", "--source", "demo"]) == 0
+    out, _ = capsys.readouterr()
+    assert "sample record has no id" in out
