@@ -166,14 +166,17 @@ def _one_line(text: str) -> str:
 RESERVED_DESTS = frozenset({"host", "_command"})
 
 
+#: Shown under every command's ``--help`` (a command may set its own epilog in ``configure``).
+EXIT_CODES_HELP = "Exit codes: 0 ok, 1 undelivered or unhealthy, 2 usage/config error, 3 plugin load failure (strict)."
+
+
 def build_parser(host: Any) -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered command."""
     parser = argparse.ArgumentParser(
         prog="dlpfwd",
         formatter_class=_formatter,
         description="Forward Microsoft Purview DLP events to SIEMs and files, losing nothing.",
-        epilog="Exit codes: 0 ok, 1 undelivered or unhealthy, 2 usage/config error, 3 plugin load failure (strict). "
-        "Docs: README.md, docs/configuration.md, docs/cli.md.",
+        epilog=f"{EXIT_CODES_HELP} Docs: README.md, docs/configuration.md, docs/cli.md.",
     )
     _global_options(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"dlpfwd {__version__}")
@@ -182,7 +185,9 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     _global_options(shared, suppress=True)
     for name in sorted(host.commands):
         command = host.commands[name]
-        child = sub.add_parser(name, help=_one_line(command.help), description=command.help, parents=[shared])
+        child = sub.add_parser(
+            name, help=_one_line(command.help), description=command.help, epilog=EXIT_CODES_HELP, parents=[shared]
+        )
         try:
             command.configure(child)
         except Exception as exc:  # noqa: BLE001 - a broken plugin command must not break the CLI

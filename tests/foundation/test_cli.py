@@ -346,3 +346,12 @@ def test_check_warns_about_allow_listed_plugins_that_are_not_installed(tmp_path:
 def test_check_warns_about_an_empty_pipeline(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(capsys, "--config", str(write_config(tmp_path, "")), "check")
     assert code == 0 and "no [[sources]] configured" in err and "no [[sinks]] configured" in err
+
+
+@pytest.mark.parametrize("command", ["run", "backfill", "check", "plugins", "version"])
+def test_every_command_help_names_the_exit_codes(capsys, command: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "Exit codes: 0 ok, 1 undelivered" in out and "2 usage/config error" in out, out
