@@ -22,6 +22,14 @@ In ``raw``, the policy looks, at any depth and case-insensitively, for the keys 
 since they contain the value itself. A string that embeds a JSON document mentioning detected
 values (``AuditData`` as text) is parsed, scrubbed and re-serialized; if it is not JSON it is
 replaced by :data:`REMOVED`.
+
+Speed (this runs on every event): the places where DLP records keep their detections
+(:func:`_detection_lists`: ``PolicyDetails[].Rules[].ConditionsMatched.SensitiveInformation[]
+.SensitiveInformationDetections`` and the Endpoint ``SensitiveInfoTypeData``) are set aside,
+and the rest of the record is serialized once and searched, lower-cased, for the byte strings
+in :data:`_MARKERS` (every key or text the walk acts on contains one). When the rest holds
+none, only the set-aside places are walked, at the depth the full walk reaches them; else the
+whole record is walked. Either way the result is the full walk's.
 """
 
 from __future__ import annotations
@@ -47,6 +55,21 @@ MASK = "****"
 #: What replaces text that mentions matched values but cannot be parsed to scrub them.
 REMOVED = "[removed by dlpfwd: text containing matched sensitive values]"
 _MARKER = re.compile(r"(?i)(detected|matched)_?values?\b")
+#: Lower-case byte strings, one of which every key or text the walk changes contains once
+#: serialized: the keys of :data:`VALUE_LIST_KEYS`, :data:`VALUE_KEYS` and :data:`CONTEXT_KEYS`,
+#: and the text :data:`_MARKER` matches (its ASCII letters; JSON escapes only quotes,
+#: backslashes and control characters, none of which the marker can span).
+_MARKERS = (b"detectedvalue", b"detected_value", b"matchedvalue", b"matched_value", b"context", b"evidencesnippet")
+#: Depth of ``PolicyDetails[].Rules[].ConditionsMatched.SensitiveInformation[].SensitiveInformationDetections``
+#: in the full walk.
+_DETECTIONS_DEPTH = 8
+#: Depth of the ``SensitiveInfoTypeData`` list (Endpoint records) in the full walk.
+_ENDPOINT_LIST_DEPTH = 1
+#: What the walk does with a key: nothing, a value list, a single value, a context snippet.
+_PLAIN, _VALUE_LIST, _VALUE, _CONTEXT = 0, 1, 2, 3
+#: Key -> action cache (keys come from a small vocabulary); bounded.
+_KEY_ACTIONS: dict[Any, int] = {}
+_KEY_ACTIONS_MAX = 8192
 
 
 class SensitiveValuePolicy:
@@ -73,12 +96,12 @@ class SensitiveValuePolicy:
                 for dv in sit.detected_values:
                     dv.value = self.transform(dv.value)
         if event.raw is not None:
-            self.scrub(event.raw)
+            self._scrub_record(event.raw)
 
     def scrub(self, record: Any) -> Any:
         """Scrub matched values in any raw record (a dict or list, in place) and return it; for
         records that never become events, e.g. ones quarantined by a failing normalizer."""
-        self._scrub(record, 0)
+        self._scrub_record(record)
         return record
 
     def transform(self, value: Any) -> str:
@@ -92,30 +115,57 @@ class SensitiveValuePolicy:
 
     # ------------------------------------------------------------------ raw records
 
+    def _scrub_record(self, record: Any) -> None:
+        """The full walk's result, walking only where markers can be (see the module docstring)."""
+        if type(record) is not dict:
+            self._scrub(record, 0)
+            return
+        places = _detection_lists(record)
+        saved = [(container, key, container[key]) for container, key, _ in places]
+        try:
+            for container, key, _ in places:
+                container[key] = None
+            rest = orjson.dumps(record).lower()
+        except orjson.JSONEncodeError:  # e.g. nested too deep to serialize: walk everything
+            rest = b"detectedvalue"
+        finally:
+            for container, key, value in reversed(saved):
+                container[key] = value
+        if _has_marker(rest):
+            self._scrub(record, 0)
+            return
+        for (_, _, value), (_, _, depth) in zip(saved, places, strict=True):
+            if isinstance(value, dict | list):
+                self._scrub(value, depth)
+
     def _scrub(self, node: Any, depth: int) -> None:
         if depth > 64:  # hostile nesting: give up descending, never crash
             return
         if isinstance(node, dict):
+            actions = _KEY_ACTIONS
             for key in list(node):
-                lowered = key.lower() if isinstance(key, str) else ""
+                action = actions.get(key)
+                if action is None:
+                    action = _key_action(key)
                 value = node[key]
-                if lowered in VALUE_LIST_KEYS:
+                if action == _VALUE_LIST:
                     node[key] = self._values(value)
-                elif lowered in VALUE_KEYS:
+                elif action == _VALUE:
                     if self.mode == "drop":
                         del node[key]
                     else:
                         node[key] = self.transform(value) if value not in (None, "") else value
-                elif lowered in CONTEXT_KEYS and depth > 0 and _inside_detection(node):
+                elif action == _CONTEXT and depth > 0 and _inside_detection(node):
                     del node[key]
                 elif isinstance(value, str):
                     if _MARKER.search(value):
                         node[key] = self._scrub_embedded(value, depth)
-                else:
+                elif isinstance(value, dict | list):
                     self._scrub(value, depth + 1)
         elif isinstance(node, list):
             for item in node:
-                self._scrub(item, depth + 1)
+                if isinstance(item, dict | list):
+                    self._scrub(item, depth + 1)
 
     def _scrub_embedded(self, text: str, depth: int) -> str:
         """A JSON document inside a string (``AuditData`` of some exports): scrubbed and
@@ -149,6 +199,53 @@ class SensitiveValuePolicy:
             else:
                 result.append(self.transform(item))
         return result
+
+
+def _has_marker(text: bytes) -> bool:
+    """Whether lower-cased ``text`` holds one of :data:`_MARKERS`."""
+    return any(marker in text for marker in _MARKERS)
+
+
+def _key_action(key: Any) -> int:
+    """What the walk does with ``key`` (cached in :data:`_KEY_ACTIONS`)."""
+    lowered = key.lower() if isinstance(key, str) else ""
+    if lowered in VALUE_LIST_KEYS:
+        action = _VALUE_LIST
+    elif lowered in VALUE_KEYS:
+        action = _VALUE
+    elif lowered in CONTEXT_KEYS:
+        action = _CONTEXT
+    else:
+        action = _PLAIN
+    if type(key) is str and len(_KEY_ACTIONS) < _KEY_ACTIONS_MAX:
+        _KEY_ACTIONS[key] = action
+    return action
+
+
+def _detection_lists(record: dict[str, Any]) -> list[tuple[dict[str, Any], str, int]]:
+    """Where DLP records keep their detections, as (object, key, depth of the value in the full
+    walk): ``PolicyDetails[].Rules[].ConditionsMatched.SensitiveInformation[].SensitiveInformationDetections`` and
+    ``SensitiveInfoTypeData``, when they hold a list or an object (text is searched with the
+    rest, as the full walk would treat it). Exact key spellings only: markers under any other spelling stay
+    in the rest of the record, which is then walked whole."""
+    found: list[tuple[dict[str, Any], str, int]] = []
+    policies = record.get("PolicyDetails")
+    if type(policies) is list:
+        for policy in policies:
+            rules = policy.get("Rules") if type(policy) is dict else None
+            if type(rules) is not list:
+                continue
+            for rule in rules:
+                matched = rule.get("ConditionsMatched") if type(rule) is dict else None
+                sits = matched.get("SensitiveInformation") if type(matched) is dict else None
+                if type(sits) is not list:
+                    continue
+                for sit in sits:
+                    if type(sit) is dict and type(sit.get("SensitiveInformationDetections")) in (dict, list):
+                        found.append((sit, "SensitiveInformationDetections", _DETECTIONS_DEPTH))
+    if type(record.get("SensitiveInfoTypeData")) in (list, dict):
+        found.append((record, "SensitiveInfoTypeData", _ENDPOINT_LIST_DEPTH))
+    return found
 
 
 def _inside_detection(node: dict[str, Any]) -> bool:

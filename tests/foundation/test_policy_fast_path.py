@@ -1,0 +1,77 @@
+"""The policy's fast path (walk only the known detection places when the rest of a record holds
+no marker) gives exactly the full walk's result, including when markers sit elsewhere."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from forwarder.config import PolicySettings
+from forwarder.policy import SensitiveValuePolicy
+from forwarder.settings import Secret
+from forwarder.testing.events import rule_match_exchange
+
+CARD = "4111111111111111"
+
+
+def _policies() -> list[SensitiveValuePolicy]:
+    return [
+        SensitiveValuePolicy(),
+        SensitiveValuePolicy(PolicySettings("mask")),
+        SensitiveValuePolicy(PolicySettings("hash", hash_key=Secret("k" * 32))),
+    ]
+
+
+def _dlp_record() -> dict[str, Any]:
+    raw = rule_match_exchange().raw
+    assert isinstance(raw, dict)
+    return raw
+
+
+def _variants() -> list[dict[str, Any]]:
+    """Records with matched values in the known places only, and with markers elsewhere too."""
+    plain = _dlp_record()
+    context_elsewhere = _dlp_record()
+    context_elsewhere["ExchangeMetaData"] = {"Name": "x", "Context": f"card {CARD}"}
+    value_elsewhere = _dlp_record()
+    value_elsewhere["Extra"] = [{"detected_values": [CARD]}, {"MatchedValue": CARD}]
+    embedded = _dlp_record()
+    embedded["AuditData"] = orjson.dumps({"DetectedValues": [{"Name": "CC", "Value": CARD}]}).decode()
+    other_casing = _dlp_record()
+    other_casing["policyDetails"] = other_casing.pop("PolicyDetails")
+    in_text = _dlp_record()  # the detections as text where an object was expected: searched with the rest
+    sits = in_text["PolicyDetails"][0]["Rules"][0]["ConditionsMatched"]["SensitiveInformation"]
+    sits[0]["SensitiveInformationDetections"] = orjson.dumps(sits[0]["SensitiveInformationDetections"]).decode()
+    endpoint = {
+        "Id": "e1",
+        "RecordType": 63,
+        "SensitiveInfoTypeData": [
+            {"SensitiveInfoTypeName": "CC", "SensitiveInformationDetectionsInfo": {"DetectedValues": [CARD]}}
+        ],
+    }
+    clean = {"Id": "c1", "Operation": "FileRead", "RuleName": "content detected", "List": [1, "a", None]}
+    return [plain, context_elsewhere, value_elsewhere, embedded, other_casing, in_text, endpoint, clean]
+
+
+@pytest.mark.parametrize("index", range(len(_variants())))
+def test_fast_path_equals_the_full_walk(index: int) -> None:
+    for policy in _policies():
+        record = _variants()[index]
+        expected = copy.deepcopy(record)
+        policy._scrub(expected, 0)  # the full walk, the definition of the result
+        assert policy.scrub(record) == expected
+        assert orjson.dumps(record) == orjson.dumps(expected)  # key order too
+        assert CARD.encode() not in orjson.dumps(record)
+
+
+def test_a_record_too_deep_to_serialize_is_walked_whole() -> None:
+    record: dict[str, Any] = {"DetectedValues": [CARD]}
+    node = record
+    for _ in range(300):
+        node["n"] = {}
+        node = node["n"]
+    SensitiveValuePolicy().scrub(record)
+    assert record["DetectedValues"] == []
