@@ -16,8 +16,10 @@ type       value                                                  rule
 ``dev``    ``device.id`` (Defender device id), lower case         same_device
 ``host``   ``device.name`` up to its first dot, case-folded       same_device
 ``inc``    each of ``related.incident_ids``                       same_incident
-``rcpt``   each recipient, case-folded (indexed, for enrichers)   --
 =========  =====================================================  ==============
+
+Recipients are not keys: no rule compares them, and an email's recipient list would multiply
+the index rows.
 
 Sides: DLP events (audit records and DLP alerts) are :data:`SIDE_DLP`; alerts of every other
 service (Defender for Endpoint, Office 365, Identity, Cloud Apps...) are :data:`SIDE_ALERT`.
@@ -107,9 +109,6 @@ def event_keys(event: DlpEvent) -> list[str]:
     for incident in event.related.incident_ids:
         if incident:
             keys.add("inc:" + incident.strip())
-    for r in event.recipients:
-        if r:
-            keys.add("rcpt:" + r.strip().casefold())
     keys.discard("upn:")
     return sorted(keys)
 

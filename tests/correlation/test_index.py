@@ -44,7 +44,6 @@ def test_sides_and_keys() -> None:
         "fname:q3.xlsx",
         "host:laptop-7",
         "oid:abc-1",
-        "rcpt:bob@fabrikam.com",
         "sha256:ff00",
         "upn:alice@contoso.com",
         "url:https://x.sharepoint.com/a/q3.xlsx",
