@@ -33,7 +33,8 @@ _PATTERNS = [
     (re.compile(r"(?i)\b(bearer|splunk)\s+[A-Za-z0-9\-._~+/]{8,}=*"), r"\1 " + REDACTED),
     (
         re.compile(
-            r"(?i)\b(client_secret|access_token|refresh_token|id_token|client_assertion|password|sig|token)"
+            # Not after a "." : "sinks[0].token: expected ..." is a configuration key path and its problem.
+            r"(?i)(?<!\.)\b(client_secret|access_token|refresh_token|id_token|client_assertion|password|sig|token)"
             r"(\s*[=:]\s*)[^\s&,;'\"]+"
         ),
         r"\1\2" + REDACTED,

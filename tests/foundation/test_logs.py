@@ -32,3 +32,12 @@ def test_log_records_and_tracebacks_are_redacted() -> None:
     assert "hunter2-long-secret" not in out and "zzzzzzzzzzzz" not in out
     assert out.count("***") >= 3
     setup_logging("warning")
+
+
+def test_configuration_problems_about_secret_keys_stay_readable() -> None:
+    problem = "sources[0].auth.client_secret: environment variable NOT_SET is not set"
+    assert redact(problem) == problem
+    assert redact("sinks[1].token: expected a string") == "sinks[1].token: expected a string"
+    # The credential shapes themselves are still caught.
+    assert "abc123" not in redact("POST body client_secret=abc123&grant_type=x")
+    assert "abc123" not in redact("token: abc123")
