@@ -91,3 +91,44 @@ def test_plugins_md_documents_every_hook_and_contract_suite() -> None:
     for suite in iter_contract_suites():
         assert suite.__name__ in text
     assert "[project.entry-points.dlpfwd]" in text
+
+
+def test_cli_md_documents_every_installed_command() -> None:
+    from forwarder.cli import build_host
+
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    missing = [name for name in build_host(None).commands if f"dlpfwd {name}" not in text]
+    assert not missing, f"docs/cli.md lacks {missing}"
+
+
+def test_readme_links_every_guide_in_docs() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted(DOCS.glob("*.md")) if f"(docs/{p.name})" not in text]
+    assert not missing, f"README.md does not link {missing}"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _without_code(text: str) -> str:
+    return re.sub(r"```.*?```", "", text, flags=re.S)
+
+
+def test_every_relative_link_in_readme_docs_and_packaging_resolves() -> None:
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted((ROOT / "packaging").glob("**/README.md"))]
+    broken = []
+    for page in pages:
+        for link in re.findall(r"\[[^\]]*\]\(([^)\s]+)\)", _without_code(page.read_text(encoding="utf-8"))):
+            if re.match(r"[a-z]+:", link):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link} (no such file)")
+            elif anchor and target.suffix == ".md":
+                headings = re.findall(r"^#+\s+(.*)$", _without_code(target.read_text(encoding="utf-8")), flags=re.M)
+                if anchor not in {_anchor(h) for h in headings}:
+                    broken.append(f"{page.relative_to(ROOT)}: {link} (no such heading)")
+    assert not broken, broken
