@@ -181,7 +181,9 @@ def _probe(config: Any, host: Any) -> bool:
             health = plugin.health()
             for check in health.checks:
                 mark = "ok  " if check.ok else "FAIL"
-                _out(f"{mark} {label}: {check.name}{': ' + check.detail if check.detail else ''}")
+                # Redacted apart: "token" + ": " + "roles: ..." read as one line looks like a credential.
+                detail = ": " + redact(check.detail) if check.detail else ""
+                print(redact(f"{mark} {label}: {check.name}") + detail)
             ok = ok and health.ok
         except Exception as exc:  # noqa: BLE001 - report and go on with the next target
             _out(f"FAIL {label}: {type(exc).__name__}: {exc}")

@@ -355,3 +355,38 @@ def test_every_command_help_names_the_exit_codes(capsys, command: str) -> None:
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert "Exit codes: 0 ok, 1 undelivered" in out and "2 usage/config error" in out, out
+
+
+class RolesSink(LeakySink):
+    """A sink whose health names its token check "token" and lists the token's roles."""
+
+    def connect(self) -> None:
+        pass
+
+    def health(self) -> Health:
+        return Health().add("token", True, "roles: ActivityFeed.Read, ActivityFeed.ReadDlp")
+
+
+def test_check_probe_prints_a_token_check_in_full(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("roles_plugin")
+
+    @hookimpl
+    def dlpfwd_register_sinks(register: Callable[[str, type], None]) -> None:
+        register("roles", RolesSink)
+
+    module.dlpfwd_register_sinks = dlpfwd_register_sinks  # type: ignore[attr-defined]
+
+    def build(allow, strict=False):
+        host = builtin_host(collect=False)
+        host.load_module("core_commands", "forwarder.cli.core_commands")
+        host.register_object("roles", module)
+        host.collect()
+        return host
+
+    monkeypatch.setattr(cli, "build_host", build)
+    monkeypatch.setenv("ROLES_TOKEN", SECRET)
+    cfg = write_config(tmp_path, "[[sinks]]\nname='r'\ntype='roles'\ntoken='${ROLES_TOKEN}'\n")
+    code, out, err = run_cli(capsys, "--config", str(cfg), "check", "--probe")
+    assert code == 0, out + err
+    assert "ok   sink r: token: roles: ActivityFeed.Read, ActivityFeed.ReadDlp" in out
+    assert_no_secret(out, err)
