@@ -6,6 +6,8 @@
     fw.run(stop)                          # until stop is set; graceful drain; exit code
     fw.run_once()                         # poll every source once, deliver -> RunResult
     fw.backfill("src", since, until, sink=None, progress=cb)
+    fw.deliver()                          # drain the spools only (no polling) -> RunResult
+    fw.replay_quarantine("src")           # normalize quarantined records again after a fix
     fw.close()
 
 Threads: one per source (poll -> :class:`forwarder.pipeline.Pipeline` -> one transaction per
