@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import gc
 import os
 import resource
 import shutil
@@ -86,6 +87,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--users", type=int, default=1000, help="users of the data set")
     ap.add_argument("--alert-days", type=float, default=30.0, help="days the indexed alerts span (records: last 5)")
+    ap.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() the generated records (like a runtime's start-up heap)"
+    )
     args = ap.parse_args()
 
     anchor = 1_790_000_000.0  # fixed: the same data set every run
@@ -93,6 +97,9 @@ def main() -> None:
     ctx = NormalizeContext("bench", "management_activity", "t-bench", {}, iso_utc(dt.datetime.now(dt.UTC)))
     records = [ds.record(i) for i in range(args.events)]
     policy = SensitiveValuePolicy(PolicySettings()).apply
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
     print(
         f"{args.events} DLP records over 5 days, {args.users} users; index of {args.alerts} Defender alerts over "
         f"{args.alert_days:g} days; batches of {args.batch}"
