@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -297,25 +298,38 @@ def _backfill_configure(parser: argparse.ArgumentParser) -> None:
 
 
 class Progress:
-    """Prints backfill progress on one line (a TTY) or one line per update (a pipe or log)."""
+    """Prints backfill progress on one line (a TTY) or one line per update (a pipe or log).
+
+    On a TTY the line is rewritten in place, so it must never wrap: it shows the last known
+    ``done/total`` and the main counters only, cut to the terminal width. A pipe gets every
+    field of every update."""
+
+    TTY_FIELDS = ("read", "spooled", "duplicates", "quarantined", "rate", "eta")
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.updates = 0
+        self.fraction: str = ""
 
     def __call__(self, info: dict[str, Any]) -> None:
         self.updates += 1
         done, total = info.get("done"), info.get("total")
-        parts = []
         if isinstance(done, int | float) and isinstance(total, int | float) and total:
-            parts.append(f"{done}/{total} ({100 * done / total:.0f}%)")
-        parts += [f"{k}={v}" for k, v in info.items() if k not in ("done", "total")]
-        line = redact("backfill: " + " ".join(parts))
-        if self.tty:
-            self.stream.write("\r" + line[:200].ljust(80))
+            self.fraction = f"{done}/{total} ({100 * done / total:.0f}%)"
+            fraction = self.fraction
         else:
-            self.stream.write(line + "\n")
+            fraction = ""
+        if self.tty:
+            parts = [self.fraction] if self.fraction else []
+            parts += [f"{k}={info[k]}" for k in self.TTY_FIELDS if k in info]
+            width = shutil.get_terminal_size((80, 24)).columns - 1
+            line = redact("backfill: " + " ".join(parts))[:width]
+            self.stream.write("\r" + line + "\x1b[K")
+        else:
+            parts = [fraction] if fraction else []
+            parts += [f"{k}={v}" for k, v in info.items() if k not in ("done", "total")]
+            self.stream.write(redact("backfill: " + " ".join(parts)) + "\n")
         self.stream.flush()
 
     def finish(self) -> None:

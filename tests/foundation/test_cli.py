@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 from collections.abc import Callable
@@ -390,3 +391,31 @@ def test_check_probe_prints_a_token_check_in_full(tmp_path: Path, capsys, monkey
     assert code == 0, out + err
     assert "ok   sink r: token: roles: ActivityFeed.Read, ActivityFeed.ReadDlp" in out
     assert_no_secret(out, err)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_backfill_progress_on_a_terminal_never_wraps_and_keeps_the_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from forwarder.cli.core_commands import Progress
+
+    monkeypatch.setenv("COLUMNS", "80")
+    terminal = _Terminal()
+    progress = Progress(terminal)
+    long_tail = {"content_type": "DLP.All", "window_end": "2026-11-23T17:13:06.678101Z", "normalized": 150}
+    progress({"done": 1, "total": 3, "read": 50, "spooled": 50, "rate": 1240, **long_tail})
+    progress({"batches": 4, "read": 150, "spooled": 150, "duplicates": 0, "quarantined": 0, **long_tail})
+    progress.finish()
+    lines = [segment.removesuffix("\x1b[K") for segment in terminal.getvalue().strip("\n").split("\r")[1:]]
+    assert len(lines) == 2 and all(len(line) < 80 for line in lines), lines
+    assert lines[1].startswith("backfill: 1/3 (33%) read=150 spooled=150"), lines[1]
+
+
+def test_backfill_progress_to_a_pipe_has_every_field() -> None:
+    from forwarder.cli.core_commands import Progress
+
+    pipe = io.StringIO()
+    Progress(pipe)({"done": 2, "total": 4, "read": 9, "content_type": "DLP.All"})
+    assert pipe.getvalue() == "backfill: 2/4 (50%) read=9 content_type=DLP.All\n"
