@@ -338,20 +338,21 @@ class Drainer:
         the next batch is read and sent meanwhile (the entries are past ``pos``; after a crash
         before the settle commits they are simply sent again). Anything else is settled here,
         after the settler has caught up."""
-        by_id = {r.id: r for r in rows}
-        delivered = [i for i in dict.fromkeys(outcome.delivered) if i in by_id]
         if rows:
             self.pos = max(self.pos, rows[-1].id)
         if (
-            len(delivered) == len(rows)
-            and not outcome.rejected
+            not outcome.rejected
             and not outcome.pending
             and not outcome.fatal
             and not outcome.retry
+            and len(outcome.delivered) == len(rows)
+            and set(outcome.delivered) == {r.id for r in rows}
         ):
-            self.settler.submit([by_id[i] for i in delivered], outcome)
+            self.settler.submit(list(rows), outcome)
             self._succeeded()
             return
+        by_id = {r.id: r for r in rows}
+        delivered = [i for i in dict.fromkeys(outcome.delivered) if i in by_id]
         self.settler.flush()
         rejected = [(by_id[i], reason) for i, reason in outcome.rejected.items() if i in by_id]
         pending = [i for i in outcome.pending if i in by_id]

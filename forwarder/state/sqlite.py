@@ -241,23 +241,29 @@ class _SqliteTransaction:
         if not rows:
             return []
         sid = self.store._sid(sink)
-        by_segment: dict[int, dict[int, SpoolRow]] = {}
+        by_segment: dict[int, list[SpoolRow]] = {}
+        shift = segments.STRIDE.bit_length() - 1
         for r in rows:
-            seg, index = segments.split_id(r.id)
-            by_segment.setdefault(seg, {})[index] = r
+            seg = r.id >> shift
+            group = by_segment.get(seg)
+            if group is None:
+                by_segment[seg] = [r]
+            else:
+                group.append(r)
         fresh: list[SpoolRow] = []
         get = f"SELECT n, done FROM spool_{sid} WHERE id = ?"  # noqa: S608
         delete = f"DELETE FROM spool_{sid} WHERE id = ?"  # noqa: S608
         update = f"UPDATE spool_{sid} SET done = ? WHERE id = ?"  # noqa: S608
-        for seg, entries in by_segment.items():
+        for seg, group in by_segment.items():
             found = self.db.execute(get, (seg,)).fetchone()
             if found is None:
                 continue  # dropped meanwhile (overflow = drop_oldest): already accounted for
             n, done = found
-            if done is None and len(entries) == n:
-                self.db.execute(delete, (seg,))
-                fresh.extend(entries.values())
+            if done is None and len(group) == n and len({r.id for r in group}) == n:
+                self.db.execute(delete, (seg,))  # the whole segment settled at once: the common case
+                fresh.extend(group)
                 continue
+            entries = {r.id & (segments.STRIDE - 1): r for r in group}
             bitmap, newly = segments.mark(done, n, list(entries))
             fresh.extend(entries[i] for i in newly)
             if segments.count_done(bytes(bitmap)) >= n:
