@@ -252,7 +252,17 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_OK if _result_ok(result) else EXIT_UNDELIVERED
         stop = threading.Event()
         _install_signal_handlers(stop, config.forwarder.shutdown_deadline)
-        return int(fw.run(stop))
+        log = logging.getLogger("dlpfwd.run")
+        log.info(
+            "dlpfwd %s running: sources %s; sinks %s; state %s (SIGTERM or Ctrl-C stops it)",
+            __version__,
+            ", ".join(f"{s.name} ({s.type})" for s in config.sources) or "none",
+            ", ".join(f"{s.name} ({s.type})" for s in config.sinks) or "none",
+            config.forwarder.state_dir,
+        )
+        code = int(fw.run(stop))
+        log.info("dlpfwd stopped (exit %d)", code)
+        return code
     finally:
         fw.close()
 

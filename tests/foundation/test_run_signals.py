@@ -57,3 +57,6 @@ def test_run_stops_gracefully_on_signal(tmp_path: Path, signum: int) -> None:
     stderr = proc.stderr.read() if proc.stderr else ""
     assert code == 0, stderr
     assert len(out.read_text().splitlines()) == 21
+    # An operator sees that it started, with what, and that it stopped.
+    assert "running: sources replay (sample); sinks archive (file)" in stderr, stderr
+    assert "dlpfwd stopped (exit 0)" in stderr, stderr
