@@ -206,6 +206,10 @@ def iso_utc(value: dt.datetime | str | None) -> str:
     if value is None or value == "":
         return ""
     if isinstance(value, str):
+        if len(value) == 19 or (len(value) == 20 and value[19] == "Z"):
+            fast = _iso_utc_plain(value[:19])  # the common form: whole seconds, naive or Z
+            if fast:
+                return fast
         parsed = parse_time(value)
         if parsed is None:
             return ""
@@ -217,6 +221,18 @@ def iso_utc(value: dt.datetime | str | None) -> str:
     if value.microsecond:
         text += f".{value.microsecond:06d}"
     return text + "Z"
+
+
+def _iso_utc_plain(text: str) -> str:
+    """``text + "Z"`` when ``text`` is exactly ``YYYY-MM-DDTHH:MM:SS`` (year 1000 or later) and a
+    valid time, which is what the general path of :func:`iso_utc` returns for it; else ``""``."""
+    if text[10:11] != "T" or text[:1] in ("0", "-", "+"):
+        return ""
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return ""
+    return text + "Z" if parsed.isoformat() == text else ""
 
 
 def parse_time(text: str) -> dt.datetime | None:

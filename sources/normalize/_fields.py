@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
@@ -16,37 +15,47 @@ def get(obj: Any, *names: str, default: Any = None) -> Any:
 
     Every lookup is a dict lookup (no scan of the keys): this runs ~100 times per record.
     """
-    if type(obj) is not dict:
+    if type(obj) is not dict or not obj:
         return default
     lookup = obj.get
     for name in names:  # the spelling as given: the common case
         value = lookup(name)
         if value is not None:
             return value
+    variants = _VARIANTS
     for name in names:
-        for variant in _variants(name):
+        spellings = variants.get(name)
+        if spellings is None:
+            spellings = _variants(name)
+        for variant in spellings:
             value = lookup(variant)
             if value is not None:
                 return value
     return default
 
 
-@functools.lru_cache(maxsize=4096)
+#: name -> its other spellings (names come from the normalizers' code: a small, fixed set).
+_VARIANTS: dict[str, tuple[str, ...]] = {}
+
+
 def _variants(name: str) -> tuple[str, ...]:
     out: list[str] = []
     flipped = name[:1].lower() + name[1:] if name[:1].isupper() else name[:1].upper() + name[1:]
     for v in (flipped, name.lower()):
         if v != name and v not in out:
             out.append(v)
+    if len(_VARIANTS) < 4096:
+        _VARIANTS[name] = tuple(out)
     return tuple(out)
 
 
 def text(obj: Any, *names: str) -> str:
     """``get`` as a string (numbers and booleans converted; lists, dicts and absent -> "")."""
-    if type(obj) is dict:
-        value = obj.get(names[0])  # fast path: the first spelling is present and a string
-        if type(value) is str and value:
-            return value
+    if type(obj) is not dict or not obj:
+        return ""
+    value = obj.get(names[0])  # fast path: the first spelling is present and a string
+    if type(value) is str and value:
+        return value
     value = get(obj, *names)
     if type(value) is str:
         return value

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from forwarder.config import PolicySettings
-from forwarder.policy import SensitiveValuePolicy
+from forwarder.policy import _MARKERS, SensitiveValuePolicy, _has_marker
 from forwarder.settings import Secret
 from forwarder.testing.events import rule_match_exchange
 
@@ -75,3 +75,9 @@ def test_a_record_too_deep_to_serialize_is_walked_whole() -> None:
         node = node["n"]
     SensitiveValuePolicy().scrub(record)
     assert record["DetectedValues"] == []
+
+
+def test_the_spelled_out_marker_search_covers_every_marker() -> None:
+    for marker in _MARKERS:
+        assert _has_marker(b"x" + marker + b"x")
+    assert not _has_marker(b'{"conditionsmatched":{},"rulename":"content detected"}')
