@@ -237,6 +237,28 @@ def _writeback(args: argparse.Namespace, transport: Any = None) -> int:
     return 1 if failed else 0
 
 
+def _permissions_configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--script", action="store_true", help="print a Microsoft Graph PowerShell script instead")
+    parser.add_argument("--app-name", default="dlpfwd", help="display name of the app registration the script creates")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _permissions(args: argparse.Namespace) -> int:
+    from forwarder.config import load_config
+    from forwarder.correlation.permissions import needs, powershell_script
+
+    config = load_config(args.config, args.host)
+    wanted = needs(config)
+    if args.script:
+        _out(powershell_script(args.app_name, wanted).rstrip("\n"))
+    elif args.json:
+        _out(orjson.dumps([n.__dict__ for n in wanted]).decode())
+    else:
+        for n in wanted:
+            _out(f"{n.resource}\t{n.permission}\t{n.feature}")
+    return 0
+
+
 @hookimpl
 def dlpfwd_register_commands(register: Callable[..., None]) -> None:
     register(
@@ -244,6 +266,10 @@ def dlpfwd_register_commands(register: Callable[..., None]) -> None:
         _run_incidents,
     )  # fmt: skip
     register("correlation", "size and cost of the correlation index", _correlation_configure, _correlation)
+    register(
+        "permissions", "the application permissions the configuration needs (--script: create the app with them)",
+        _permissions_configure, _permissions,
+    )  # fmt: skip
     register(
         "writeback", "comment correlated Defender alerts with their DLP context, tag their incidents",
         _writeback_configure, _writeback,

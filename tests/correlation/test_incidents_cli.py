@@ -117,3 +117,27 @@ def test_read_only_token_gets_an_error_naming_the_permission(tmp_path: Path, cap
         assert code == 1
         assert "SecurityIncident.ReadWrite.All" in err and "403" in err
         assert show(capsys, config, "2000")["status"] == "active"
+
+
+def test_permissions_from_the_configuration(tmp_path: Path, capsys: Any) -> None:
+    for emu, config in _tenant(tmp_path, None):
+        text = Path(config).read_text()
+        text = '[correlation]\nenabled = true\nwriteback_sources = ["graph"]\n' + text
+        text += f'\n[[sources]]\nname = "o365"\ntype = "management_activity"\npublisher_id = "{emu.publisher_id}"\n'
+        text += f'[sources.auth]\ntenant_id = "{emu.tenant_id}"\nclient_id = "x"\nclient_secret = "y"\n'
+        Path(config).write_text(text)
+        assert main(["permissions", "--config", config]) == 0
+        rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+        assert {(r[0], r[1]) for r in rows} == {
+            ("Microsoft Graph", "SecurityAlert.Read.All"),
+            ("Microsoft Graph", "SecurityIncident.Read.All"),
+            ("Microsoft Graph", "SecurityAlert.ReadWrite.All"),
+            ("Microsoft Graph", "SecurityIncident.ReadWrite.All"),
+            ("Office 365 Management APIs", "ActivityFeed.Read"),
+            ("Office 365 Management APIs", "ActivityFeed.ReadDlp"),
+        }
+        assert main(["permissions", "--config", config, "--script", "--app-name", "dlpfwd-prod"]) == 0
+        script = capsys.readouterr().out
+        assert "appId eq '00000003-0000-0000-c000-000000000000'" in script
+        assert "appId eq 'c5393580-f805-4401-95e8-94b7a6ef2fc2'" in script
+        assert '"SecurityAlert.ReadWrite.All"' in script and 'New-MgApplication -DisplayName "dlpfwd-prod"' in script
