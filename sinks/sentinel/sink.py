@@ -153,7 +153,14 @@ class SentinelSink(Sink):
         try:
             assert self._client is not None
             response = self._client.get(self.settings.endpoint)
-            health.add("endpoint", True, f"{self.settings.endpoint} answered HTTP {response.status_code}")
+            # Any answer proves TLS and reachability; the DCR, stream and role assignment are only
+            # checked by an upload (say so, rather than print a bare "HTTP 404" next to "ok").
+            health.add(
+                "endpoint",
+                True,
+                f"{self.settings.endpoint} reachable over TLS (HTTP {response.status_code} to a GET without a token;"
+                " the DCR, stream and role assignment are checked by the first upload)",
+            )
         except httpx.HTTPError as exc:
             health.add("endpoint", False, f"{self.settings.endpoint}: {type(exc).__name__}")
         return health

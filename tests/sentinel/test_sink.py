@@ -239,6 +239,8 @@ def test_health_reports_token_and_endpoint(emulator, tokens):
     sink = make_sink(emulator.url, emulator.ca_file, tokens)
     health = sink.health()
     assert health.ok, health.checks
+    endpoint = next(check for check in health.checks if check.name == "endpoint")
+    assert "reachable over TLS" in endpoint.detail and "checked by the first upload" in endpoint.detail
 
 
 def test_emulator_received_gzip(emulator, tokens, issuer: Issuer):
