@@ -13,6 +13,7 @@ serves until interrupted. Also runnable as ``python -m emulators.logs_ingestion`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"dcr_immutable_id = {args.dcr}", flush=True)
     print(f"stream = {args.stream}", flush=True)
     if server.ca_file:
-        print(f"ca_bundle = {server.ca_file}", flush=True)
+        # Absolute: the sink's configuration is rarely in the emulator's working directory.
+        print(f"ca_bundle = {os.path.abspath(server.ca_file)}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,10 @@ from forwarder.hookspecs import hookimpl
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", default="127.0.0.1", help="address to listen on (loopback by default)")
+    # --host as in the other emulators (stored as "listen": args.host is the CLI's plugin host).
+    parser.add_argument(
+        "--host", "--listen", dest="listen", default="127.0.0.1", help="address to listen on (loopback by default)"
+    )
     parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
     parser.add_argument("--state-dir", default="./servicenow-emulator", help="where the TLS CA and certificate live")
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink insists on https URLs)")
@@ -36,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     password = os.environ.get(args.password_env, "")
     client_secret = os.environ.get(args.client_secret_env, "")
     if not password and not client_secret:
-        print(f"set {args.password_env} and/or {args.client_secret_env}: the emulator accepts no empty credentials")
+        print(
+            f"set {args.password_env} and/or {args.client_secret_env}: the emulator accepts no empty credentials",
+            file=sys.stderr,
+        )
         return 2
     users = {args.user: password} if password else {}
     clients = {args.client_id: (client_secret, args.user)} if client_secret else {}

@@ -176,7 +176,9 @@ def test_the_servicenow_emulator_command_serves_the_table_api(tmp_path):
 
     code = "import sys; from forwarder.cli import main; sys.exit(main())"
     env = {**os.environ, "SN_EMULATOR_PASSWORD": "pw"}
-    cmd = [sys.executable, "-c", code, "servicenow-emulator", "--state-dir", str(tmp_path), "--user", "u"]
+    # --host as in the other emulators' commands
+    cmd = [sys.executable, "-c", code, "servicenow-emulator", "--host", "127.0.0.1", "--state-dir", str(tmp_path)]
+    cmd += ["--user", "u"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

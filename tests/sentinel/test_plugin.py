@@ -76,7 +76,7 @@ def test_emulator_command_serves_in_its_own_process(tmp_path):
             "--public-key",
             str(key),
             "--state-dir",
-            str(tmp_path / "tls"),
+            "tls",  # relative to the emulator's working directory; it prints the CA's absolute path
             "--dcr",
             DCR,
             "--out",
@@ -84,6 +84,7 @@ def test_emulator_command_serves_in_its_own_process(tmp_path):
         ],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,
     )
     try:
         info = {}
@@ -91,6 +92,7 @@ def test_emulator_command_serves_in_its_own_process(tmp_path):
         while "ca_bundle" not in info and time.monotonic() < deadline:
             k, _, v = proc.stdout.readline().strip().partition(" = ")
             info[k] = v
+        assert info["ca_bundle"] == str(tmp_path / "tls" / "ca.pem")
         ctx = ssl.create_default_context(cafile=info["ca_bundle"])
         r = httpx.post(
             f"{info['endpoint']}/dataCollectionRules/{DCR}/streams/{info['stream']}?api-version=2023-01-01",
