@@ -229,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(command.run(args))
+        code = int(command.run(args))
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        _reader_left()
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a clear one-line error
         from forwarder.errors import ConfigError
@@ -242,3 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         print(redact(f"dlpfwd {command.name}: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_UNDELIVERED
+    try:
+        sys.stdout.flush()  # a reader that left shows up here, not as a traceback at interpreter exit
+    except BrokenPipeError:
+        _reader_left()
+    return code
+
+
+def _reader_left() -> None:
+    """``dlpfwd state | head``: the reader left early, which is not an error. Point stdout at
+    /dev/null so that the interpreter's final flush does not raise again (Python's recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -419,3 +419,28 @@ def test_backfill_progress_to_a_pipe_has_every_field() -> None:
     pipe = io.StringIO()
     Progress(pipe)({"done": 2, "total": 4, "read": 9, "content_type": "DLP.All"})
     assert pipe.getvalue() == "backfill: 2/4 (50%) read=9 content_type=DLP.All\n"
+
+
+def test_output_piped_into_a_reader_that_left_is_not_an_error(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    code = "import sys; from forwarder.cli import main; sys.exit(main())"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "DLPFWD_LOAD_PLUGINS": "sample,file"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `dlpfwd plugins | head` after head has exited: every write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "plugins", "--settings"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr
+    assert "BrokenPipeError" not in stderr and "Traceback" not in stderr, stderr
