@@ -28,22 +28,36 @@ DEFAULT_DCR = "dcr-00000000000000000000000000000000"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", dest="bind", default="127.0.0.1", help="loopback address to listen on")
-    parser.add_argument("--port", type=int, default=0, help="port (0 = a free one)")
-    parser.add_argument("--state-dir", default="./logs-ingestion-emulator", help="directory for the TLS CA and cert")
+    parser.add_argument(
+        "--host", dest="bind", default="127.0.0.1", metavar="ADDRESS", help="loopback address to listen on"
+    )
+    parser.add_argument("--port", type=int, default=0, metavar="PORT", help="port (0 = a free one)")
+    parser.add_argument(
+        "--state-dir", default="./logs-ingestion-emulator", metavar="DIR", help="directory for the TLS CA and cert"
+    )
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink requires https)")
-    parser.add_argument("--dcr", default=DEFAULT_DCR, help="DCR immutable id to serve")
-    parser.add_argument("--stream", default="Custom-PurviewDLP_CL", help="stream declared in the DCR")
-    parser.add_argument("--allow-app", action="append", default=None, help="app id holding the role (repeatable)")
-    parser.add_argument("--audience", default="https://monitor.azure.com", help="token audience to require")
-    parser.add_argument("--public-key", default="", help="PEM public key that signs accepted tokens")
-    parser.add_argument("--jwks-file", default="", help="JWKS JSON file with the keys that sign accepted tokens")
-    parser.add_argument("--jwks-url", default="", help="JWKS URL (e.g. the tenant emulator's discovery keys)")
-    parser.add_argument("--ca-file", default="", help="CA bundle to trust when fetching --jwks-url")
-    parser.add_argument("--limit", type=int, default=1_048_576, help="per-call size limit in bytes")
+    parser.add_argument("--dcr", default=DEFAULT_DCR, metavar="ID", help="DCR immutable id to serve")
+    parser.add_argument("--stream", default="Custom-PurviewDLP_CL", metavar="NAME", help="stream declared in the DCR")
+    parser.add_argument(
+        "--allow-app", action="append", default=None, metavar="APP_ID", help="app id holding the role (repeatable)"
+    )
+    parser.add_argument(
+        "--audience", default="https://monitor.azure.com", metavar="URI", help="token audience to require"
+    )
+    parser.add_argument("--public-key", default="", metavar="FILE", help="PEM public key that signs accepted tokens")
+    parser.add_argument(
+        "--jwks-file", default="", metavar="FILE", help="JWKS JSON file with the keys that sign accepted tokens"
+    )
+    parser.add_argument(
+        "--jwks-url", default="", metavar="URL", help="JWKS URL (e.g. the tenant emulator's discovery keys)"
+    )
+    parser.add_argument("--ca-file", default="", metavar="FILE", help="CA bundle to trust when fetching --jwks-url")
+    parser.add_argument("--limit", type=int, default=1_048_576, metavar="BYTES", help="per-call size limit in bytes")
     parser.add_argument("--strict", action="store_true", help="refuse values that do not match their column type")
-    parser.add_argument("--keep-rows", type=int, default=100_000, help="rows kept in memory for inspection")
-    parser.add_argument("--out", default="", help="append accepted rows to this JSON-lines file")
+    parser.add_argument(
+        "--keep-rows", type=int, default=100_000, metavar="N", help="rows kept in memory for inspection"
+    )
+    parser.add_argument("--out", default="", metavar="FILE", help="append accepted rows to this JSON-lines file")
 
 
 def build_app(args: argparse.Namespace) -> Any:

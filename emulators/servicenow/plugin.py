@@ -15,22 +15,43 @@ from forwarder.hookspecs import hookimpl
 def configure(parser: argparse.ArgumentParser) -> None:
     # --host as in the other emulators (stored as "listen": args.host is the CLI's plugin host).
     parser.add_argument(
-        "--host", "--listen", dest="listen", default="127.0.0.1", help="address to listen on (loopback by default)"
+        "--host",
+        "--listen",
+        dest="listen",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to listen on (loopback by default)",
     )
-    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    parser.add_argument("--state-dir", default="./servicenow-emulator", help="where the TLS CA and certificate live")
+    parser.add_argument("--port", type=int, default=0, metavar="PORT", help="port (0 picks a free one)")
+    parser.add_argument(
+        "--state-dir", default="./servicenow-emulator", metavar="DIR", help="where the TLS CA and certificate live"
+    )
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink insists on https URLs)")
-    parser.add_argument("--user", default="dlpfwd", help="basic-auth user name")
+    parser.add_argument("--user", default="dlpfwd", metavar="NAME", help="basic-auth user name")
     parser.add_argument(
-        "--password-env", default="SN_EMULATOR_PASSWORD", help="environment variable holding the basic-auth password"
+        "--password-env",
+        default="SN_EMULATOR_PASSWORD",
+        metavar="VAR",
+        help="environment variable holding the basic-auth password (default SN_EMULATOR_PASSWORD)",
     )
-    parser.add_argument("--client-id", default="dlpfwd-client", help="OAuth client id (client_credentials)")
     parser.add_argument(
-        "--client-secret-env", default="SN_EMULATOR_CLIENT_SECRET", help="env variable holding the client secret"
+        "--client-id", default="dlpfwd-client", metavar="ID", help="OAuth client id (client_credentials)"
     )
-    parser.add_argument("--table", action="append", default=[], help="restrict valid tables (repeatable)")
-    parser.add_argument("--throttle", type=int, default=0, help="answer the first N Table API requests with 429")
-    parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds of those 429s")
+    parser.add_argument(
+        "--client-secret-env",
+        default="SN_EMULATOR_CLIENT_SECRET",
+        metavar="VAR",
+        help="environment variable holding the OAuth client secret (default SN_EMULATOR_CLIENT_SECRET)",
+    )
+    parser.add_argument(
+        "--table", action="append", default=[], metavar="TABLE", help="restrict valid tables (repeatable)"
+    )
+    parser.add_argument(
+        "--throttle", type=int, default=0, metavar="N", help="answer the first N Table API requests with 429"
+    )
+    parser.add_argument(
+        "--retry-after", type=int, default=1, metavar="SECONDS", help="Retry-After seconds of those 429s"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
