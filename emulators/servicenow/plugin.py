@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         app.throttle(args.throttle, args.retry_after)
     server = EmulatorServer(app, host=args.listen, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
     print(
-        f"ServiceNow emulator listening on {server.url}" + (f" (CA: {server.ca_file})" if server.ca_file else ""),
+        f"ServiceNow emulator listening on {server.url}"
+        + (f" (CA: {os.path.abspath(server.ca_file)})" if server.ca_file else ""),
         flush=True,
     )
     stop = threading.Event()

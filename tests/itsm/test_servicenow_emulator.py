@@ -177,13 +177,14 @@ def test_the_servicenow_emulator_command_serves_the_table_api(tmp_path):
     code = "import sys; from forwarder.cli import main; sys.exit(main())"
     env = {**os.environ, "SN_EMULATOR_PASSWORD": "pw"}
     # --host as in the other emulators' commands
-    cmd = [sys.executable, "-c", code, "servicenow-emulator", "--host", "127.0.0.1", "--state-dir", str(tmp_path)]
+    cmd = [sys.executable, "-c", code, "servicenow-emulator", "--host", "127.0.0.1", "--state-dir", "tls"]
     cmd += ["--user", "u"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         line = proc.stdout.readline()
         m = re.search(r"listening on (\S+) \(CA: (\S+)\)", line)
         assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        assert m.group(2) == str(tmp_path / "tls" / "ca.pem")  # absolute: usable from any directory
         tls = ssl.create_default_context(cafile=m.group(2))
         with httpx.Client(base_url=m.group(1), verify=tls, auth=("u", "pw")) as c:
             assert c.post("/api/now/table/incident", json={"short_description": "x"}).status_code == 201
