@@ -282,5 +282,12 @@ class EnvelopeBuilder:
             if fixed is None:
                 fixed = self._heads[key] = orjson.dumps(self._fixed(ev))[1:-1]
             when = self.event_time(ev)
-            head = b'{"time":' + orjson.dumps(when) + b"," + fixed if when is not None else b"{" + fixed
+            cim = orjson.dumps(self.cim(ev))
+            # one join (no intermediate copies of the payload): head, CIM fields, "dlpfwd": payload
+            parts: tuple[bytes, ...]
+            if when is not None:
+                parts = (b'{"time":', orjson.dumps(when), b",", fixed, b',"event":', cim[:-1], b',"dlpfwd":')
+            else:
+                parts = (b"{", fixed, b',"event":', cim[:-1], b',"dlpfwd":')
+            return b"".join((*parts, payload.strip(), b"}}"))
         return b"".join((head, b',"event":', self.event_body(ev, payload), b"}"))
