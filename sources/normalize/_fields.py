@@ -34,6 +34,12 @@ def get(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+def _first(obj: Any, names: tuple[str, ...]) -> Any:
+    """The value of the first spelling of the first name when present (the common case);
+    ``None`` sends the caller to :func:`get`, which tries everything."""
+    return obj.get(names[0]) if type(obj) is dict else None
+
+
 #: name -> its other spellings (names come from the normalizers' code: a small, fixed set).
 _VARIANTS: dict[str, tuple[str, ...]] = {}
 
@@ -68,8 +74,10 @@ def text(obj: Any, *names: str) -> str:
 
 def obj(data: Any, *names: str) -> dict[str, Any]:
     """A nested object; a JSON object encoded as a string is decoded; anything else -> {}."""
-    value = get(data, *names)
-    return as_object(value)
+    value = _first(data, names)
+    if type(value) is dict:
+        return value
+    return as_object(get(data, *names) if value is None else value)
 
 
 def as_object(value: Any) -> dict[str, Any]:
@@ -86,7 +94,11 @@ def as_object(value: Any) -> dict[str, Any]:
 
 def items(data: Any, *names: str) -> list[Any]:
     """A list value (a single object becomes a one-item list; a JSON array string is decoded)."""
-    value = get(data, *names)
+    value = _first(data, names)
+    if type(value) is list:
+        return value
+    if value is None:
+        value = get(data, *names)
     if value is None:
         return []
     if isinstance(value, list):
@@ -105,7 +117,9 @@ def items(data: Any, *names: str) -> list[Any]:
 
 def strings(data: Any, *names: str) -> list[str]:
     """A list of non-empty strings (a ``;`` or ``,`` separated string is split)."""
-    value = get(data, *names)
+    value = _first(data, names)
+    if value is None:
+        value = get(data, *names)
     if value is None:
         return []
     if isinstance(value, str):
@@ -127,7 +141,11 @@ def strings(data: Any, *names: str) -> list[str]:
 
 def integer(data: Any, *names: str) -> int | None:
     """An integer from a number or a numeric string; ``None`` when absent or not numeric."""
-    value = get(data, *names)
+    value = _first(data, names)
+    if type(value) is int:
+        return value
+    if value is None:
+        value = get(data, *names)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -146,7 +164,9 @@ def integer(data: Any, *names: str) -> int | None:
 
 
 def boolean(data: Any, *names: str) -> bool:
-    value = get(data, *names)
+    value = _first(data, names)
+    if value is None:
+        value = get(data, *names)
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
