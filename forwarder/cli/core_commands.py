@@ -25,6 +25,7 @@ from forwarder.hookspecs import hookimpl
 from forwarder.logs import redact, setup_logging
 
 EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
 
 def _out(text: str = "") -> None:
@@ -343,8 +344,10 @@ class Progress:
         self.stream.flush()
 
     def finish(self) -> None:
+        """End the progress line (idempotent)."""
         if self.tty and self.updates:
             self.stream.write("\n")
+        self.updates = 0
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -368,13 +371,26 @@ def _backfill(args: argparse.Namespace) -> int:
         _err(f"dlpfwd backfill: the runtime is not available ({exc})")
         return EXIT_UNDELIVERED
     progress = Progress()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops a backfill like Ctrl-C
     try:
         result = fw.backfill(args.source, args.since, until, sink=args.sink, progress=progress)
+    except KeyboardInterrupt:
+        progress.finish()
+        _err(
+            "dlpfwd backfill: interrupted; what was read so far is spooled and goes out with the next "
+            "`dlpfwd run`; run the same backfill again to finish the range"
+        )
+        return EXIT_INTERRUPTED
     finally:
+        signal.signal(signal.SIGTERM, previous)
         progress.finish()
         fw.close()
     _print_result(result)
     return EXIT_OK if _result_ok(result) else EXIT_UNDELIVERED
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------- registration

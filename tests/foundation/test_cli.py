@@ -468,3 +468,37 @@ def test_every_command_help_fits_one_screen(monkeypatch: pytest.MonkeyPatch) -> 
             if len(lines) > 40 or max(map(len, lines)) > 80:
                 too_long[name] = len(lines)
     assert not too_long, too_long
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupted_backfill_says_so_and_exits_130(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    import os
+    import signal
+
+    import forwarder.cli.core_commands as core
+
+    class Interrupted:
+        closed = False
+
+        def backfill(self, *args: object, **kwargs: object) -> None:
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this (the main) thread
+            raise KeyboardInterrupt
+
+        def close(self) -> None:
+            Interrupted.closed = True
+
+    monkeypatch.setattr(core, "_forwarder", lambda config, host: Interrupted())
+    records = tmp_path / "r.jsonl"
+    records.write_text("")
+    cfg = write_config(
+        tmp_path,
+        f"[forwarder]\nstate_dir='{tmp_path / 's'}'\n[[sources]]\nname='replay'\ntype='sample'\npath='{records}'\n",
+    )
+    before = signal.getsignal(signal.SIGTERM)
+    code, out, err = run_cli(capsys, "--config", str(cfg), "backfill", "--source", "replay", "--since", "1d")
+    assert code == 130, out + err
+    assert "dlpfwd backfill: interrupted" in err and "run the same backfill again" in err
+    assert Interrupted.closed and signal.getsignal(signal.SIGTERM) is before
