@@ -36,6 +36,7 @@ EXIT_OK = 0
 EXIT_UNDELIVERED = 1
 EXIT_USAGE = 2
 EXIT_PLUGIN = 3
+EXIT_INTERRUPTED = 130
 
 DEFAULT_CONFIG = "dlpfwd.toml"
 
@@ -230,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code = int(command.run(args))
-    except KeyboardInterrupt:
-        return EXIT_OK
+    except KeyboardInterrupt:  # a command that does not handle Ctrl-C itself did not finish
+        print(f"dlpfwd {command.name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         _reader_left()
         return EXIT_OK

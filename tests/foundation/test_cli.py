@@ -502,3 +502,14 @@ def test_an_interrupted_backfill_says_so_and_exits_130(
     assert code == 130, out + err
     assert "dlpfwd backfill: interrupted" in err and "run the same backfill again" in err
     assert Interrupted.closed and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_command_interrupted_by_ctrl_c_exits_130(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import forwarder.cli.core_commands as core
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core, "_version", interrupted)
+    code, _, err = run_cli(capsys, "version")
+    assert code == 130 and "dlpfwd version: interrupted" in err
