@@ -450,7 +450,7 @@ def test_output_piped_into_a_reader_that_left_is_not_an_error(tmp_path: Path) ->
 #: do not yet).
 ONE_SCREEN = (
     "run backfill check plugins version state dead-letters report health demo "
-    "hec-emulator logs-ingestion-emulator servicenow-emulator incidents correlation writeback"
+    "hec-emulator logs-ingestion-emulator servicenow-emulator incidents correlation writeback permissions"
 ).split()
 
 
