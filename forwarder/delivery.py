@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from forwarder.errors import FatalError, NotConnected, RetriableError
+from forwarder.logs import redact
 from forwarder.metrics import Metrics
 from forwarder.options import RetryOptions, SinkOptions
 from forwarder.sink import Entry, Outcome, Sink
@@ -195,6 +196,9 @@ class Drainer:
         self.delivered = 0
         self.idle = threading.Event()
         self.settler = Settler(self)
+        # Stopped by a fatal error in an earlier run? Cleared at the first successful delivery.
+        self._marked_stopped = name in store.stopped()
+        metrics.stopped.labels("sink", name).set(1 if self._marked_stopped else 0)
 
     # ------------------------------------------------------------------ loop
 
@@ -272,6 +276,12 @@ class Drainer:
     def _stop_sink(self, message: str) -> None:
         self.fatal = message
         self.log.error("sink %s stopped: %s (its spool is kept; fix and restart)", self.name, message)
+        self.metrics.stopped.labels("sink", self.name).set(1)
+        try:
+            self.store.set_stopped(self.name, "sink", redact(message))
+            self._marked_stopped = True
+        except Exception:  # noqa: BLE001 - the log line above still tells the operator
+            self.log.exception("sink %s: could not record the stop in the state store", self.name)
 
     def _read(self, finishing: bool) -> list[SpoolRow]:
         limit = self._limit_override or self.max_events
@@ -384,6 +394,11 @@ class Drainer:
         if counts["delivered"]:
             self._exception_dead = 0
             m.last_delivery.labels(self.name).set(now)
+            if self._marked_stopped:
+                self._marked_stopped = False
+                self.store.clear_stopped(self.name)
+                m.stopped.labels("sink", self.name).set(0)
+                self.log.info("sink %s: delivering again; its earlier stop is cleared", self.name)
         events, size = self.store.spool_depth(self.name)
         m.spool_events.labels(self.name).set(events)
         m.spool_bytes.labels(self.name).set(size)

@@ -10,7 +10,9 @@ Metric names (all labelled by instance name):
 * ``dlpfwd_spool_events{sink}``, ``dlpfwd_spool_bytes{sink}``, ``dlpfwd_spool_oldest_age_seconds{sink}``;
 * ``dlpfwd_source_last_poll_timestamp_seconds{source}``,
   ``dlpfwd_sink_last_delivery_timestamp_seconds{sink}``, ``dlpfwd_sink_breaker_open{sink}``,
-  ``dlpfwd_source_paused{source}`` (1 while back-pressure holds the source).
+  ``dlpfwd_source_paused{source}`` (1 while back-pressure holds the source);
+* ``dlpfwd_stopped{role, instance}`` -- 1 while a source or sink is stopped by a fatal error (bad
+  credentials, a configuration the peer rejects); 0 once it works again.
 
 Each :class:`Metrics` has its own registry, so several forwarders (tests) never collide.
 """
@@ -60,6 +62,9 @@ class Metrics:
         )
         self.breaker_open = Gauge(
             "dlpfwd_sink_breaker_open", "1 while a sink's circuit breaker is open", ["sink"], registry=r
+        )
+        self.stopped = Gauge(
+            "dlpfwd_stopped", "1 while a source or sink is stopped by a fatal error", ["role", "instance"], registry=r
         )
         self.paused = Gauge("dlpfwd_source_paused", "1 while back-pressure pauses a source", ["source"], registry=r)
         self._server: Any = None

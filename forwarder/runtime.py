@@ -42,6 +42,7 @@ import orjson
 from forwarder.config import Config, SinkConfig, SourceConfig
 from forwarder.delivery import Backoff, Drainer
 from forwarder.errors import ConfigError, FatalError, ForwarderError, NotConnected, RetriableError
+from forwarder.logs import redact
 from forwarder.metrics import Metrics
 from forwarder.options import RetryOptions
 from forwarder.pipeline import BatchCounts, Pipeline, SinkRoute
@@ -185,6 +186,13 @@ class Forwarder:
             config, self.store, dict(host.normalizers), routes, self.metrics, self._wake, host=host
         )
         self.errors: list[str] = []
+        stopped = self.store.stopped()
+        configured = {s.name for s in config.sources} | {s.name for s in config.sinks}
+        for gone in set(stopped) - configured:
+            self.store.clear_stopped(gone)  # removed from the configuration: no longer an alarm
+        self._stopped_sources = {n for n in self.sources if stopped.get(n, {}).get("role") == "source"}
+        for name in self.sources:
+            self.metrics.stopped.labels("source", name).set(1 if name in self._stopped_sources else 0)
         for name in self.sinks:
             events, size = self.store.spool_depth(name)
             self.metrics.spool_events.labels(name).set(events)
@@ -259,7 +267,21 @@ class Forwarder:
         with self.store.transaction() as tx:
             tx.beat(name, now)
         self.metrics.last_poll.labels(name).set(now)
+        if name in self._stopped_sources:
+            self._stopped_sources.discard(name)
+            self.store.clear_stopped(name)
+            self.metrics.stopped.labels("source", name).set(0)
+            log.info("source %s: polling again; its earlier stop is cleared", name)
         return total
+
+    def _mark_stopped(self, name: str, reason: str) -> None:
+        """Persist a source's fatal stop for `dlpfwd state` / `health` and the metrics."""
+        self.metrics.stopped.labels("source", name).set(1)
+        self._stopped_sources.add(name)
+        try:
+            self.store.set_stopped(name, "source", redact(reason))
+        except Exception:  # noqa: BLE001 - the error line already tells the operator
+            log.exception("source %s: could not record the stop in the state store", name)
 
     def _source_loop(self, name: str, stop: threading.Event, once: bool = False) -> BatchCounts:
         source = self.sources[name]
@@ -281,6 +303,7 @@ class Forwarder:
                     return total
             except FatalError as exc:
                 self._error(f"source {name} stopped: {exc}")
+                self._mark_stopped(name, str(exc))
                 return total
             except RetriableError as exc:
                 if isinstance(exc, NotConnected):

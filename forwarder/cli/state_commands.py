@@ -5,7 +5,7 @@ also work without a valid configuration, e.g. on a copy of a state directory). T
 while ``dlpfwd run`` is running (SQLite WAL: readers never block the writer).
 
 Exit codes: 0 ok; 1 ``report`` found the data incomplete / ``health`` found a source or sink
-silent for longer than expected; 2 usage error (unknown sink, no state directory).
+silent for longer than expected or stopped by a fatal error; 2 usage error (unknown sink, no state directory).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from typing import Any
 
@@ -39,9 +40,33 @@ def _err(text: str) -> None:
 def _state_dir(args: argparse.Namespace) -> str:
     if getattr(args, "state_dir", None):
         return str(args.state_dir)
-    from forwarder.config import load_config
+    return state_dir_of(args.config)
 
-    return load_config(args.config, args.host).forwarder.state_dir
+
+def state_dir_of(path: str) -> str:
+    """The ``[forwarder] state_dir`` of the configuration at ``path``, validating only the
+    ``[forwarder]`` table: these read-only commands run without the service's environment, so
+    secret references (``${ENV}``, ``file:``) elsewhere are neither resolved nor required, and
+    no secret value is ever read. Raises :class:`ConfigError` with the key path on a problem."""
+    from forwarder.config import ForwarderSettings
+    from forwarder.errors import ConfigError
+    from forwarder.settings import build
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        problem = f"{path}: configuration file not found (use --config, $DLPFWD_CONFIG or --state-dir)"
+        raise ConfigError([problem]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read configuration: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    settings = build(ForwarderSettings, data.get("forwarder", {}), "forwarder", problems)
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return str(settings.state_dir)
 
 
 def _open(args: argparse.Namespace) -> SqliteStateStore | None:
@@ -75,6 +100,7 @@ def state_summary(store: SqliteStateStore, now: float | None = None) -> dict[str
     dead = store.dead_letter_counts()
     quarantined = store.quarantine_counts()
     beats = {b["name"]: b for b in store.heartbeats()}
+    stopped = store.stopped()
     sinks = {}
     for name in store.sinks():
         events, size = store.spool_depth(name)
@@ -85,6 +111,7 @@ def state_summary(store: SqliteStateStore, now: float | None = None) -> dict[str
             "oldest_age_seconds": round(now - oldest, 1) if oldest else 0,
             "dead_letters": dead.get(name, 0),
             "last_delivery": _when(beats.get(name, {}).get("last_ok")),
+            "stopped": _stopped(stopped.get(name)),
             **{k: v for k, v in totals.get(name, {}).items()},
         }
     sources = {}
@@ -96,9 +123,19 @@ def state_summary(store: SqliteStateStore, now: float | None = None) -> dict[str
             "cursor": store.get_cursor(f"source:{name}"),
             "last_poll": _when(b["last_ok"]),
             "quarantined_now": quarantined.get(name, 0),
+            "stopped": _stopped(stopped.get(name)),
             **{k: v for k, v in totals.get(name, {}).items()},
         }
+    for name, info in stopped.items():  # stopped before its first heartbeat (connect failed)
+        if info.get("role") == "source" and name not in sources:
+            sources[name] = {"cursor": None, "last_poll": "never", "quarantined_now": 0, "stopped": _stopped(info)}
     return {"sinks": sinks, "sources": sources}
+
+
+def _stopped(info: dict[str, Any] | None) -> dict[str, str] | None:
+    if not info:
+        return None
+    return {"reason": redact(str(info.get("reason", ""))), "since": _when(info.get("time"))}
 
 
 def _state(args: argparse.Namespace) -> int:
@@ -123,12 +160,16 @@ def _state(args: argparse.Namespace) -> int:
             f"duplicates dropped {s.get('duplicates', 0)}, quarantined {s.get('quarantined', 0)} "
             f"({s['quarantined_now']} kept)"
         )
+        if s.get("stopped"):
+            _out(f"  STOPPED since {s['stopped']['since']}: {s['stopped']['reason']}")
     for name, s in summary["sinks"].items():
         _out(
             f"sink {name}: spool {s['spool_events']} event(s) / {s['spool_bytes']} bytes, oldest "
             f"{s['oldest_age_seconds']} s; delivered {s.get('delivered', 0)}, dead letters {s['dead_letters']}, "
             f"dropped (spool full) {s.get('dropped_oldest', 0)}; last delivery {s['last_delivery']}"
         )
+        if s.get("stopped"):
+            _out(f"  STOPPED since {s['stopped']['since']}: {s['stopped']['reason']}")
     if correlation is not None:
         c = correlation
         _out(
@@ -299,9 +340,15 @@ def _report(args: argparse.Namespace) -> int:
 
 def health_problems(store: SqliteStateStore, now: float | None = None) -> list[str]:
     """Sources that have not polled and sinks that have not delivered (with a backlog) within
-    their expected interval: the "silently stopped" alarm."""
+    their expected interval: the "silently stopped" alarm; and every source or sink stopped by
+    a fatal error (until it polls / delivers successfully again)."""
     now = time.time() if now is None else now
     problems = []
+    for name, info in store.stopped().items():
+        problems.append(
+            f"{info.get('role', 'instance')} {name}: stopped since {_when(info.get('time'))}: "
+            f"{redact(str(info.get('reason', '')))}"
+        )
     for b in store.heartbeats():
         expect, last, name = b["expect"], b["last_ok"], b["name"]
         if not expect:
@@ -361,4 +408,6 @@ def dlpfwd_register_commands(register: Callable[..., None]) -> None:
         _dead_letters,
     )
     register("report", "completeness report: what was listed, delivered, pending or lost", _report_configure, _report)
-    register("health", "exit 1 if a source has not polled or a sink has not delivered in time", _noop, _health)
+    register(
+        "health", "exit 1 if a source or sink stopped, has not polled or has not delivered in time", _noop, _health
+    )

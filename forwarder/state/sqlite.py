@@ -569,6 +569,24 @@ class SqliteStateStore:
         with self._lock:
             self._db.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
 
+    # A source or sink stopped by a fatal error (bad credentials, a rejected configuration):
+    # kept here so `dlpfwd state` / `health` see it from another process, until it works again.
+    _STOPPED_NS = "host:stopped"
+
+    def set_stopped(self, name: str, role: str, reason: str, now: float | None = None) -> None:
+        """Remember that ``name`` (role ``source`` or ``sink``) was stopped by a fatal error."""
+        when = time.time() if now is None else now
+        self.kv_put(self._STOPPED_NS, name, {"role": role, "reason": reason, "time": when})
+
+    def clear_stopped(self, name: str) -> None:
+        """``name`` works again (it polled / delivered successfully)."""
+        self.kv_delete(self._STOPPED_NS, name)
+
+    def stopped(self) -> dict[str, dict[str, Any]]:
+        """Name -> ``{"role", "reason", "time"}`` of every source and sink stopped by a fatal error."""
+        rows = self._reader().execute("SELECT key, value FROM kv WHERE ns = ? ORDER BY key", (self._STOPPED_NS,))
+        return {k: orjson.loads(v) for k, v in rows}
+
     def set_expectation(self, name: str, role: str, within: float) -> None:
         """Remember how often ``name`` must poll/deliver, for ``dlpfwd health`` without a config."""
         with self._lock:
