@@ -25,6 +25,7 @@ from forwarder.config import Config, PolicySettings, SinkConfig
 from forwarder.errors import MalformedRecord
 from forwarder.metrics import Metrics
 from forwarder.options import FilterOptions
+from forwarder.policy import SensitiveValuePolicy
 from forwarder.schema import DlpEvent, iso_utc, severity_rank
 from forwarder.source import NormalizeContext, Source, SourceBatch
 from forwarder.state.base import StateStore
@@ -138,6 +139,7 @@ class Pipeline:
         self.routes = routes
         self.metrics = metrics
         self.policy = load_policy(config.policy)
+        self.scrubber = SensitiveValuePolicy(config.policy)  # for quarantined records (never events)
         self.dedup_window = config.forwarder.dedup_window
         self.on_spooled = on_spooled
         self.correlation: Any = None  # forwarder.correlation.stage.CorrelationStage when [correlation] is on
@@ -188,11 +190,12 @@ class Pipeline:
         for rec in batch.records:
             unit = rec.unit or default_unit
             if rec.data is None:
-                bad.append((unit, rec.kind, rec.raw or b"", "record is not valid JSON"))
+                bad.append((unit, rec.kind, self.quarantine_bytes(None, rec.raw), "record is not valid JSON"))
                 continue
             norm = normalizers.get(rec.kind)
             if norm is None:
-                bad.append((unit, rec.kind, rec.raw or orjson.dumps(rec.data), f"no normalizer for kind {rec.kind!r}"))
+                reason = f"no normalizer for kind {rec.kind!r}"
+                bad.append((unit, rec.kind, self.quarantine_bytes(rec.data, rec.raw), reason))
                 continue
             try:
                 produced = norm(rec.data, ctx)
@@ -206,10 +209,12 @@ class Pipeline:
                     result = policy(ev)
                     events.append((result if isinstance(result, DlpEvent) else ev, unit))
             except MalformedRecord as exc:
-                bad.append((unit, rec.kind, exc.raw or rec.raw or orjson.dumps(rec.data), exc.reason))
+                data, raw = (None, exc.raw) if exc.raw else (rec.data, rec.raw)
+                raw_bytes = self.quarantine_bytes(data, raw)
+                bad.append((unit, rec.kind, raw_bytes, exc.reason))
             except Exception as exc:  # noqa: BLE001 - a faulty normalizer must not stop the pipeline
                 reason = f"normalizer for {rec.kind!r} failed: {type(exc).__name__}: {exc}"
-                bad.append((unit, rec.kind, rec.raw or orjson.dumps(rec.data), reason))
+                bad.append((unit, rec.kind, self.quarantine_bytes(rec.data, rec.raw), reason))
         counts.normalized = len(events)
         counts.quarantined = len(bad)
         announced: list[tuple[str, str]] = []
@@ -231,6 +236,27 @@ class Pipeline:
         if bad:
             log.warning("source %s: quarantined %d record(s) that could not be normalized", name, len(bad))
         return counts
+
+    def quarantine_bytes(self, data: Any, raw: bytes | None) -> bytes:
+        """What the quarantine stores for a record that could not be normalized: the record
+        (``data``, else ``raw`` parsed as JSON) with matched sensitive values scrubbed by the
+        policy, re-serialized. Bytes that are not JSON cannot be scrubbed: they are stored as
+        received (``dlpfwd dead-letters list`` shows only their size and digest unless asked
+        with ``--show-raw``)."""
+        if data is None and raw:
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return bytes(raw)
+        if data is None:
+            return bytes(raw or b"")
+        if not isinstance(data, dict | list):
+            return orjson.dumps(data)
+        try:
+            copy = orjson.loads(orjson.dumps(data))  # the source's object stays as it was
+            return orjson.dumps(self.scrubber.scrub(copy))
+        except orjson.JSONEncodeError:  # nested too deep to serialize: keep nothing that may hold values
+            return b'"[record not kept by dlpfwd: too deeply nested to scrub]"'
 
     @staticmethod
     def serialize(events: list[tuple[DlpEvent, str]], routes: list[SinkRoute]) -> list[Prepared]:

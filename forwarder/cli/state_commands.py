@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import os
 import sys
 import time
@@ -191,7 +192,12 @@ def _dead_letters_configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--id", type=int, action="append", dest="ids", metavar="N", help="only this entry (repeatable)")
     parser.add_argument("--limit", type=int, default=50, help="entries to list (default 50)")
-    parser.add_argument("--payload", action="store_true", help="list: also print each entry's payload")
+    parser.add_argument(
+        "--payload",
+        "--show-raw",
+        action="store_true",
+        help="list: also print each entry's payload / quarantined bytes (unparseable records are kept as received)",
+    )
     _common(parser)
 
 
@@ -256,6 +262,8 @@ def _quarantine(store: SqliteStateStore, args: argparse.Namespace) -> int:
             "time": _when(r.time),
             "kind": r.kind,
             "reason": r.reason,
+            "size": len(r.raw),
+            "sha256": hashlib.sha256(r.raw).hexdigest(),
             **({"raw": r.raw.decode("utf-8", "replace")} if args.payload else {}),
         }
         for r in rows
@@ -265,7 +273,10 @@ def _quarantine(store: SqliteStateStore, args: argparse.Namespace) -> int:
         return EXIT_OK
     _out(f"source {args.source}: {store.quarantine_counts().get(args.source, 0)} quarantined record(s)")
     for item in listing:
-        _out(f"  #{item['id']} {item['time']} kind {item['kind']}: {item['reason']}")
+        _out(
+            f"  #{item['id']} {item['time']} kind {item['kind']}, {item['size']} bytes, "
+            f"sha256 {str(item['sha256'])[:16]}: {item['reason']}"
+        )
         if args.payload:
             _out(f"    {item['raw']}")
     return EXIT_OK
