@@ -5,7 +5,8 @@ Each line is ``{"kind": "<record kind>", "data": {...}}``; a line that is a JSON
 without ``kind``/``data`` is taken as ``{"kind": default_kind, "data": <the line>}``. A line
 that is not JSON becomes a record with ``data = None`` and its bytes in ``raw`` (the host
 quarantines it). The cursor is ``{"offset": <byte offset after the last line read>, "line": n}``,
-so a restart resumes exactly after the last committed batch. A trailing line without a
+so a restart resumes exactly after the last committed batch. Ledger unit: one per batch,
+``<path>@<byte offset of the batch's first line>``; every record of the batch carries it. A trailing line without a
 newline is not read until it is complete (a writer may still be appending).
 
 It also registers a normalizer for the ``sample`` kind: ``data`` is an already-normalized
@@ -81,6 +82,7 @@ class SampleSource(Source):
         if offset > size:  # the file was replaced by a shorter one: start over
             offset, line_no = 0, 0
         records: list[RawRecord] = []
+        unit = f"{self.settings.path}@{offset}"  # the batch's ledger unit: where it starts
         with open(self.settings.path, "rb") as fh:
             fh.seek(offset)
             for line in fh:
@@ -91,18 +93,18 @@ class SampleSource(Source):
                 stripped = line.strip()
                 if not stripped:
                     continue
-                record = self._record(stripped, line_no)
+                record = self._record(stripped, unit)
                 if window is not None and not _in_window(record, window):
                     continue
                 records.append(record)
                 if len(records) >= self.settings.batch_size:
-                    yield self._batch(records, offset, line_no)
+                    yield self._batch(records, unit, offset, line_no)
                     records = []
+                    unit = f"{self.settings.path}@{offset}"
         if records or (cursor or {}).get("offset", 0) != offset:
-            yield self._batch(records, offset, line_no)
+            yield self._batch(records, unit, offset, line_no)
 
-    def _record(self, line: bytes, line_no: int) -> RawRecord:
-        unit = f"{self.settings.path}:{line_no}"
+    def _record(self, line: bytes, unit: str) -> RawRecord:
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -113,10 +115,10 @@ class SampleSource(Source):
             return RawRecord(kind=obj["kind"], data=obj["data"], raw=None, unit=unit)
         return RawRecord(kind=self.settings.default_kind, data=obj, raw=None, unit=unit)
 
-    def _batch(self, records: list[RawRecord], offset: int, line_no: int) -> SourceBatch:
+    def _batch(self, records: list[RawRecord], unit_id: str, offset: int, line_no: int) -> SourceBatch:
         self.context.count("records_read", len(records))
         unit = WorkUnit(
-            id=f"{self.settings.path}@{offset}",
+            id=unit_id,
             kind="sample-lines",
             status="fetched",
             listed=len(records),
