@@ -132,7 +132,7 @@ class TokenProvider:
             except ValueError as exc:  # msal: bad authority, unreadable key or PFX
                 raise FatalError(f"auth: {_first_line(exc)}") from None
             except Exception as exc:  # noqa: BLE001 - requests/msal transport failures
-                raise RetriableError(f"login host {authority_host} unreachable: {_first_line(exc)}") from None
+                raise RetriableError(f"login host {authority_host} unreachable: {root_cause(exc)}") from None
         return self._app
 
     def _acquire(self, scope: str) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class TokenProvider:
         try:
             result: dict[str, Any] = app.acquire_token_for_client(scopes=[scope])
         except Exception as exc:  # noqa: BLE001 - msal/requests transport failures
-            raise RetriableError(f"token request to the login host failed: {type(exc).__name__}") from None
+            raise RetriableError(f"token request to the login host failed: {root_cause(exc)}") from None
         if "access_token" not in result:
             code = str(result.get("error", "error"))
             desc = str(result.get("error_description", "")).split("\n")[0][:300]
@@ -167,6 +167,36 @@ def _first_line(exc: BaseException) -> str:
     """A short, header-free description of a library exception (no tokens, no secrets)."""
     text = str(exc).split("\n")[0]
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+def root_cause(exc: BaseException, limit: int = 300) -> str:
+    """The innermost cause of a library exception as ``Class: message``: readable (no
+    ``(Caused by SSLError(SSLCertVerificationErr`` cut mid-word), redacted, on one line and at
+    most ``limit`` characters, cut at a word boundary.
+
+    The chain is followed through ``__cause__``/``__context__`` and the wrapped exception that
+    requests and urllib3 keep in ``args[0]`` / ``reason`` (requests' ``SSLError`` holds a
+    ``MaxRetryError`` holding an ``SSLError`` holding the ``ssl.SSLCertVerificationError``)."""
+    from forwarder.logs import redact
+
+    inner, seen = exc, {id(exc)}
+    while True:
+        nxt = inner.__cause__ or inner.__context__ or getattr(inner, "reason", None)
+        if not isinstance(nxt, BaseException) and inner.args and isinstance(inner.args[0], BaseException):
+            nxt = inner.args[0]
+        if not isinstance(nxt, BaseException) or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        inner = nxt
+    message = " ".join(str(inner).split())  # one line
+    text = redact(f"{type(inner).__name__}: {message}" if message else type(inner).__name__)
+    if inner is not exc and type(exc).__name__ != type(inner).__name__:
+        text = redact(f"{type(exc).__name__} caused by ") + text
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:(") + "…"
 
 
 def certificate_thumbprint(pem: bytes) -> str:

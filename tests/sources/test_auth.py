@@ -146,3 +146,35 @@ def test_unreadable_credential_files_are_fatal(tenant, tmp_path):
         TokenProvider(settings(emu, server, certificate=str(tmp_path / "missing.pem")))
     with pytest.raises(FatalError, match="not found"):
         TokenProvider(settings(emu, server, pfx=str(tmp_path / "missing.pfx")))
+
+
+def test_tls_failure_names_the_root_cause_readably(tenant):
+    """A client without the emulator's CA: the error gives the innermost cause (the certificate
+    verification failure) whole, on one line, bounded, not cut mid-word."""
+    emu, server = tenant
+    tp = TokenProvider(settings(emu, server, client_secret=Secret(emu.client_secret)), HttpSettings())
+    with pytest.raises(RetriableError) as info:
+        tp.token(GRAPH)
+    message = str(info.value)
+    assert "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed" in message
+    assert "\n" not in message and len(message) < 400
+    assert "Caused by" not in message  # not the wrapped repr chain of requests/urllib3
+    assert emu.client_secret not in message
+
+
+def test_root_cause_is_bounded_at_a_word_boundary_and_redacted():
+    from forwarder.auth import root_cause
+
+    try:
+        try:
+            raise ValueError("word " * 200 + "client_secret=hunter2hunter2")
+        except ValueError as inner:
+            raise RuntimeError("wrapper") from inner
+    except RuntimeError as exc:
+        text = root_cause(exc)
+    assert text.startswith("RuntimeError caused by ValueError: word word")
+    assert len(text) <= 300 and text.endswith("word…")
+    try:
+        raise OSError("token request failed client_secret=hunter2hunter2")
+    except OSError as exc:
+        assert "hunter2" not in root_cause(exc)
