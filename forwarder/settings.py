@@ -87,7 +87,9 @@ def setting(
     """Declare one setting. ``doc`` is shown by ``dlpfwd plugins --settings`` and in the docs.
 
     ``url`` restricts a string to URLs with these schemes (``("https",)``); ``choices`` to a set
-    of values; ``minimum``/``maximum`` bound numbers. A setting with no default is required.
+    of values; ``minimum``/``maximum`` bound numbers. On a ``list[...]`` setting they apply to
+    each item (``content_types: list[str] = setting(..., choices=(...))``). A setting with no
+    default is required.
     """
     metadata = {"doc": doc, "choices": choices, "url": url, "minimum": minimum, "maximum": maximum}
     if default_factory is not MISSING:
@@ -241,7 +243,8 @@ def _coerce(hint: Any, value: Any, path: str, problems: list[str], meta: typing.
         if not isinstance(value, list):
             problems.append(f"{path}: expected an array, got {_kind(value)}")
             return None
-        return [_coerce(item, v, f"{path}[{i}]", problems, {}) for i, v in enumerate(value)]
+        # choices / url / minimum / maximum of a list setting apply to each of its items
+        return [_coerce(item, v, f"{path}[{i}]", problems, meta) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             problems.append(f"{path}: expected a table, got {_kind(value)}")

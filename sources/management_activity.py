@@ -84,7 +84,9 @@ class ManagementActivitySettings:
     )
     publisher_id: str = setting("", doc="PublisherIdentifier sent on every call (default: the tenant id)")
     content_types: list[str] = setting(
-        default_factory=lambda: ["DLP.All"], doc="content types: DLP.All, Audit.General (endpoint DLP), ..."
+        default_factory=lambda: ["DLP.All"],
+        doc="content types: DLP.All, Audit.General (endpoint DLP), ...",
+        choices=CONTENT_TYPES,
     )
     record_types: list[int] = setting(
         default_factory=lambda: list(DLP_RECORD_TYPES),
