@@ -196,6 +196,8 @@ class Drainer:
         self.delivered = 0
         self.idle = threading.Event()
         self.settler = Settler(self)
+        self._breaker_seen = CLOSED
+        self._clock = clock
         # Stopped by a fatal error in an earlier run? Cleared at the first successful delivery.
         self._marked_stopped = name in store.stopped()
         metrics.stopped.labels("sink", name).set(1 if self._marked_stopped else 0)
@@ -215,6 +217,7 @@ class Drainer:
                 if finishing and finish_started is None:
                     finish_started = time.monotonic()
                 wait = self.gate.wait_time()
+                self._note_breaker()
                 if wait > 0:
                     self.metrics.breaker_open.labels(self.name).set(1 if self.gate.breaker.state == OPEN else 0)
                     if finishing and (self.gate.failures >= 3 or wait > 5.0):
@@ -271,7 +274,25 @@ class Drainer:
             )
             return False
         self.connected = True
+        self.log.info("sink %s: connected", self.name)
         return True
+
+    def _note_breaker(self) -> None:
+        """Log a change of the circuit breaker's state (closed / open / half_open)."""
+        state = self.gate.breaker.state
+        if state == self._breaker_seen:
+            return
+        before, self._breaker_seen = self._breaker_seen, state
+        if state == OPEN:
+            self.log.info(
+                "sink %s: circuit breaker %s -> open after %d failed batch(es); next probe in %.1f s",
+                self.name,
+                before,
+                self.gate.breaker.failures,
+                max(0.0, self.gate.breaker.open_until - self._clock()),
+            )
+        else:
+            self.log.info("sink %s: circuit breaker %s -> %s", self.name, before, state)
 
     def _stop_sink(self, message: str) -> None:
         self.fatal = message
@@ -334,6 +355,18 @@ class Drainer:
         except Exception as exc:  # noqa: BLE001 - isolate the event that trips the sink
             return self._crashed(rows, exc)
         self._crash_head = (0, 0)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "sink %s: batch of %d event(s), %d bytes: delivered %d, pending %d, retry %d, rejected %d%s",
+                self.name,
+                len(rows),
+                sum(len(r.payload) for r in rows),
+                len(outcome.delivered),
+                len(outcome.pending),
+                len(rows) - len(set(outcome.delivered) | set(outcome.pending) | set(outcome.rejected)),
+                len(outcome.rejected),
+                " (fatal)" if outcome.fatal else "",
+            )
         self.apply(rows, outcome)
         if self._limit_override is not None and self.pos >= self._override_until:
             self._limit_override = None  # past the batch that raised: back to full batches
@@ -430,6 +463,13 @@ class Drainer:
             self._stop_sink(outcome.fatal)
         elif retry:
             delay = self.gate.failed(outcome.retry_reason or "sink asked to retry", outcome.retry_after)
+            self.log.debug(
+                "sink %s: retry delay %.2f s (consecutive failures %d, Retry-After %s)",
+                self.name,
+                delay,
+                self.gate.failures,
+                outcome.retry_after,
+            )
             self.log.warning(
                 "sink %s: %d event(s) to retry (%s); next attempt in %.1f s",
                 self.name,

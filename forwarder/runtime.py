@@ -250,6 +250,9 @@ class Forwarder:
         source = self.sources[name]
         key = f"source:{name}"
         total = BatchCounts()
+        started = time.monotonic()
+        n_batches = 0
+        cursor_moved = False
         batches = source.poll(self.store.get_cursor(key))
         try:
             for batch in batches:
@@ -257,6 +260,8 @@ class Forwarder:
                 if counts is None:
                     break
                 total.add(counts)
+                n_batches += 1
+                cursor_moved = cursor_moved or batch.cursor is not None
                 if stop.is_set():
                     break
         finally:
@@ -267,6 +272,18 @@ class Forwarder:
         with self.store.transaction() as tx:
             tx.beat(name, now)
         self.metrics.last_poll.labels(name).set(now)
+        log.debug(
+            "source %s: poll done in %.2f s: %d batch(es), %d record(s) read, %d spooled, %d duplicate(s), "
+            "%d quarantined; cursor %s",
+            name,
+            time.monotonic() - started,
+            n_batches,
+            total.read,
+            total.spooled,
+            total.duplicates,
+            total.quarantined,
+            "advanced" if cursor_moved else "unchanged",
+        )
         if name in self._stopped_sources:
             self._stopped_sources.discard(name)
             self.store.clear_stopped(name)
@@ -297,6 +314,7 @@ class Forwarder:
                 if not connected:
                     source.connect()
                     connected = True
+                    log.info("source %s: connected", name)
                 total.add(self.poll_source(name, stop))
                 backoff.succeeded()
                 if once:
