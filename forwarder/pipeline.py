@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -84,6 +85,26 @@ def make_filter(f: FilterOptions) -> Callable[[DlpEvent], bool] | None:
         )
 
     return accept
+
+
+_WORD = re.compile(r"[^\s'\"`,;:()\[\]{}<>=]{4,}")
+
+
+def scrub_reason(reason: str, data: Any, kept: bytes) -> str:
+    """``reason`` (a normalizer's exception message) without any word of the record that the
+    policy scrubbed from the stored copy ``kept``: an exception may quote a matched value
+    (``invalid literal for int(): '4111...'``)."""
+    if data is None or not reason:
+        return reason
+    try:
+        original = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return reason
+    for word in set(_WORD.findall(reason)):
+        b = word.encode()
+        if b in original and b not in kept:
+            reason = reason.replace(word, "***")
+    return reason
 
 
 def load_policy(settings: PolicySettings) -> Callable[[DlpEvent], Any]:
@@ -211,10 +232,11 @@ class Pipeline:
             except MalformedRecord as exc:
                 data, raw = (None, exc.raw) if exc.raw else (rec.data, rec.raw)
                 raw_bytes = self.quarantine_bytes(data, raw)
-                bad.append((unit, rec.kind, raw_bytes, exc.reason))
+                bad.append((unit, rec.kind, raw_bytes, scrub_reason(exc.reason, rec.data, raw_bytes)))
             except Exception as exc:  # noqa: BLE001 - a faulty normalizer must not stop the pipeline
                 reason = f"normalizer for {rec.kind!r} failed: {type(exc).__name__}: {exc}"
-                bad.append((unit, rec.kind, self.quarantine_bytes(rec.data, rec.raw), reason))
+                raw_bytes = self.quarantine_bytes(rec.data, rec.raw)
+                bad.append((unit, rec.kind, raw_bytes, scrub_reason(reason, rec.data, raw_bytes)))
         counts.normalized = len(events)
         counts.quarantined = len(bad)
         announced: list[tuple[str, str]] = []

@@ -77,3 +77,18 @@ def test_quarantined_records_are_scrubbed_and_listed_without_bytes(
     assert main(["--config", "/nonexistent.toml", *args]) == 0
     out, _ = capsys.readouterr()
     assert UNPARSEABLE_MARK in out and CARD not in out
+
+
+def test_a_normalizer_error_quoting_a_matched_value_is_scrubbed(tmp_path: Path) -> None:
+    cfg = h.config(str(tmp_path / "state"), [h.listed(count=0)], [h.recording("s", str(tmp_path / "o.jsonl"))])
+    with Forwarder(cfg, h.make_host()) as fw:
+
+        def strict(data: dict[str, object], ctx: object) -> list[object]:
+            raise ValueError(f"invalid literal for int() with base 10: {CARD!r} (record {data['Id']})")
+
+        fw.pipeline.normalizers["test"] = strict
+        batch = SourceBatch([RawRecord("test", broken_record(), None, "u1")])
+        fw.pipeline.process("src", "listed", fw.sources["src"], batch, "source:src")
+        (q,) = fw.store.quarantined("src")
+        assert CARD not in q.reason and "ValueError: invalid literal" in q.reason and "ev-0000008" in q.reason
+    assert CARD.encode() not in state_bytes(tmp_path / "state")
