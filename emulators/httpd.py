@@ -105,6 +105,7 @@ def _make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "dlpfwd-emulator"
+        timeout = 120  # seconds of client silence before the connection is dropped
         disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
@@ -190,7 +191,9 @@ class EmulatorServer:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(str(cert), str(key))
-            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            # The handshake runs on first read, in the connection's own thread: a client that
+            # connects and says nothing cannot stall the accepting thread (and so the server).
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         address = self.httpd.server_address
         self.host, self.port = str(address[0]), int(address[1])
         scheme = "https" if tls else "http"

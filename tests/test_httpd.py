@@ -36,3 +36,17 @@ def test_oversized_body_is_refused_before_the_handler(tmp_path) -> None:
         assert client.post("/echo", content=b"x" * 10).json() == {"n": 10}
         response = client.post("/echo", content=b"x" * 5000)
     assert response.status_code == 413
+
+
+def test_a_silent_client_does_not_stall_the_server(tmp_path) -> None:
+    import socket
+    import ssl
+
+    with EmulatorServer(_app(), tls=True, cert_dir=tmp_path) as server:
+        silent = socket.create_connection((server.host, server.port))  # connects, never handshakes
+        try:
+            ctx = ssl.create_default_context(cafile=server.ca_file)
+            with httpx.Client(base_url=server.url, verify=ctx, timeout=5) as client:
+                assert client.get("/plain").status_code == 200
+        finally:
+            silent.close()
