@@ -116,11 +116,18 @@ class Checkpointer:
         self._thread.join()
 
 
-def _connect(path: str) -> sqlite3.Connection:
+#: Page cache per connection, in KiB: the one writer gets 16 MB; per-thread readers (which scan
+#: spool segments sequentially) and the checkpointer need little, and there is one reader per
+#: source and drainer thread, so their caches would otherwise dominate peak RSS.
+WRITER_CACHE_KIB = 16000
+READER_CACHE_KIB = 2000
+
+
+def _connect(path: str, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA cache_size=-16000")  # 16 MB page cache per connection: memory stays bounded
+    conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # bounded page cache: memory stays bounded
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
@@ -347,7 +354,7 @@ class SqliteStateStore:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
         self._lock = threading.RLock()
-        self._db = _connect(self.path)
+        self._db = _connect(self.path, WRITER_CACHE_KIB)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._unit_cache: dict[tuple[str, str], int] = {}
