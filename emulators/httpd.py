@@ -15,6 +15,7 @@ import gzip
 import ipaddress
 import re
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,6 +167,17 @@ def _make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     return _Handler
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded server that stays quiet about clients that hang up or fail the TLS handshake."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
 def _http_date() -> str:
     from email.utils import formatdate
 
@@ -180,7 +192,7 @@ class EmulatorServer:
     ) -> None:
         self.app = app
         self.tls = tls
-        self.httpd = ThreadingHTTPServer((host, port), _make_handler(app))
+        self.httpd = _Server((host, port), _make_handler(app))
         self.httpd.daemon_threads = True
         self.ca_file = ""
         if tls:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import ssl
 
 import pytest
 
@@ -243,7 +244,7 @@ overlap = 600
                 f"{server.url}/v1.0/security/alerts_v2/{alert_id}",
                 json={"status": "resolved", "classification": "truePositive", "assignedTo": "soc@contoso.com"},
                 headers={"Authorization": f"Bearer {token}"},
-                verify=server.ca_file,
+                verify=ssl.create_default_context(cafile=server.ca_file),
             )
             assert r.status_code == 200, r.text
             emu.clock.advance(minutes=1)
