@@ -8,11 +8,14 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import orjson
 
-from forwarder.auth import AuthSettings, cloud_of
+from forwarder.auth import AuthSettings, TokenProvider, cloud_of
 from forwarder.clouds import Cloud
 from forwarder.schema import parse_time
+from forwarder.source import Source, SourceContext
+from sources._api import ApiClient, RequestBudget, Tokens
 
 
 def cloud(auth: AuthSettings) -> Cloud:
@@ -103,3 +106,55 @@ def _duration(seconds: float) -> str:
     if s >= 60:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s}s"
+
+
+class ApiSource(Source):
+    """A source reading one Microsoft API through one :class:`ApiClient` per instance.
+
+    The client is built on first use (no network at construction). Tests inject the HTTP
+    ``transport``, the ``tokens`` provider and the ``sleep`` used for back-off; in production
+    they are httpx's, a :class:`TokenProvider` from ``settings.auth`` and ``time.sleep``.
+    Subclasses' settings carry ``auth``, ``http`` and ``max_retry_wait``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: Any,
+        context: SourceContext,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        tokens: Tokens | None = None,
+        sleep: Any = None,
+    ) -> None:
+        super().__init__(name, settings, context)
+        self.tenant_id = settings.auth.tenant_id
+        self._transport = transport
+        self._tokens = tokens
+        self._sleep = sleep
+        self.client: ApiClient | None = None
+
+    def _build_client(self, base_url: str, resource_root: str, budget: RequestBudget, **options: Any) -> ApiClient:
+        """Build ``self.client`` for ``base_url`` with a token for ``resource_root``'s scope."""
+        s = self.settings
+        tokens = self._tokens or TokenProvider(s.auth, s.http)
+        self._tokens = tokens
+        if self._sleep is not None:
+            options["sleep"] = self._sleep
+        self.client = ApiClient(
+            base_url=base_url,
+            tokens=tokens,
+            scope=resource_scope(resource_root),
+            http=s.http,
+            log=self.log,
+            budget=budget,
+            max_wait=s.max_retry_wait,
+            transport=self._transport,
+            **options,
+        )
+        return self.client
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None

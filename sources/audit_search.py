@@ -19,26 +19,24 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from forwarder.auth import AuthSettings, TokenProvider
+from forwarder.auth import AuthSettings
 from forwarder.errors import FatalError, NotSupported, RetriableError
 from forwarder.hookspecs import hookimpl
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
-from forwarder.source import RawRecord, Source, SourceBatch, SourceContext, WorkUnit
-from sources._api import ApiClient, RequestBudget, Tokens, graph_pages
+from forwarder.source import RawRecord, SourceBatch, SourceContext, WorkUnit
+from sources._api import ApiClient, RequestBudget, graph_pages
 from sources._common import (
+    ApiSource,
     BackfillProgress,
     cloud,
     count_windows,
     iso,
     parse_cursor_time,
-    resource_scope,
     token_roles,
     windows,
 )
@@ -80,28 +78,16 @@ class AuditSearchSettings:
     max_retry_wait: float = setting(120.0, doc="seconds spent retrying one request before giving up", minimum=0)
 
 
-class AuditSearchSource(Source):
+class AuditSearchSource(ApiSource):
     """See the module docstring."""
 
     settings_class = AuditSearchSettings
     settings: AuditSearchSettings
 
-    def __init__(
-        self,
-        name: str,
-        settings: AuditSearchSettings,
-        context: SourceContext,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        tokens: Tokens | None = None,
-        sleep: Callable[[float], None] | None = None,
-    ) -> None:
-        super().__init__(name, settings, context)
-        self.tenant_id = settings.auth.tenant_id
-        self._transport = transport
-        self._tokens = tokens
-        self._sleep = sleep or time.sleep
-        self.client: ApiClient | None = None
+    def __init__(self, name: str, settings: AuditSearchSettings, context: SourceContext, **inject: Any) -> None:
+        super().__init__(name, settings, context, **inject)
+        if self._sleep is None:
+            self._sleep = time.sleep  # also paces the wait for a query to finish
 
     def _check_cloud(self) -> None:
         c = cloud(self.settings.auth)
@@ -113,27 +99,19 @@ class AuditSearchSource(Source):
             )
 
     def _api(self) -> ApiClient:
-        if self.client is None:
-            s = self.settings
-            the_cloud = cloud(s.auth)
-            root = (s.graph_url or the_cloud.graph).rstrip("/")
-            tokens = self._tokens or TokenProvider(s.auth, s.http)
-            self._tokens = tokens
-            self.client = ApiClient(
-                base_url=f"{root}/{s.api_version}",
-                tokens=tokens,
-                scope=resource_scope(the_cloud.graph),
-                http=s.http,
-                log=self.log,
-                budget=RequestBudget(s.requests_per_minute),
-                headers={"Prefer": "include-unknown-enum-members"},
-                retry_partial=True,
-                max_wait=s.max_retry_wait,
-                transport=self._transport,
-                sleep=self._sleep,
-                what=f"audit_search {self.name}",
-            )
-        return self.client
+        if self.client is not None:
+            return self.client
+        s = self.settings
+        the_cloud = cloud(s.auth)
+        root = (s.graph_url or the_cloud.graph).rstrip("/")
+        return self._build_client(
+            f"{root}/{s.api_version}",
+            the_cloud.graph,
+            RequestBudget(s.requests_per_minute),
+            headers={"Prefer": "include-unknown-enum-members"},
+            retry_partial=True,
+            what=f"audit_search {self.name}",
+        )
 
     def connect(self) -> None:
         try:
@@ -147,11 +125,6 @@ class AuditSearchSource(Source):
         api = self._api()
         response = api.request("GET", "security/auditLog/queries", params={"$top": "1"}, what="probe queries")
         api.raise_for(response, f"audit_search {self.name}: GET security/auditLog/queries", PERMISSION)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
 
     def health(self) -> Health:
         health = Health()

@@ -26,23 +26,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from forwarder.auth import AuthSettings, TokenProvider
+from forwarder.auth import AuthSettings
 from forwarder.errors import FatalError, RetriableError
 from forwarder.hookspecs import hookimpl
 from forwarder.schema import iso_utc
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
-from forwarder.source import RawRecord, Source, SourceBatch, SourceContext, WorkUnit
-from sources._api import ApiClient, RequestBudget, Tokens, graph_pages
+from forwarder.source import RawRecord, SourceBatch, SourceContext, WorkUnit
+from sources._api import ApiClient, RequestBudget, graph_pages
 from sources._common import (
+    ApiSource,
     BackfillProgress,
     cloud,
     count_windows,
     iso,
     parse_cursor_time,
-    resource_scope,
     token_roles,
     windows,
 )
@@ -80,57 +78,32 @@ class GraphSecuritySettings:
     max_retry_wait: float = setting(120.0, doc="seconds spent retrying one request before giving up", minimum=0)
 
 
-class GraphSecuritySource(Source):
+class GraphSecuritySource(ApiSource):
     """See the module docstring."""
 
     settings_class = GraphSecuritySettings
     settings: GraphSecuritySettings
 
-    def __init__(
-        self,
-        name: str,
-        settings: GraphSecuritySettings,
-        context: SourceContext,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        tokens: Tokens | None = None,
-        sleep: Any = None,
-    ) -> None:
-        super().__init__(name, settings, context)
-        self.tenant_id = settings.auth.tenant_id
-        self._transport = transport
-        self._tokens = tokens
-        self._sleep = sleep
-        self.client: ApiClient | None = None
+    def __init__(self, name: str, settings: GraphSecuritySettings, context: SourceContext, **inject: Any) -> None:
+        super().__init__(name, settings, context, **inject)
         self._expand = settings.expand_alerts
 
     # ------------------------------------------------------------------ lifecycle
 
     def _api(self) -> ApiClient:
-        if self.client is None:
-            s = self.settings
-            the_cloud = cloud(s.auth)
-            root = (s.graph_url or the_cloud.graph).rstrip("/")
-            tokens = self._tokens or TokenProvider(s.auth, s.http)
-            self._tokens = tokens
-            kwargs: dict[str, Any] = {}
-            if self._sleep is not None:
-                kwargs["sleep"] = self._sleep
-            self.client = ApiClient(
-                base_url=f"{root}/{s.api_version}",
-                tokens=tokens,
-                scope=resource_scope(the_cloud.graph),
-                http=s.http,
-                log=self.log,
-                budget=RequestBudget(s.requests_per_minute),
-                headers={"Prefer": "include-unknown-enum-members"},
-                retry_partial=True,
-                max_wait=s.max_retry_wait,
-                transport=self._transport,
-                what=f"graph_security {self.name}",
-                **kwargs,
-            )
-        return self.client
+        if self.client is not None:
+            return self.client
+        s = self.settings
+        the_cloud = cloud(s.auth)
+        root = (s.graph_url or the_cloud.graph).rstrip("/")
+        return self._build_client(
+            f"{root}/{s.api_version}",
+            the_cloud.graph,
+            RequestBudget(s.requests_per_minute),
+            headers={"Prefer": "include-unknown-enum-members"},
+            retry_partial=True,
+            what=f"graph_security {self.name}",
+        )
 
     def connect(self) -> None:
         self._sync_clock()
@@ -142,11 +115,6 @@ class GraphSecuritySource(Source):
         permission = ALERTS_PERMISSION if self.settings.alerts else INCIDENTS_PERMISSION
         response = api.request("GET", path, params={"$top": "1"}, what=f"graph_security {self.name}: probe")
         api.raise_for(response, f"graph_security {self.name}: GET {path}", permission)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
 
     def health(self) -> Health:
         health = Health()

@@ -37,23 +37,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
-from forwarder.auth import AuthSettings, TokenProvider
+from forwarder.auth import AuthSettings
 from forwarder.errors import FatalError, NotSupported, RetriableError
 from forwarder.hookspecs import hookimpl
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
-from forwarder.source import RawRecord, Source, SourceBatch, SourceContext, WorkUnit
-from sources._api import ApiClient, RequestBudget, Tokens, api_error
+from forwarder.source import RawRecord, SourceBatch, SourceContext, WorkUnit
+from sources._api import ApiClient, RequestBudget, api_error
 from sources._common import (
+    ApiSource,
     BackfillProgress,
     cloud,
     count_windows,
     iso,
     parse_cursor_time,
-    resource_scope,
     token_roles,
     windows,
 )
@@ -104,28 +103,14 @@ class ManagementActivitySettings:
     max_retry_wait: float = setting(120.0, doc="seconds spent retrying one request before giving up", minimum=0)
 
 
-class ManagementActivitySource(Source):
+class ManagementActivitySource(ApiSource):
     """See the module docstring."""
 
     settings_class = ManagementActivitySettings
     settings: ManagementActivitySettings
 
-    def __init__(
-        self,
-        name: str,
-        settings: ManagementActivitySettings,
-        context: SourceContext,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        tokens: Tokens | None = None,
-        sleep: Any = None,
-    ) -> None:
-        super().__init__(name, settings, context)
-        self.tenant_id = settings.auth.tenant_id
-        self._transport = transport
-        self._tokens = tokens
-        self._sleep = sleep
-        self.client: ApiClient | None = None
+    def __init__(self, name: str, settings: ManagementActivitySettings, context: SourceContext, **inject: Any) -> None:
+        super().__init__(name, settings, context, **inject)
         self._subscribed: set[str] = set()
         self._done: OrderedDict[str, None] = OrderedDict()  # content ids read by this process
         self._done_lock = threading.Lock()
@@ -140,39 +125,23 @@ class ManagementActivitySource(Source):
         return self.settings.publisher_id or self.settings.auth.tenant_id
 
     def _api(self) -> ApiClient:
-        if self.client is None:
-            s = self.settings
-            the_cloud = cloud(s.auth)
-            root = (s.management_url or the_cloud.management).rstrip("/")
-            tokens = self._tokens or TokenProvider(s.auth, s.http)
-            self._tokens = tokens
-            kwargs: dict[str, Any] = {}
-            if self._sleep is not None:
-                kwargs["sleep"] = self._sleep
-            self.client = ApiClient(
-                base_url=f"{root}/api/v1.0/{s.auth.tenant_id}/activity/feed",
-                tokens=tokens,
-                scope=resource_scope(the_cloud.management),
-                http=s.http,
-                log=self.log,
-                budget=RequestBudget(s.requests_per_minute, burst=max(10, s.concurrency * 2)),
-                params={"PublisherIdentifier": self.publisher_id},
-                max_wait=s.max_retry_wait,
-                transport=self._transport,
-                what=f"management_activity {self.name}",
-                **kwargs,
-            )
-        return self.client
+        if self.client is not None:
+            return self.client
+        s = self.settings
+        the_cloud = cloud(s.auth)
+        root = (s.management_url or the_cloud.management).rstrip("/")
+        return self._build_client(
+            f"{root}/api/v1.0/{s.auth.tenant_id}/activity/feed",
+            the_cloud.management,
+            RequestBudget(s.requests_per_minute, burst=max(10, s.concurrency * 2)),
+            params={"PublisherIdentifier": self.publisher_id},
+            what=f"management_activity {self.name}",
+        )
 
     def connect(self) -> None:
         self.ensure_subscriptions()
         if self.settings.resolve_sit_names and not self.sit_names:
             self._load_sit_names()
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
 
     def ensure_subscriptions(self) -> dict[str, str]:
         """Start every configured content type's subscription that is not enabled.
