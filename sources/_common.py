@@ -154,6 +154,23 @@ class ApiSource(Source):
         )
         return self.client
 
+    def _graph_client(self, what: str) -> ApiClient:
+        """The Microsoft Graph client (``graph_url`` or the cloud's, ``api_version``), built once;
+        for sources whose settings carry ``graph_url``, ``api_version`` and ``requests_per_minute``."""
+        if self.client is not None:
+            return self.client
+        s = self.settings
+        the_cloud = cloud(s.auth)
+        root = (s.graph_url or the_cloud.graph).rstrip("/")
+        return self._build_client(
+            f"{root}/{s.api_version}",
+            the_cloud.graph,
+            RequestBudget(s.requests_per_minute),
+            headers={"Prefer": "include-unknown-enum-members"},
+            retry_partial=True,
+            what=f"{what} {self.name}",
+        )
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()

@@ -33,11 +33,10 @@ from forwarder.schema import iso_utc
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
 from forwarder.source import RawRecord, SourceBatch, SourceContext, WorkUnit
-from sources._api import ApiClient, RequestBudget, graph_pages
+from sources._api import ApiClient, graph_pages
 from sources._common import (
     ApiSource,
     BackfillProgress,
-    cloud,
     count_windows,
     iso,
     parse_cursor_time,
@@ -91,19 +90,7 @@ class GraphSecuritySource(ApiSource):
     # ------------------------------------------------------------------ lifecycle
 
     def _api(self) -> ApiClient:
-        if self.client is not None:
-            return self.client
-        s = self.settings
-        the_cloud = cloud(s.auth)
-        root = (s.graph_url or the_cloud.graph).rstrip("/")
-        return self._build_client(
-            f"{root}/{s.api_version}",
-            the_cloud.graph,
-            RequestBudget(s.requests_per_minute),
-            headers={"Prefer": "include-unknown-enum-members"},
-            retry_partial=True,
-            what=f"graph_security {self.name}",
-        )
+        return self._graph_client("graph_security")
 
     def connect(self) -> None:
         self._sync_clock()
