@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import orjson
 
+from forwarder.api import ApiClient, RequestBudget, Tokens
 from forwarder.auth import AuthSettings, TokenProvider, cloud_of
 from forwarder.clouds import Cloud
 from forwarder.schema import parse_time
 from forwarder.source import Source, SourceContext
-from sources._api import ApiClient, RequestBudget, Tokens
 
 
 def cloud(auth: AuthSettings) -> Cloud:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from forwarder.api import ApiClient, graph_pages
 from forwarder.auth import AuthSettings
 from forwarder.errors import FatalError, RetriableError
 from forwarder.hookspecs import hookimpl
@@ -33,7 +34,6 @@ from forwarder.schema import iso_utc
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
 from forwarder.source import RawRecord, SourceBatch, SourceContext, WorkUnit
-from sources._api import ApiClient, graph_pages
 from sources._common import (
     ApiSource,
     BackfillProgress,

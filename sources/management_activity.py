@@ -39,13 +39,13 @@ from typing import Any
 
 import orjson
 
+from forwarder.api import ApiClient, RequestBudget, api_error
 from forwarder.auth import AuthSettings
 from forwarder.errors import FatalError, NotSupported, RetriableError
 from forwarder.hookspecs import hookimpl
 from forwarder.settings import HttpSettings, setting
 from forwarder.sink import Health
 from forwarder.source import RawRecord, SourceBatch, SourceContext, WorkUnit
-from sources._api import ApiClient, RequestBudget, api_error
 from sources._common import (
     ApiSource,
     BackfillProgress,

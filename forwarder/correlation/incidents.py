@@ -134,8 +134,8 @@ class IncidentsApi:
     """Graph ``security/incidents`` for one configured ``graph_security`` source's app."""
 
     def __init__(self, settings: Any, log: logging.Logger, transport: Any = None) -> None:
+        from forwarder.api import ApiClient, RequestBudget
         from forwarder.auth import TokenProvider, cloud_of
-        from sources._api import ApiClient, RequestBudget
 
         the_cloud = cloud_of(settings.auth)
         root = (settings.graph_url or the_cloud.graph).rstrip("/")

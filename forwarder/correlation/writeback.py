@@ -222,7 +222,7 @@ class PermanentError(FatalError):
 
 
 class GraphWriter:
-    """The Graph calls of the write-back, over :class:`sources._api.ApiClient` (auth, budget,
+    """The Graph calls of the write-back, over :class:`forwarder.api.ApiClient` (auth, budget,
     Retry-After and back-off on 429/5xx)."""
 
     def __init__(self, settings: Any, log: logging.Logger, transport: Any = None) -> None:
@@ -235,7 +235,7 @@ class GraphWriter:
         response = self.api.request(method, path, what=what, json=json)
         status = response.status_code
         if 400 <= status < 500 and status not in (401, 403, 408, 409, 423, 429):
-            from sources._api import api_error
+            from forwarder.api import api_error
 
             code, message = api_error(response)
             raise PermanentError(f"{what}: HTTP {status} {code}: {message}")

@@ -1,5 +1,6 @@
-"""Authenticated HTTP for the Microsoft sources: one :class:`ApiClient` per API host and source
-instance, shared by its download threads.
+"""Authenticated HTTP for the Microsoft APIs, shared by the sources, the correlation write-back and
+the incident commands: one :class:`ApiClient` per API host and source instance, shared by its
+download threads.
 
 What every call gets, so no source can forget it:
 

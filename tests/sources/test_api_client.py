@@ -8,9 +8,9 @@ import logging
 import httpx
 import pytest
 
+from forwarder.api import ApiClient, RequestBudget, api_error
 from forwarder.errors import FatalError, RetriableError
 from forwarder.settings import HttpSettings
-from sources._api import ApiClient, RequestBudget, api_error
 from sources._common import token_roles
 from tests.sources.fakes import FakeTokens, error, json_response
 
