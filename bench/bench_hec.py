@@ -158,10 +158,11 @@ def hec_rate(payloads: list[bytes], batch: int, url: str, ca: str, in_flight: in
         out = sink.write_batch([Entry(i + j + 1, p) for j, p in enumerate(payloads[i : i + batch])])
         assert not out.fatal and not out.rejected and not out.retry, out
         delivered += len(out.delivered)
-        if len(sink.acks.pending) > 4:
-            acks = sink.poll_acks()
-            delivered += len(acks.delivered)
-            duplicates += acks.duplicates_possible
+        # like the host: poll between writes while entries are pending (the sink itself spaces
+        # the requests by ack_poll_interval)
+        acks = sink.poll_acks()
+        delivered += len(acks.delivered)
+        duplicates += acks.duplicates_possible
     deadline = time.monotonic() + 60
     while delivered < len(payloads) and time.monotonic() < deadline:
         acks = sink.poll_acks()

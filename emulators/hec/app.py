@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from emulators.httpd import App, Request, Response
@@ -261,17 +262,16 @@ class HecApp(App):
         n = 0
         poison = self.refuse_containing.encode() if self.refuse_containing else b""
         for raw, obj in _objects(body):
-            if not isinstance(obj, dict) or (poison and poison in bytes(raw)):
+            if obj is ... or (poison and poison in bytes(raw)):
                 return accepted, (6, n)
-            index = obj.get("index") or default_index
+            index = obj.index or default_index
             if not isinstance(index, str) or (token.indexes and index not in token.indexes):
                 return accepted, (7, n)
-            if "event" not in obj:
+            if obj.event is _MISSING:
                 return accepted, (12, n)
-            event = obj["event"]
-            if event is None or (isinstance(event, str) and not event.strip()) or event == {}:
+            if obj.event is _BLANK:
                 return accepted, (13, n)
-            fields = obj.get("fields")
+            fields = obj.fields
             if fields is not None and not _flat(fields):
                 return accepted, (15, n)
             accepted.append((raw, index))
@@ -414,10 +414,52 @@ def _parse_one(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"event": value}
 
 
+class _Envelope(msgspec.Struct):
+    """What the emulator checks in one HEC envelope. ``event`` stays raw (msgspec still checks
+    that it is well-formed JSON) so that the bulk of each envelope is validated, not built."""
+
+    index: Any = None
+    event: msgspec.Raw = msgspec.Raw()
+    fields: Any = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_MISSING: Any = object()  # the envelope has no "event"
+_BLANK: Any = object()  # "event" is null, {}, or a string of whitespace
+
+
+def _checked(event: msgspec.Raw) -> Any:
+    """The raw ``event`` of a decoded envelope, or ``_MISSING`` / ``_BLANK``."""
+    data = memoryview(event)
+    if not data:
+        return _MISSING
+    first = data[0]
+    if first == 0x6E or (first == 0x7B and not bytes(data[1:-1]).strip()):  # null, {}
+        return _BLANK
+    if first == 0x22 and _blank(orjson.loads(data)):  # a string
+        return _BLANK
+    return event
+
+
+def _blank(event: Any) -> bool:
+    return event is None or (isinstance(event, str) and not event.strip()) or event == {}
+
+
+def _slow_envelope(value: Any) -> Any:
+    """An already decoded JSON value as an :class:`_Envelope`, or ``...`` when it is not an object."""
+    if not isinstance(value, dict):
+        return ...
+    event = _MISSING if "event" not in value else _BLANK if _blank(value["event"]) else value["event"]
+    return _Envelope(index=value.get("index"), event=event, fields=value.get("fields"))
+
+
 def _objects(body: bytes) -> Iterator[tuple[memoryview | bytes, Any]]:
-    """Yield (raw, value) for each concatenated JSON value of a HEC body; a value that does
-    not parse yields ``Ellipsis`` and stops. Newline-separated bodies take the orjson fast
-    path on zero-copy slices."""
+    """Yield (raw, :class:`_Envelope`) for each concatenated JSON value of a HEC body, with
+    ``event`` replaced by ``_MISSING``/``_BLANK`` where it is absent or blank; a value that is
+    not a JSON object yields ``...``; one that does not parse yields ``...`` and stops.
+
+    Newline-separated envelopes take a fast path (msgspec, zero-copy slices; about 4x less CPU
+    than building each envelope with orjson); anything else is decoded value by value."""
     view = memoryview(body)
     start, size = 0, len(body)
     while start < size:
@@ -429,7 +471,15 @@ def _objects(body: bytes) -> Iterator[tuple[memoryview | bytes, Any]]:
         if not bytes(line[:1]).strip() and not bytes(line).strip():
             continue
         try:
-            yield line, orjson.loads(line)
+            envelope = _ENVELOPE.decode(line)
+        except msgspec.MsgspecError:
+            pass
+        else:
+            envelope.event = _checked(envelope.event)
+            yield line, envelope
+            continue
+        try:
+            yield line, _slow_envelope(orjson.loads(line))
             continue
         except orjson.JSONDecodeError:
             pass
@@ -446,4 +496,4 @@ def _objects(body: bytes) -> Iterator[tuple[memoryview | bytes, Any]]:
             except json.JSONDecodeError:
                 yield b"", ...
                 return
-            yield text[first:pos].encode("utf-8"), value
+            yield text[first:pos].encode("utf-8"), _slow_envelope(value)

@@ -89,6 +89,42 @@ def test_data_codes_and_partial_indexing(hec):
     assert {i["index"] for i in app.indexed} == {"main"}
 
 
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b'{"event":null}', 13),
+        (b'{"event": { } }', 13),
+        (b'{"event":"   "}', 13),
+        (b'{"event":"' + b" " * 200 + b'"}', 13),
+        (b'{"event":"\\t\\n"}', 13),  # escaped whitespace is still blank
+        (b'{"event":"\\u00a0"}', 13),  # so is Unicode whitespace
+        (b'{"time":1}', 12),
+        (b'"just a string"', 6),
+        (b"[1,2]", 6),
+        (b'{"event":{"a":[1,2}}', 6),  # malformed deep inside the event
+        (b'{"event":"x","index":5}', 7),
+        (b'{"event":"x","fields":[1]}', 15),
+    ],
+)
+def test_each_envelope_is_checked_in_full(hec, line, code):
+    """The fast path (the event object is validated, not built) refuses what the full decoder did,
+    with the number of the bad envelope after two good ones."""
+    app, client = hec
+    app.reset()
+    r = post(client, EVENT + b"\n" + EVENT + b"\n" + line + b"\n" + EVENT)
+    assert answer(r) == (400, code)
+    assert r.json()["invalid-event-number"] == 2
+    assert [i["event"] for i in app.indexed] == [{"a": 1}, {"a": 1}]
+
+
+def test_envelopes_on_one_line_and_non_blank_events(hec):
+    app, client = hec
+    app.reset()
+    body = EVENT + b" " + EVENT + b'\n{"event":0}\n{"event":false}\n{"event":[]}\n{"event":" x "}'
+    assert answer(post(client, body)) == (200, 0)
+    assert [i["event"] for i in app.indexed] == [{"a": 1}, {"a": 1}, 0, False, [], " x "]
+
+
 def test_compression_and_size_limit(hec):
     app, client = hec
     assert answer(post(client, gzip.compress(EVENT), **{"Content-Encoding": "gzip"})) == (200, 0)
