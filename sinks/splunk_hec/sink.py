@@ -200,7 +200,7 @@ class HecSink(Sink):
         for entry in entries:
             try:
                 # decode without caching on the entry: the host may keep entries while they are pending
-                envelope = self.envelopes.build(orjson.loads(entry.payload), entry.payload)
+                envelope = self.envelopes.envelope(entry.payload)
             except Exception as exc:  # noqa: BLE001 - one unreadable entry must not block the rest
                 outcome.rejected[entry.id] = f"cannot build a HEC envelope: {type(exc).__name__}: {exc}"
                 continue

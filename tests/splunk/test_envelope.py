@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
 from forwarder.schema import Device, ObjectRef, PolicyMatch, RuleMatch, epoch_seconds, to_json
+from forwarder.testing.events import hostile_event, sample_events
+from sinks.splunk_hec import envelope as envelope_module
 from sinks.splunk_hec.envelope import (
     CIM_CONSTANTS,
     CIM_MAPPING,
@@ -146,3 +149,58 @@ def test_cim_mapping_is_documented():
 
     doc = ROOT / "docs" / "schema.md"
     check_mapping_table(doc, "Splunk CIM Data Loss Prevention", CIM_MAPPING, constants=CIM_CONSTANTS)
+
+
+def _both_paths(payload: bytes, **kw) -> tuple[bytes, bytes]:
+    builder = EnvelopeBuilder(host="fwd01", **kw)
+    return builder.envelope(payload), builder.build(orjson.loads(payload), payload)
+
+
+def test_fast_path_builds_the_same_envelope_as_the_dict_path(monkeypatch):
+    """envelope() decodes the payload into typed structs (msgspec); it must give exactly what the
+    reference dict path (orjson.loads + cim_fields) gives, and be taken for schema payloads."""
+    calls = []
+    fast = envelope_module.cim_fields_of
+    monkeypatch.setattr(envelope_module, "cim_fields_of", lambda ev: calls.append(1) or fast(ev))
+    events = sample_events() + [hostile_event(i) for i in range(5)]
+    events += [make_event(i, kind=kind) for i, kind in enumerate(["audit", "alert", "incident", "correlation", ""])]
+    blocked_then_overridden = make_event(7)
+    blocked_then_overridden.policies = [
+        PolicyMatch(
+            id="p", name="", rules=[RuleMatch(id="", actions=["BlockAccess"], overridden_actions=["blockaccess"])]
+        )
+    ]
+    blocked_then_overridden.title = ""
+    events.append(blocked_then_overridden)
+    for event in events:
+        payload = to_json(event)
+        fast_env, dict_env = _both_paths(payload, index="dlp", sources={"alert": "graph"})
+        assert fast_env == dict_env, event.id
+    assert len(calls) == len(events)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"kind":"audit","severity":null,"user":null,"recipients":[null,"a@b"]}',
+        b'{"kind":"alert","title":"t","policies":[{"name":"p","rules":[{"id":"r","actions":null}]}]}',
+        b'{"id":"x","event_time":"garbage","updated_time":"2026-11-23T10:00:01Z","object":{"size":5}}',
+        b'{"id":"y","sensitive_types":[{"name":"","id":"sit"}],"workload":"Endpoint","device":{"name":"pc"}}',
+        b'  {"id":"z","kind":"incident"}\n',
+    ],
+)
+def test_unusual_payloads_give_the_dict_path_envelope(payload):
+    fast_env, dict_env = _both_paths(payload)
+    assert fast_env == dict_env
+
+
+@pytest.mark.parametrize("payload", [b"[1,2]", b'{"id":', b'"text"'])
+def test_payloads_that_are_not_objects_raise(payload):
+    with pytest.raises(Exception):  # noqa: B017 - the sink dead-letters whatever it is
+        EnvelopeBuilder(host="fwd01").envelope(payload)
+
+
+def test_indexed_fields_take_the_dict_path():
+    payload = to_json(make_event(1))
+    fast_env, dict_env = _both_paths(payload, fields=["tenant_id", "user.upn"])
+    assert fast_env == dict_env and orjson.loads(fast_env)["fields"]["user.upn"]

@@ -144,14 +144,14 @@ def test_event_over_max_request_bytes_is_rejected_locally(hec, make_sink):
 
 def _poison(sink, bad_ids: set[int]):
     """Make the envelope of some entries something Splunk refuses (blank event, code 13)."""
-    build = sink.envelopes.build
+    envelope = sink.envelopes.envelope
 
-    def wrapped(data, payload):
-        if data["id"] in {f"rec-{i - 1}" for i in bad_ids}:
+    def wrapped(payload):
+        if orjson.loads(payload)["id"] in {f"rec-{i - 1}" for i in bad_ids}:
             return b'{"event":"","sourcetype":"x"}'
-        return build(data, payload)
+        return envelope(payload)
 
-    sink.envelopes.build = wrapped
+    sink.envelopes.envelope = wrapped
 
 
 @pytest.mark.parametrize("report_number", [True, False])
