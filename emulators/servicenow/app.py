@@ -57,6 +57,15 @@ NUMBER_PREFIXES = {
 DEFAULT_STATE = {"incident": "1", "sn_si_incident": "10"}
 INACTIVE_STATES = {"incident": ("7", "8"), "sn_si_incident": ("3", "7")}  # closed, canceled
 JOURNAL_FIELDS = ("comments", "work_notes")
+#: Reference columns -> the table they point to (rendered as {"link", "value"}; dot-walkable in
+#: sysparm_fields, e.g. ``assigned_to.email``).
+REFERENCES = {
+    "assigned_to": "sys_user",
+    "caller_id": "sys_user",
+    "resolved_by": "sys_user",
+    "closed_by": "sys_user",
+    "assignment_group": "sys_user_group",
+}
 JOURNAL_TABLE = "sys_journal_field"
 # Base Priority lookup rules: (impact, urgency) -> priority.
 PRIORITY = {
@@ -157,6 +166,23 @@ class ServiceNowApp(App):
         """Copies of every record of table ``name`` in creation order (for tests)."""
         with self._lock:
             return [dict(r) for r in self.records.get(name, {}).values()]
+
+    def add_user(self, user_name: str, email: str = "", name: str = "") -> str:
+        """Create a ``sys_user`` record (for assignees); returns its sys_id."""
+        stamp = now_text()
+        sys_id = uuid.uuid4().hex
+        with self._lock:
+            self.records.setdefault("sys_user", {})[sys_id] = {
+                "sys_id": sys_id,
+                "user_name": user_name,
+                "email": email,
+                "name": name or user_name,
+                "active": "true",
+                "sys_created_on": stamp,
+                "sys_updated_on": stamp,
+                "sys_mod_count": "0",
+            }
+        return sys_id
 
     def journal(self, sys_id: str, element: str = "") -> list[str]:
         """Journal entries (oldest first) of a record, optionally of one element (for tests)."""
@@ -403,6 +429,20 @@ class ServiceNowApp(App):
 
     # ------------------------------------------------------------------ helpers
 
+    def _dot_walk(self, record: dict[str, Any], path: str) -> str:
+        """``assigned_to.email``: a column of the record a reference column points to ('' if none)."""
+        column, _, rest = path.partition(".")
+        target = REFERENCES.get(column)
+        value = record.get(column)
+        if not target or not isinstance(value, str) or not value:
+            return ""
+        with self._lock:
+            referenced = self.records.get(target, {}).get(value)
+            referenced = dict(referenced) if referenced else None
+        if referenced is None:
+            return ""
+        return self._dot_walk(referenced, rest) if "." in rest else str(referenced.get(rest, ""))
+
     def _columns(self, table: str) -> set[str] | None:
         known = self.columns.get(table)
         if known is None:
@@ -460,7 +500,14 @@ class ServiceNowApp(App):
     def _render(self, table: str, record: dict[str, Any], request: Request) -> dict[str, Any]:
         fields = [f.strip() for f in request.query.get("sysparm_fields", "").split(",") if f.strip()]
         if fields:
-            record = {f: record[f] for f in fields if f in record}
+            walked = {f: self._dot_walk(record, f) for f in fields if "." in f}
+            record = {f: walked[f] if f in walked else record[f] for f in fields if f in record or f in walked}
+        if request.query.get("sysparm_exclude_reference_link", "").lower() != "true":
+            for name, target in REFERENCES.items():
+                value = record.get(name)
+                if isinstance(value, str) and value:
+                    link = f"{self.base_url}/api/now/table/{target}/{value}"
+                    record = {**record, name: {"link": link, "value": value}}
         mode = request.query.get("sysparm_display_value", "false").lower()
         labels = DISPLAY.get(table, {})
         if mode == "true":

@@ -42,6 +42,9 @@ class StatusChange:
     comment: str = ""
     observed: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     author: str = ""  # who made it on its side (a ServiceNow user name, the inbound caller), for comments
+    #: ServiceNow work notes this change carries ({"id", "author", "time", "text"}); copied to the
+    #: incident as one comment, each note once (its id is remembered in the incident's shadow)
+    notes: list[dict[str, str]] = field(default_factory=list)
 
     def values(self) -> dict[str, str]:
         """The fields this change sets (Graph property names: status, classification,
@@ -94,7 +97,9 @@ class StatusChange:
             found.append(f"assigned_to: a string of at most {MAX_TEXT} characters")
         if not isinstance(self.comment, str) or len(self.comment) > MAX_COMMENT:
             found.append(f"comment: a string of at most {MAX_COMMENT} characters")
-        if not self.values() and not self.comment:
+        if not isinstance(self.notes, list) or not all(isinstance(n, dict) for n in self.notes):
+            found.append("notes: a list of objects")
+        if not self.values() and not self.comment and not self.notes:
             found.append("the change sets nothing (status, classification, determination, assigned_to or comment)")
         return found
 

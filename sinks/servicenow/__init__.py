@@ -15,3 +15,10 @@ def dlpfwd_register_sinks(register: Callable[[str, type], None]) -> None:
     from sinks.servicenow.sink import ServiceNowSink
 
     register("servicenow", ServiceNowSink)
+
+
+@hookimpl
+def dlpfwd_register_commands(register: Callable[..., None]) -> None:
+    from forwarder.sync.commands import register_sync
+
+    register_sync(register)

@@ -107,6 +107,12 @@ class TableClient:
         self, method: str, path: str, params: dict[str, str] | None = None, body: dict[str, Any] | None = None
     ) -> dict[str, Any] | list[Any]:
         """One Table API call; returns ``result``. Raises :class:`TableError` (or FatalError from auth)."""
+        return self.request_with_headers(method, path, params, body)[0]
+
+    def request_with_headers(
+        self, method: str, path: str, params: dict[str, str] | None = None, body: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any] | list[Any], httpx.Headers]:
+        """:meth:`request`, also returning the response headers (``X-Total-Count``, ``Link``)."""
         url = f"{self.base}/api/now/table/{path}"
         for attempt in (1, 2):
             headers = self._auth_headers()
@@ -125,7 +131,7 @@ class TableClient:
             if response.status_code == 401 and self.settings.auth == "oauth" and attempt == 1:
                 self._token = ""  # expired or revoked early: fetch a new token once
                 continue
-            return self._result(method, response)
+            return self._result(method, response), response.headers
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _result(self, method: str, response: httpx.Response) -> dict[str, Any] | list[Any]:

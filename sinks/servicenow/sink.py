@@ -102,6 +102,12 @@ class ServiceNowSink(Sink):
         for reserved in RESERVED:
             if reserved in settings.fields:
                 problems.append(f"{self.path}.fields.{reserved}: set by the sink itself, cannot be mapped")
+        if settings.sync.enabled:
+            from sinks.servicenow.ticketsync import mapping_problems
+
+            problems.extend(mapping_problems(settings, self.path))
+            if settings.group_by != "incident":
+                problems.append(f"{self.path}.sync.enabled: needs group_by = 'incident' (one ticket per incident)")
         templates = compile_fields({k: v for k, v in merged.items() if v != ""}, f"{self.path}.fields", problems)
         if problems:
             raise ConfigError(problems)
@@ -151,6 +157,15 @@ class ServiceNowSink(Sink):
         except (FatalError, RetriableError) as exc:
             return health.add("table", False, str(exc))
         return health.add("table", True, f"{self.settings.table} readable at {self.settings.instance_url}")
+
+    def sync_peer(self) -> Any:
+        """The ticket side of the two-way status sync (``[sinks.sync]``), with its own HTTP client
+        (the sync runs in its own thread); None when the sync is off."""
+        if not self.settings.sync.enabled:
+            return None
+        from sinks.servicenow.ticketsync import ServiceNowPeer
+
+        return ServiceNowPeer(self.name, self.settings, self.state, self.log)
 
     # ------------------------------------------------------------------ delivery
 
@@ -217,9 +232,28 @@ class ServiceNowSink(Sink):
             link = self._find(corr)
             if link is None:
                 self._create(key, corr, owner, event, fields)
+                self._observe(corr, owner, event)
                 return
             self.context.count("tickets_adopted")
         self._update(key, corr, link, owner, event, fields)
+        self._observe(corr, owner, event)
+
+    def _observe(self, corr: str, owner: str, event: DlpEvent) -> None:
+        """With the status sync on: remember the incident's Defender status, classification and
+        assignee as this event shows them (the newest version only) for the sync to pick up,
+        and which ticket belongs to the incident."""
+        if not self.settings.sync.enabled or owner != KIND_INCIDENT or event.kind != KIND_INCIDENT:
+            return
+        incident = incident_id(event)
+        if self.state.get(SYNC_INCIDENT + incident) != corr:
+            self.state.put(SYNC_INCIDENT + incident, corr)
+        key = SYNC_OBSERVED + incident
+        seen = self.state.get(key)
+        if isinstance(seen, dict) and _newer(seen.get("version", ""), event.updated_time):
+            return
+        observed = {"version": event.updated_time, "values": defender_view(event)}
+        if seen != observed:
+            self.state.put(key, observed)
 
     def _find(self, corr: str) -> dict[str, Any] | None:
         """The ticket already carrying ``corr`` (oldest first), as a link without field hashes."""
@@ -251,7 +285,8 @@ class ServiceNowSink(Sink):
     def _create(self, key: str, corr: str, owner: str, event: DlpEvent, fields: dict[str, str]) -> None:
         assert self.client is not None
         body = {**fields, "correlation_id": corr}
-        result = self.client.request("POST", self.settings.table, {"sysparm_fields": "sys_id,number"}, body)
+        wanted = "sys_id,number,state,close_code,assigned_to" if self.settings.sync.enabled else "sys_id,number"
+        result = self.client.request("POST", self.settings.table, {"sysparm_fields": wanted}, body)
         if not isinstance(result, dict) or not result.get("sys_id"):
             raise TableError("retry", f"ServiceNow POST {self.settings.table}: no sys_id in the answer")
         link = {
@@ -262,6 +297,17 @@ class ServiceNowSink(Sink):
             "fields": {k: _digest(v) for k, v in fields.items()},
             "alerts": _alert_marks(event, {}),
         }
+        if self.settings.sync.enabled and owner == KIND_INCIDENT:
+            # what both sides held when the ticket was made: the sync's first shadow
+            assigned = _text_value(result.get("assigned_to"))
+            link["baseline"] = {
+                "defender": defender_view(event),
+                "ticket": {
+                    "status": _text_value(result.get("state")),
+                    "classification": _text_value(result.get("close_code")),
+                    "assignedTo": f"#{assigned}" if assigned else "",
+                },
+            }
         self.state.put(key, link)
         self.context.count("tickets_created")
         self.log.info("created %s %s for %s", self.settings.table, link["number"] or link["sys_id"], corr)
@@ -332,6 +378,25 @@ class ServiceNowSink(Sink):
             )
         if new_link != link:
             self.state.put(key, new_link)
+
+
+SYNC_INCIDENT = "incident:"  # incident id -> correlation_id of its ticket (read by the sync)
+SYNC_OBSERVED = "observed:"  # incident id -> {"version", "values"} last seen by the source
+
+
+def defender_view(event: DlpEvent) -> dict[str, str]:
+    """The sync's Defender values of an incident event (status, classification/determination, assignee)."""
+    return {
+        "status": event.status or "unknown",
+        "classification": f"{event.classification or 'unknown'}/{event.determination or 'unknown'}",
+        "assignedTo": str(event.enrichment.get("assigned_to", "") or ""),
+    }
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("value", "")
+    return "" if value is None else str(value)
 
 
 def _alert_mark(event: DlpEvent) -> str:
