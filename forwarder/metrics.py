@@ -12,7 +12,12 @@ Metric names (all labelled by instance name):
   ``dlpfwd_sink_last_delivery_timestamp_seconds{sink}``, ``dlpfwd_sink_breaker_open{sink}``,
   ``dlpfwd_source_paused{source}`` (1 while back-pressure holds the source);
 * ``dlpfwd_stopped{role, instance}`` -- 1 while a source or sink is stopped by a fatal error (bad
-  credentials, a configuration the peer rejects); 0 once it works again.
+  credentials, a configuration the peer rejects); 0 once it works again (role ``writeback``:
+  the correlation write-back through a graph_security source, e.g. a token without ReadWrite);
+* ``dlpfwd_writeback_total{source, outcome}`` -- correlation write-back to Defender XDR:
+  ``commented``, ``recovered`` (the comment was already there: a crash after the POST),
+  ``tagged`` (incidents), ``deferred``, ``dead_lettered``, ``dry_run``;
+  ``dlpfwd_writeback_due{source}`` -- alerts waiting after the last drain.
 
 Each :class:`Metrics` has its own registry, so several forwarders (tests) never collide.
 """
@@ -67,6 +72,12 @@ class Metrics:
             "dlpfwd_stopped", "1 while a source or sink is stopped by a fatal error", ["role", "instance"], registry=r
         )
         self.paused = Gauge("dlpfwd_source_paused", "1 while back-pressure pauses a source", ["source"], registry=r)
+        self.writeback = Counter(
+            "dlpfwd_writeback", "Correlation write-back to Defender XDR by outcome", ["source", "outcome"], registry=r
+        )
+        self.writeback_due = Gauge(
+            "dlpfwd_writeback_due", "Correlated alerts waiting for their write-back", ["source"], registry=r
+        )
         self._server: Any = None
 
     def source(self, source: str, stage: str, n: int = 1) -> None:

@@ -487,6 +487,9 @@ class Forwarder:
             t = threading.Thread(target=self._source_loop, args=(name, stop), name=f"dlpfwd-source-{name}", daemon=True)
             t.start()
             source_threads.append(t)
+        from forwarder.correlation.writeback_loop import start_writeback
+
+        writeback = start_writeback(self, stop)  # None unless [correlation] writeback_sources
         last_purge = last_expiry_check = time.monotonic()
         self.warn_expiring()
         while not stop.wait(1.0):
@@ -501,6 +504,8 @@ class Forwarder:
         log.info("shutting down (deadline %.0f s)", self.config.forwarder.shutdown_deadline)
         for t in source_threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if writeback is not None:
+            writeback.join(max(0.0, deadline - time.monotonic()))
         finish.set()
         for t in drain_threads:
             t.join(max(0.0, deadline - time.monotonic()))

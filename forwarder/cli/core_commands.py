@@ -118,6 +118,12 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
         "--probe", action="store_true", help="also connect to every source and sink and run its health check"
     )
     parser.add_argument("--show", action="store_true", help="print the effective configuration (secrets as ***)")
+    parser.add_argument(
+        "--permissions",
+        action="store_true",
+        help="get each source app's tokens and name every application permission an enabled feature needs "
+        "that the token's roles lack (also done by --probe)",
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -141,9 +147,14 @@ def _check(args: argparse.Namespace) -> int:
                 _err(f"warning: forwarder.plugins[{i}]: {name!r} is not an installed plugin (see dlpfwd plugins)")
     for key_path in literal_secrets(config):
         _err(f'warning: {key_path} is a literal secret; prefer "${{ENV_VAR}}" or "file:/path"')
+    granted = True
+    if args.permissions or args.probe:
+        from forwarder.correlation.permissions import print_missing
+
+        granted = print_missing(config)
     if not args.probe:
-        return EXIT_OK
-    return EXIT_OK if _probe(config, args.host) else EXIT_UNDELIVERED
+        return EXIT_OK if granted else EXIT_UNDELIVERED
+    return EXIT_OK if _probe(config, args.host) and granted else EXIT_UNDELIVERED
 
 
 def effective_config(config: Any) -> dict[str, Any]:

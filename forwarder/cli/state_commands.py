@@ -152,6 +152,11 @@ def _state(args: argparse.Namespace) -> int:
     correlation = index_stats(_state_dir(args))
     if correlation is not None:
         summary["correlation"] = correlation
+    from forwarder.correlation.writeback import writeback_summary
+
+    writeback = writeback_summary(_state_dir(args))
+    if writeback is not None:
+        summary["writeback"] = writeback
     if args.json:
         _json(summary)
         return EXIT_OK
@@ -177,7 +182,20 @@ def _state(args: argparse.Namespace) -> int:
             f"correlation index: {c['items']} event(s), {c['links']} link(s), {c['bytes']} bytes; "
             f"expired {c['expired']}, evicted (size bound) {c['evicted']}, links evicted {c['links_evicted']}"
         )
+    if writeback is not None:
+        _out(render_writeback(writeback, "write-back"))
     return EXIT_OK
+
+
+def render_writeback(w: dict[str, Any], label: str) -> str:
+    """One line of write-back counts (``writeback_summary``) for ``state`` and ``report``."""
+    o = w["outcomes"]
+    return (
+        f"{label}: {w['written']} alert(s) commented ({w['comments']} comment(s)), {o['commented']} posted, "
+        f"{o['recovered']} found already written (after a crash), {o['tagged']} incident(s) tagged, "
+        f"{o['deferred']} deferral(s) ({w['deferred_now']} waiting), {w['dead']} dead-lettered; "
+        f"last {_when(w['last'])}"
+    )
 
 
 # --------------------------------------------------------------------------- dead letters
@@ -339,10 +357,15 @@ def _report(args: argparse.Namespace) -> int:
         report = build_report(store.ledger(since), since, warn_within=args.warn_within * 3600)
     finally:
         store.close()
+    from forwarder.correlation.writeback import writeback_summary
+
+    writeback = writeback_summary(_state_dir(args), since)
     if args.json:
-        _json(report.as_dict())
+        _json({**report.as_dict(), **({"writeback": writeback} if writeback is not None else {})})
     else:
         _out(render_text(report))
+        if writeback is not None:
+            _out(render_writeback(writeback, f"write-back since {_when(since)}"))
     return EXIT_OK if report.complete else EXIT_BAD
 
 
@@ -370,6 +393,9 @@ def health_problems(store: SqliteStateStore, now: float | None = None) -> list[s
         if b["role"] == "source":
             if age is None or age > expect:
                 problems.append(f"source {name}: no successful poll for {_age(age)} (expected within {expect:.0f} s)")
+        elif b["role"] == "writeback":
+            if age is None or age > expect:
+                problems.append(f"{name}: no write-back drain for {_age(age)} (expected within {expect:.0f} s)")
         elif b["role"] == "sink":
             backlog = store.spool_depth(name)[0] if name in store.sinks() else 0
             if backlog and (age is None or age > expect):

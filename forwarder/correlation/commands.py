@@ -194,7 +194,7 @@ def _writeback_configure(parser: argparse.ArgumentParser) -> None:
 
 def _writeback(args: argparse.Namespace, transport: Any = None) -> int:
     from forwarder.config import load_config
-    from forwarder.correlation.writeback import GraphWriter, WriteBack
+    from forwarder.correlation.writeback import GraphWriter, WriteBack, drain_lock
 
     config = load_config(args.config, args.host)
     corr = config.correlation
@@ -210,18 +210,25 @@ def _writeback(args: argparse.Namespace, transport: Any = None) -> int:
         raise ConfigError(problems)
     failed = False
     for name in corr.writeback_sources:
-        queue = WriteBack(config.forwarder.state_dir, [name], corr.writeback_tag)
-        writer = None if args.dry_run else GraphWriter(known[name].settings, log, transport=transport)
-        try:
-            result = queue.drain(writer, dry_run=args.dry_run, limit=max(1, args.limit))
-        except ForwarderError as exc:
-            _err(f"dlpfwd writeback: source {name}: {exc}")
-            failed = True
-            continue
-        finally:
-            if writer is not None:
-                writer.close()
-            queue.close()
+        with drain_lock(config.forwarder.state_dir) as held:
+            if not held:
+                _err(
+                    f"dlpfwd writeback: another process is writing back from {config.forwarder.state_dir} "
+                    "(dlpfwd run with writeback_interval, or another dlpfwd writeback); nothing done"
+                )
+                return 1
+            queue = WriteBack(config.forwarder.state_dir, [name], corr.writeback_tag)
+            writer = None if args.dry_run else GraphWriter(known[name].settings, log, transport=transport)
+            try:
+                result = queue.drain(writer, dry_run=args.dry_run, limit=max(1, args.limit))
+            except ForwarderError as exc:
+                _err(f"dlpfwd writeback: source {name}: {exc}")
+                failed = True
+                continue
+            finally:
+                if writer is not None:
+                    writer.close()
+                queue.close()
         for alert, text, incidents in result.planned:
             _out(f"dry run: alert {alert}: would comment:\n{text}")
             for incident in incidents:
@@ -238,24 +245,32 @@ def _writeback(args: argparse.Namespace, transport: Any = None) -> int:
 
 
 def _permissions_configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--script", action="store_true", help="print a Microsoft Graph PowerShell script instead")
+    parser.add_argument(
+        "--script",
+        nargs="?",
+        const="powershell",
+        choices=("powershell", "az"),
+        help="print a script that creates the app registration with them: Microsoft Graph PowerShell "
+        "(default) or az CLI (bash)",
+    )
     parser.add_argument("--app-name", default="dlpfwd", help="display name of the app registration the script creates")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _permissions(args: argparse.Namespace) -> int:
     from forwarder.config import load_config
-    from forwarder.correlation.permissions import needs, powershell_script
+    from forwarder.correlation.permissions import az_script, needs, powershell_script
 
     config = load_config(args.config, args.host)
     wanted = needs(config)
     if args.script:
-        _out(powershell_script(args.app_name, wanted).rstrip("\n"))
+        script = az_script if args.script == "az" else powershell_script
+        _out(script(args.app_name, wanted).rstrip("\n"))
     elif args.json:
-        _out(orjson.dumps([n.__dict__ for n in wanted]).decode())
+        _out(orjson.dumps([{**n.__dict__, "id": n.role_id} for n in wanted]).decode())
     else:
         for n in wanted:
-            _out(f"{n.resource}\t{n.permission}\t{n.feature}")
+            _out(f"{n.resource}\t{n.permission}\t{n.feature}\t{n.role_id}")
     return 0
 
 

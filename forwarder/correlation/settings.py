@@ -62,6 +62,15 @@ class CorrelationSettings:
         "(dlpfwd writeback; needs SecurityAlert.ReadWrite.All and SecurityIncident.ReadWrite.All)",
     )
     writeback_tag: str = setting("dlpfwd:dlp-correlated", doc="custom tag added to the incidents of correlated alerts")
+    writeback_interval: float = setting(
+        60.0,
+        doc="seconds between write-back drains inside dlpfwd run (0 = only the dlpfwd writeback command)",
+        minimum=0,
+    )
+    writeback_limit: int = setting(100, doc="most alerts written per drain (the rest wait for the next)", minimum=1)
+    writeback_dry_run: bool = setting(
+        False, doc="dlpfwd run logs the comments and tags it would write, and writes nothing"
+    )
     same_user: RuleSettings = setting(
         default_factory=lambda: _rule(30.0), doc="same user (UPN case-folded, Entra object id or sender)"
     )

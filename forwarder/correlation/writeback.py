@@ -20,16 +20,27 @@ differs from the set last written. Per alert:
    back-off; a permanent 4xx (400, 404) dead-letters the alert (``dlpfwd correlation`` counts
    them); 401/403 stop the drain with an error naming the permission.
 
+The comment POST itself is never repeated blindly: a 429 means the comment was not taken and
+it is sent again after ``Retry-After``; any other failure (5xx, a connection reset) may come
+after the service stored it, so the alert's comments are read again first and the marker, if
+there, ends the attempt.
+
+Each outcome is also appended to ``writeback_log`` (time, source, outcome, alert or incident)
+for ``dlpfwd report`` / ``dlpfwd state`` (:func:`writeback_summary`); rows older than
+:data:`LOG_RETENTION` are purged.
+
 A comment also updates the alert's ``lastUpdateDateTime``, so the source reads the alert again:
 its links are unchanged, the digest is the same, nothing more is written (no loop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +55,17 @@ MARKER = "dlpfwd-correlation:"
 ALERT_WRITE = "SecurityAlert.ReadWrite.All"
 INCIDENT_WRITE = "SecurityIncident.ReadWrite.All"
 MAX_LISTED = 20  # DLP events listed one by one in a comment; the rest are counted
+LOG_RETENTION = 31 * 86400.0  # writeback_log rows are kept a month, like the ledger
+#: Outcomes counted per drain (metrics ``dlpfwd_writeback_total{source, outcome}``, the log).
+OUTCOMES = ("commented", "recovered", "tagged", "deferred", "dead_lettered", "dry_run")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS writeback (alert TEXT PRIMARY KEY, written TEXT NOT NULL DEFAULT '',
     tagged TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
     dead TEXT NOT NULL DEFAULT '', comments INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writeback_log (at REAL NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS writeback_log_at ON writeback_log (at);
 """
 
 
@@ -109,6 +126,18 @@ class DrainResult:
     deferred: dict[str, str] = field(default_factory=dict)  # alert -> reason (retried later)
     dead: dict[str, str] = field(default_factory=dict)  # alert -> reason (permanent)
     planned: list[tuple[str, str, list[str]]] = field(default_factory=list)  # dry run: alert, comment, incidents
+    remaining: int = 0  # due alerts left for a later drain (limit reached or stopped)
+
+    def counts(self) -> dict[str, int]:
+        """Outcome -> number, the keys of :data:`OUTCOMES`."""
+        return {
+            "commented": len(self.commented),
+            "recovered": len(self.recovered),
+            "tagged": len(self.tagged),
+            "deferred": len(self.deferred),
+            "dead_lettered": len(self.dead),
+            "dry_run": len(self.planned),
+        }
 
 
 class WriteBack:
@@ -161,11 +190,24 @@ class WriteBack:
         sets = ", ".join(f"{k} = ?" for k in values)
         self.db.execute(f"UPDATE writeback SET {sets} WHERE alert = ?", (*values.values(), alert))  # noqa: S608
 
-    def drain(self, api: Any, dry_run: bool = False, limit: int = 100, now: float | None = None) -> DrainResult:
-        """Write what is due through ``api`` (:class:`GraphWriter`); see the module docstring."""
+    def drain(
+        self,
+        api: Any,
+        dry_run: bool = False,
+        limit: int = 100,
+        now: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> DrainResult:
+        """Write what is due through ``api`` (:class:`GraphWriter`); see the module docstring.
+        ``should_stop`` is asked before each alert (graceful shutdown: the alert in hand is
+        finished and recorded, the rest stays due)."""
         now = time.time() if now is None else now
         result = DrainResult()
-        for due in self.due(now)[:limit]:
+        due_list = self.due(now)
+        for done, due in enumerate(due_list[:limit]):
+            if should_stop is not None and should_stop():
+                result.remaining = len(due_list) - done
+                break
             text = comment_text(due)
             incidents = list(due.info.get("incidents", []))
             if dry_run:
@@ -176,9 +218,13 @@ class WriteBack:
                 comments = api.alert_comments(due.graph_id)
                 if any(marker in (c.get("comment") or "") for c in comments):
                     result.recovered.append(due.graph_id)
+                    self._log("recovered", due.graph_id)
+                elif api.comment_alert(due.graph_id, text, marker) is False:
+                    result.recovered.append(due.graph_id)  # found after an ambiguous failure
+                    self._log("recovered", due.graph_id)
                 else:
-                    api.comment_alert(due.graph_id, text)
                     result.commented.append(due.graph_id)
+                    self._log("commented", due.graph_id)
                 self._record(due.alert, written=due.digest, attempts=0, next_at=0.0)
                 self.db.execute("UPDATE writeback SET comments = comments + 1 WHERE alert = ?", (due.alert,))
                 tagged = set(self._tagged(due.alert))
@@ -187,6 +233,7 @@ class WriteBack:
                         continue
                     if api.tag_incident(incident, self.tag):
                         result.tagged.append(incident)
+                        self._log("tagged", incident)
                     tagged.add(incident)
                     self._record(due.alert, tagged=",".join(sorted(tagged)))
             except RetriableError as exc:
@@ -194,10 +241,24 @@ class WriteBack:
                 wait = max(exc.retry_after or 0.0, min(3600.0, 30.0 * 2 ** (attempts - 1)))
                 self._record(due.alert, attempts=attempts, next_at=now + wait)
                 result.deferred[due.graph_id] = str(exc)
+                self._log("deferred", due.graph_id)
             except PermanentError as exc:
                 self._record(due.alert, dead=str(exc))
                 result.dead[due.graph_id] = str(exc)
+                self._log("dead_lettered", due.graph_id)
+        else:
+            result.remaining = max(0, len(due_list) - limit)
         return result
+
+    def _log(self, outcome: str, target: str) -> None:
+        self.db.execute(
+            "INSERT INTO writeback_log (at, source, outcome, target) VALUES (?, ?, ?, ?)",
+            (time.time(), ",".join(sorted(self.sources)), outcome, target),
+        )
+
+    def purge_log(self, before: float) -> int:
+        """Forget ``writeback_log`` rows older than ``before``; returns how many."""
+        return self.db.execute("DELETE FROM writeback_log WHERE at < ?", (before,)).rowcount
 
     def _tagged(self, alert: str) -> list[str]:
         row = self.db.execute("SELECT tagged FROM writeback WHERE alert = ?", (alert,)).fetchone()
@@ -208,10 +269,7 @@ class WriteBack:
         return int(row[0]) if row else 0
 
     def stats(self) -> dict[str, int]:
-        row = self.db.execute(
-            "SELECT count(*), sum(written != ''), sum(dead != ''), sum(comments) FROM writeback"
-        ).fetchone()
-        return {"alerts": row[0] or 0, "written": row[1] or 0, "dead": row[2] or 0, "comments": row[3] or 0}
+        return _stats(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -230,6 +288,8 @@ class GraphWriter:
 
         self.incidents = IncidentsApi(settings, log, transport=transport)
         self.api = self.incidents.api
+        self.log = log
+        self.sleep: Callable[[float], None] = time.sleep
 
     def _call(self, method: str, path: str, what: str, permission: str, json: Any = None) -> Any:
         response = self.api.request(method, path, what=what, json=json)
@@ -247,9 +307,34 @@ class GraphWriter:
         comments = data.get("comments") if isinstance(data, dict) else None
         return [c for c in comments or [] if isinstance(c, dict)]
 
-    def comment_alert(self, alert_id: str, text: str) -> None:
+    def comment_alert(self, alert_id: str, text: str, marker: str = "") -> bool:
+        """POST the comment; True once posted, False when ``marker`` was found on the alert
+        after an ambiguous failure (see the module docstring). A 429 is retried after its
+        ``Retry-After``; all retries stay within the client's ``max_wait``; what is still
+        failing raises :class:`RetriableError`."""
         body = {"@odata.type": "microsoft.graph.security.alertComment", "comment": text}
-        self._call("POST", f"security/alerts_v2/{alert_id}/comments", f"comment on alert {alert_id}", ALERT_WRITE, body)
+        path, what = f"security/alerts_v2/{alert_id}/comments", f"comment on alert {alert_id}"
+        waited, attempt = 0.0, 0
+        while True:
+            attempt += 1
+            throttled = self.api.throttled
+            saved, self.api.max_attempts = self.api.max_attempts, 1  # retries decided here
+            try:
+                self._call("POST", path, what, ALERT_WRITE, body)
+                return True
+            except RetriableError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else min(30.0, 2.0**attempt)
+                if attempt >= saved or waited + wait > self.api.max_wait:
+                    raise
+                ambiguous = self.api.throttled == throttled  # not a 429: it may have been stored
+                reason = str(exc)
+            finally:
+                self.api.max_attempts = saved
+            self.log.info("%s; retrying in %.1f s", reason, wait)
+            self.sleep(wait)
+            waited += wait
+            if ambiguous and marker and any(marker in (c.get("comment") or "") for c in self.alert_comments(alert_id)):
+                return False
 
     def tag_incident(self, incident_id: str, tag: str) -> bool:
         """Add ``tag`` to the incident's customTags (kept); False when it was there already."""
@@ -268,3 +353,64 @@ class GraphWriter:
 
     def close(self) -> None:
         self.incidents.close()
+
+
+def _stats(db: sqlite3.Connection) -> dict[str, int]:
+    row = db.execute("SELECT count(*), sum(written != ''), sum(dead != ''), sum(comments) FROM writeback").fetchone()
+    return {"alerts": row[0] or 0, "written": row[1] or 0, "dead": row[2] or 0, "comments": row[3] or 0}
+
+
+def writeback_summary(state_dir: str, since: float | None = None) -> dict[str, Any] | None:
+    """What the write-back did, read-only from ``correlation.sqlite3`` (``None`` when it never
+    ran): per alert state (``alerts`` with a record, ``written``, ``dead``, ``comments``,
+    ``deferred_now``) and, from the log, the count of each outcome at or after ``since``
+    (``outcomes``) and the time of the last one (``last``)."""
+    import os
+
+    path = os.path.join(state_dir, DB_NAME)
+    if not os.path.exists(path):
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "writeback" not in tables:
+            return None
+        out: dict[str, Any] = _stats(db)
+        out["deferred_now"] = db.execute(
+            "SELECT count(*) FROM writeback WHERE dead = '' AND next_at > ?", (time.time(),)
+        ).fetchone()[0]
+        outcomes = dict.fromkeys(OUTCOMES[:-1], 0)
+        last = None
+        if "writeback_log" in tables:
+            for outcome, n in db.execute(
+                "SELECT outcome, count(*) FROM writeback_log WHERE at >= ? GROUP BY outcome", (since or 0.0,)
+            ):
+                outcomes[outcome] = n
+            last = db.execute("SELECT max(at) FROM writeback_log").fetchone()[0]
+        out["outcomes"] = outcomes
+        out["last"] = last
+        return out
+    finally:
+        db.close()
+
+
+@contextlib.contextmanager
+def drain_lock(state_dir: str) -> Iterator[bool]:
+    """Hold ``writeback.lock`` in ``state_dir`` while draining: yields True when this process
+    holds it, False when another process is draining (never waits)."""
+    import fcntl
+    import os
+
+    fd = os.open(os.path.join(state_dir, "writeback.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
