@@ -79,6 +79,8 @@ class Config:
     #: ``[correlation]`` (a ``forwarder.correlation.settings.CorrelationSettings``) when that
     #: component is installed; see :data:`CORE_SECTIONS`.
     correlation: Any = None
+    #: ``[serve]`` (a ``forwarder.serve.settings.ServeSettings``): the ``dlpfwd serve`` endpoint.
+    serve: Any = None
 
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:
@@ -101,7 +103,10 @@ _TOP_LEVEL = ("forwarder", "policy", "sources", "sinks")
 #: Further top-level tables owned by core components: name -> "module:SettingsClass". Each is
 #: validated like ``[forwarder]`` and stored as the ``Config`` attribute of the same name
 #: (``None`` when the component is not installed, in which case the table is an error).
-CORE_SECTIONS: dict[str, str] = {"correlation": "forwarder.correlation.settings:CorrelationSettings"}
+CORE_SECTIONS: dict[str, str] = {
+    "correlation": "forwarder.correlation.settings:CorrelationSettings",
+    "serve": "forwarder.serve.settings:ServeSettings",
+}
 
 
 def _core_sections() -> dict[str, type]:
@@ -263,6 +268,8 @@ def literal_secrets(config: Config) -> list[str]:
                 walk(v, f"{path}[{j}]")
 
     walk(config.policy, "policy")
+    if config.serve is not None:
+        walk(config.serve, "serve")
     for i, source in enumerate(config.sources):
         walk(source.settings, f"sources[{i}]")
     for i, sink in enumerate(config.sinks):

@@ -30,6 +30,7 @@ ESSENTIAL: tuple[str, ...] = (
     "forwarder.cli.core_commands",
     "forwarder.cli.state_commands",
     "forwarder.correlation.commands",
+    "forwarder.serve.command",
 )
 
 EXIT_OK = 0

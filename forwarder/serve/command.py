@@ -1,0 +1,106 @@
+"""``dlpfwd serve``: run the inbound status-change endpoint until SIGTERM or Ctrl-C.
+
+Reads ``[serve]`` and ``[forwarder] state_dir`` of the configuration; the TLS certificate is
+required unless ``--insecure-plain-http`` (local tests only). ``--bind`` / ``--port``
+override the configuration. Exit codes: 0 stopped by a signal, 2 configuration error
+(each problem with its key path), 1 the endpoint could not start (port in use, unreadable key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from forwarder.hookspecs import hookimpl
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("dlpfwd.serve")
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bind", metavar="ADDRESS", help="listen address (default: [serve] bind, 127.0.0.1)")
+    parser.add_argument("--port", type=int, metavar="N", help="TCP port (default: [serve] port, 8443; 0 = any free)")
+    parser.add_argument(
+        "--insecure-plain-http",
+        action="store_true",
+        help="serve plain HTTP without TLS: local tests only, never on a network",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from forwarder.config import load_config
+    from forwarder.errors import ConfigError
+    from forwarder.logs import redact, setup_logging
+    from forwarder.serve import build_server, problems
+    from forwarder.serve.settings import ServeSettings
+    from forwarder.state import open_store
+
+    config = load_config(args.config, args.host)
+    if not getattr(args, "log_level", None):
+        setup_logging(config.forwarder.log_level)
+    settings: ServeSettings = getattr(config, "serve", None) or ServeSettings()
+    if args.bind:
+        settings.bind = args.bind
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError([f"--port: expected 0-65535, got {args.port}"])
+        settings.port = args.port
+    found = problems(settings, insecure=args.insecure_plain_http)
+    if found:
+        raise ConfigError(found)
+    store = open_store(config.forwarder.state_dir)
+    try:
+        try:
+            server = build_server(settings, store, insecure_plain_http=args.insecure_plain_http)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            print(redact(f"dlpfwd serve: cannot start: {type(exc).__name__}: {exc}"), file=sys.stderr)
+            return EXIT_FAILED
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            server.start()
+            # One line on stderr whatever the log level: scripts and tests read the URL from it.
+            print(f"dlpfwd serve: listening on {server.url}", file=sys.stderr, flush=True)
+            if args.insecure_plain_http:
+                log.warning("serving plain HTTP (--insecure-plain-http): for local tests only")
+            log.info("state %s; SIGTERM or Ctrl-C stops it", config.forwarder.state_dir)
+            _warn_without_applier(config)
+            stop.wait()
+        finally:
+            server.stop()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        log.info("dlpfwd serve stopped")
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _warn_without_applier(config: Any) -> None:
+    """Accepted changes are applied by the status sync of a servicenow sink; say so when none is on."""
+    try:
+        from forwarder.sync.loop import sync_sinks
+    except ImportError:  # the sync package is not installed
+        enabled: list[Any] = []
+    else:
+        enabled = sync_sinks(config)
+    if not enabled:
+        log.warning(
+            "no sink has [sinks.sync] enabled: accepted changes wait in the inbox until the status sync "
+            "(dlpfwd run or dlpfwd sync with a sync-enabled servicenow sink) applies them"
+        )
+
+
+@hookimpl
+def dlpfwd_register_commands(register: Callable[..., Any]) -> None:
+    register(
+        "serve",
+        "accept Defender XDR incident status changes over HTTPS (HMAC or bearer auth) into the sync inbox",
+        _configure,
+        _serve,
+    )
