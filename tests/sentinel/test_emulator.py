@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from emulators.httpd import EmulatorServer
+from emulators.httpd import EmulatorServer, Request
 from emulators.logs_ingestion.app import Fault
 from sinks.sentinel.columns import STREAM
 from tests.sentinel.helpers import DCR, make_app
@@ -127,3 +127,40 @@ def test_injected_faults_in_order(server, client, issuer):
     r2 = post(client, issuer, b'[{"EventId":"a"}]')
     r3 = post(client, issuer, b'[{"EventId":"a"}]')
     assert (r1.status_code, r1.headers["Retry-After"], r2.status_code, r3.status_code) == (503, "2", 429, 204)
+
+
+BODIES = [
+    b"[]",
+    b'[{"EventId": "a"}, {"EventId": "b", "Bogus": [1, {"x": null}]}]',
+    b'  [ {"EventId": "\xc3\xa9"} ]\n',
+    b'{"EventId": "a"}',
+    b'"text"',
+    b"{nope",
+    b"[1, 2]",
+    b'[{"EventId": "a"}, "b"]',
+    b'[{"EventId": "a", "Policies": [{"id": }]}]',
+    b'[{"EventId": "a"}] trailing',
+    b'[{"EventId": "\xff"}]',
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_validate_only_answers_like_the_storing_path(issuer, body):
+    """With no rows to keep (keep_rows reached, no sink, not strict) the emulator only validates
+    the array; it must answer every body exactly as the path that builds the rows does."""
+    answers = []
+    for keep in (100, 0):
+        app = make_app(issuer, keep_rows=keep)
+        path = f"/dataCollectionRules/{DCR}/streams/{STREAM}"
+        headers = {
+            "authorization": f"Bearer {issuer.token()}",
+            "content-type": "application/json",
+            "content-encoding": "gzip",
+        }
+        query = {"api-version": "2023-01-01"}
+        request = Request("POST", path, query, {}, headers, gzip.compress(body))
+        r = app.handle(request)
+        answers.append((r.status, r.body, app.stats.accepted_requests, app.stats.rows))
+        assert r.status in (204, 400)  # the body was judged, not the request
+    assert answers[0] == answers[1]
+    assert app.all_rows(STREAM) == []  # keep_rows=0: nothing built or kept
