@@ -74,6 +74,13 @@ CEF_MAPPING: dict[str, str | tuple[str, ...]] = {
     "flexString1": "tenant_id",
     "flexString2": "status",
     "deviceCustomDate1": "updated_time",
+    # correlation enrichment (docs/correlation.md); the dlpfwd* keys are vendor extension keys
+    "cn2": "enrichment.correlation.related_count",
+    "cn3": "enrichment.correlation.prior_incidents.count",
+    "dlpfwdRelatedAlertIds": "enrichment.correlation.related_alerts[].id",
+    "dlpfwdRelatedMaxSeverity": "enrichment.correlation.related_alerts[].severity",
+    "dlpfwdIncidentIds": "enrichment.correlation.incidents",
+    "dlpfwdEnrichment": ("enrichment.correlation", "enrichment.errors"),
 }
 
 #: Targets with fixed values (documented as constants).
@@ -92,6 +99,8 @@ CEF_LABELS: dict[str, str] = {
     "flexString1": "Tenant Id",
     "flexString2": "Status",
     "deviceCustomDate1": "Updated Time",
+    "cn2": "Related Alert Count",
+    "cn3": "Prior Incident Count",
 }
 
 #: Dictionary lengths (characters) of the keys we use; keys absent here are numbers/times.
@@ -126,11 +135,17 @@ CEF_MAX_LENGTH: dict[str, int] = {
     "cs6": 4000,
     "flexString1": 1023,
     "flexString2": 1023,
+    "dlpfwdRelatedAlertIds": 4000,
+    "dlpfwdRelatedMaxSeverity": 63,
+    "dlpfwdIncidentIds": 4000,
+    "dlpfwdEnrichment": 1023,
 }
 
 # Values that are never cut to fit the message size: numbers, times, addresses, labels, ids.
 _NOT_CUTTABLE = frozenset(
-    {"rt", "fsize", "cn1", "src", "c6a2", "deviceCustomDate1", "externalId", "cs6"} | {k + "Label" for k in CEF_LABELS}
+    {"rt", "fsize", "cn1", "cn2", "cn3", "src", "c6a2", "deviceCustomDate1", "externalId", "cs6"}
+    | {"dlpfwdRelatedMaxSeverity", "dlpfwdEnrichment"}
+    | {k + "Label" for k in CEF_LABELS}
 )
 
 _EMPTY: dict[str, Any] = {}
@@ -207,6 +222,12 @@ _P_CN1 = _PX[_P["cn1"]]
 _P_FLEXSTRING1 = _PX[_P["flexString1"]]
 _P_FLEXSTRING2 = _PX[_P["flexString2"]]
 _P_DEVICECUSTOMDATE1 = _PX[_P["deviceCustomDate1"]]
+_P_CN2 = _PX[_P["cn2"]]
+_P_CN3 = _PX[_P["cn3"]]
+_P_RELATED_IDS = _PX[_P["dlpfwdRelatedAlertIds"]]
+_P_RELATED_MAX = _PX[_P["dlpfwdRelatedMaxSeverity"]]
+_P_INCIDENT_IDS = _PX[_P["dlpfwdIncidentIds"]]
+_P_ENRICHMENT = _PX[_P["dlpfwdEnrichment"]]
 
 
 def _items(data: dict[str, Any]) -> list[str]:
@@ -318,6 +339,20 @@ def _items(data: dict[str, Any]) -> list[str]:
     v = f.epoch_ms(get("updated_time") or "")
     if v:
         out += (_P_DEVICECUSTOMDATE1, v)
+    if get("enrichment"):
+        related, count, top, incidents, prior, flag = f.enrichment_fields(data)
+        if count:
+            out += (_P_CN2, count)
+        if prior:
+            out += (_P_CN3, prior)
+        if related:
+            out += (_P_RELATED_IDS, related if len(related) <= 4000 else cut_chars(related, 4000)[0])
+        if top:
+            out += (_P_RELATED_MAX, top)
+        if incidents:
+            out += (_P_INCIDENT_IDS, incidents if len(incidents) <= 4000 else cut_chars(incidents, 4000)[0])
+        if flag:
+            out += (_P_ENRICHMENT, flag if len(flag) <= 1023 else cut_chars(flag, 1023)[0])
     return out
 
 

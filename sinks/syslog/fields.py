@@ -161,3 +161,49 @@ def file_hash(obj: dict[str, Any]) -> str:
 def source_id(event_id: str) -> str:
     """The source's own id: ``audit:<guid>`` -> ``<guid>``."""
     return event_id.partition(":")[2] or event_id
+
+
+_NO_ENRICHMENT = ("", "", "", "", "", "")
+_SEVERITY_RANK = {"unknown": 0, "informational": 1, "low": 2, "medium": 3, "high": 4}
+
+
+def enrichment_fields(data: dict[str, Any]) -> tuple[str, str, str, str, str, str]:
+    """The correlation enrichment CEF and LEEF carry, as text (all "" without enrichment):
+
+    (related alert ids ``;``-joined, related alert count, highest severity of the listed
+    related alerts, incident ids ``;``-joined, prior-incident count, enrichment flag). The flag
+    is ``failed:<enricher>;...`` when an enricher failed on the event, else ``ok``; counts are
+    "" when the event has no correlation enrichment (0 is a real count). Defensive: the
+    ``enrichment`` object is free-form."""
+    enr = data.get("enrichment")
+    if not enr or not isinstance(enr, dict):
+        return _NO_ENRICHMENT
+    errors = enr.get("errors")
+    flag = "failed:" + LIST_SEPARATOR.join(sorted(map(str, errors))) if isinstance(errors, dict) and errors else "ok"
+    corr = enr.get("correlation")
+    if not isinstance(corr, dict):
+        return "", "", "", "", "", flag
+    ids: list[str] = []
+    top = -1
+    top_name = ""
+    for alert in corr.get("related_alerts") or ():
+        if not isinstance(alert, dict):
+            continue
+        if alert.get("id"):
+            ids.append(text(alert["id"]))
+        severity = text(alert.get("severity")).lower()
+        rank = _SEVERITY_RANK.get(severity, 0)
+        if severity and rank > top:
+            top, top_name = rank, severity
+    count = corr.get("related_count")
+    prior = corr.get("prior_incidents")
+    prior_count = prior.get("count") if isinstance(prior, dict) else None
+    incidents = corr.get("incidents")
+    return (
+        LIST_SEPARATOR.join(ids),
+        str(count) if isinstance(count, int) and not isinstance(count, bool) else "",
+        top_name,
+        LIST_SEPARATOR.join(text(i) for i in incidents if i) if isinstance(incidents, list) else "",
+        str(prior_count) if isinstance(prior_count, int) and not isinstance(prior_count, bool) else "",
+        flag,
+    )

@@ -74,6 +74,13 @@ LEEF_MAPPING: dict[str, str | tuple[str, ...]] = {
     "recordType": "record_type",
     "link": ("links.alert", "links.incident", "links.purview"),
     "updatedTime": "updated_time",
+    # correlation enrichment (docs/correlation.md)
+    "relatedAlertIds": "enrichment.correlation.related_alerts[].id",
+    "relatedAlertCount": "enrichment.correlation.related_count",
+    "relatedMaxSeverity": "enrichment.correlation.related_alerts[].severity",
+    "incidentIds": "enrichment.correlation.incidents",
+    "priorIncidentCount": "enrichment.correlation.prior_incidents.count",
+    "enrichment": ("enrichment.correlation", "enrichment.errors"),
 }
 
 #: Targets with fixed values (documented as constants).
@@ -116,10 +123,17 @@ ATTRIBUTES: tuple[str, ...] = (
     "recordType",
     "link",
     "updatedTime",
+    "relatedAlertIds",
+    "relatedAlertCount",
+    "relatedMaxSeverity",
+    "incidentIds",
+    "priorIncidentCount",
+    "enrichment",
 )
 
 _NOT_CUTTABLE = frozenset(
     {"devTime", "devTimeFormat", "sev", "cat", "src", "externalId", "eventId", "fileSize", "recordType", "updatedTime"}
+    | {"relatedAlertCount", "relatedMaxSeverity", "priorIncidentCount", "enrichment"}
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -297,6 +311,10 @@ class LeefFormatter:
         v = leef_time(get("updated_time") or "")  # updatedTime
         if v:
             out += (p[34], v)
+        if get("enrichment"):
+            for i, v in enumerate(f.enrichment_fields(data), 35):
+                if v:  # relatedAlertIds .. enrichment, in ATTRIBUTES order
+                    out += (p[i], v)
         return out
 
     def header(self, data: dict[str, Any]) -> str:
