@@ -5,8 +5,9 @@ The *shadow* of an incident holds the values both sides agreed on after the last
 its own vocabulary (``{"defender": {group: value}, "ticket": {group: value}}``, plus the
 versions the sync's own writes produced). For each group (:data:`forwarder.sync.peer.GROUPS`):
 
-* a side *changed* when its value differs from its shadow value (in its own vocabulary, so a
-  lossy mapping -- On Hold and In Progress both mean inProgress -- never looks like a change);
+* a side *changed* when its value differs from its shadow value and, for the ticket, also
+  means something else in Defender's vocabulary (so a lossy mapping -- On Hold and In
+  Progress both mean inProgress -- never looks like a change);
 * the two sides *agree* when the ticket value, mapped to Defender's vocabulary, equals
   Defender's value: nothing is written (this is what ends every exchange: no ping-pong);
 * only one side changed: it wins; both changed to different values: a **conflict**, resolved
@@ -95,6 +96,7 @@ def plan(
     mapped = to_defender(ticket)
     wanted = to_ticket(effective)
     old_d, old_t = shadow.get("defender"), shadow.get("ticket")
+    old_mapped = to_defender(old_t) if old_t else {}
     for group in GROUPS:
         d, t, td = effective.get(group, ""), ticket.get(group, ""), mapped.get(group)
         if td is not None and same(group, td, d):
@@ -103,7 +105,8 @@ def plan(
             d_changed, t_changed = True, False  # the request wins; the ticket follows
         elif old_d is not None and old_t is not None and group in old_d and group in old_t:
             d_changed = not same(group, d, old_d[group])
-            t_changed = t != old_t[group]
+            # in Defender's terms: On Hold -> In Progress (both inProgress) is no change
+            t_changed = t != old_t[group] and not same(group, td, old_mapped.get(group))
         else:
             d_changed = t_changed = True  # never synced: the conflict rule decides
         if t_changed and td is None:
