@@ -44,6 +44,7 @@ class BatchCounts:
     duplicates: int = 0
     quarantined: int = 0
     dropped_oldest: int = 0
+    correlation_only: int = 0  # non-DLP alerts read for correlation, indexed and not forwarded
     per_sink: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BatchCounts) -> None:
@@ -53,6 +54,7 @@ class BatchCounts:
         self.duplicates += other.duplicates
         self.quarantined += other.quarantined
         self.dropped_oldest += other.dropped_oldest
+        self.correlation_only += other.correlation_only
         for k, v in other.per_sink.items():
             self.per_sink[k] = self.per_sink.get(k, 0) + v
 
@@ -64,6 +66,7 @@ class BatchCounts:
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
             "dropped_oldest": self.dropped_oldest,
+            "correlation_only": self.correlation_only,
         }
 
 
@@ -241,7 +244,7 @@ class Pipeline:
         counts.quarantined = len(bad)
         announced: list[tuple[str, str]] = []
         if self.correlation is not None:  # index + enrich BEFORE the spool transaction (docs/correlation.md)
-            events, announced = self.correlation.process(events, name, source_type, tenant)
+            events, announced, counts.correlation_only = self.correlation.process(events, name, source_type, tenant)
         routes = [r for r in self.routes if only_sink is None or r.name == only_sink]
         self._commit(name, batch, cursor_key, events, bad, routes, dedup, now, counts)
         if announced:
@@ -252,6 +255,7 @@ class Pipeline:
         m.source(name, "spooled", counts.spooled)
         m.source(name, "duplicates", counts.duplicates)
         m.source(name, "quarantined", counts.quarantined)
+        m.source(name, "correlation_only", counts.correlation_only)
         for sink, n in counts.per_sink.items():
             if self.on_spooled and n:
                 self.on_spooled(sink)
@@ -390,6 +394,7 @@ class Pipeline:
                     "spooled": counts.spooled,
                     "duplicates": counts.duplicates,
                     "quarantined": counts.quarantined,
+                    "correlation_only": counts.correlation_only,
                 },
             )
             if batch.cursor is not None:

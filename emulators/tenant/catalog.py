@@ -222,3 +222,123 @@ DEFENDER_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
         "T1485",
     ),
 )
+
+# Non-DLP Defender alerts the generator plants (correlated with a DLP record, or decoys that
+# must link to nothing). (title, serviceSource, detectionSource, category, MITRE technique)
+MDE_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "Suspicious file uploaded to a personal cloud storage",
+        "microsoftDefenderForEndpoint",
+        "microsoftDefenderForEndpoint",
+        "Exfiltration",
+        "T1567.002",
+    ),
+    (
+        "Sensitive file copied to removable media after unusual activity",
+        "microsoftDefenderForEndpoint",
+        "microsoftDefenderForEndpoint",
+        "Exfiltration",
+        "T1052.001",
+    ),
+    (
+        "Suspicious archive created before exfiltration",
+        "microsoftDefenderForEndpoint",
+        "microsoftDefenderForEndpoint",
+        "Collection",
+        "T1560.001",
+    ),
+)
+MDO_OUTBOUND_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "Suspicious email sending patterns detected",
+        "microsoftDefenderForOffice365",
+        "microsoftDefenderForOffice365",
+        "Exfiltration",
+        "T1048",
+    ),
+    (
+        "Email sending limit exceeded",
+        "microsoftDefenderForOffice365",
+        "microsoftDefenderForOffice365",
+        "Exfiltration",
+        "T1048",
+    ),
+)
+MDO_INBOUND_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "Email messages containing malicious URL removed after delivery",
+        "microsoftDefenderForOffice365",
+        "microsoftDefenderForOffice365",
+        "InitialAccess",
+        "T1566.002",
+    ),
+    (
+        "A potentially malicious URL click was detected",
+        "microsoftDefenderForOffice365",
+        "microsoftDefenderForOffice365",
+        "InitialAccess",
+        "T1566.002",
+    ),
+)
+MDI_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "Suspected identity theft (pass-the-ticket)",
+        "microsoftDefenderForIdentity",
+        "microsoftDefenderForIdentity",
+        "LateralMovement",
+        "T1550.003",
+    ),
+    (
+        "User and IP address reconnaissance (SMB)",
+        "microsoftDefenderForIdentity",
+        "microsoftDefenderForIdentity",
+        "Discovery",
+        "T1087.002",
+    ),
+    (
+        "Suspected brute-force attack (Kerberos, NTLM)",
+        "microsoftDefenderForIdentity",
+        "microsoftDefenderForIdentity",
+        "CredentialAccess",
+        "T1110.003",
+    ),
+)
+CLOUD_APPS_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("Mass download by a single user", "microsoftDefenderForCloudApps", "cloudAppSecurity", "Exfiltration", "T1530"),
+    ("Unusual volume of file deletion", "microsoftDefenderForCloudApps", "cloudAppSecurity", "Impact", "T1485"),
+)
+CLOUD_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "Unusual amount of data extracted from a storage account",
+        "microsoftDefenderForCloud",
+        "microsoftDefenderForStorage",
+        "Exfiltration",
+        "T1537",
+    ),
+)
+
+# Files and senders of decoy alerts: never a name of FILE_STEMS x FILE_EXTS, never a tenant user.
+DECOY_FILES: tuple[str, ...] = (
+    "AdobeARMHelper.exe",
+    "update_check.ps1",
+    "rclone.exe",
+    "7za.exe",
+    "svchost_.exe",
+    "invoice_viewer.js",
+)
+PHISH_SENDERS: tuple[str, ...] = (
+    "billing@contoso-payments.co",
+    "it-helpdesk@micros0ft-support.com",
+    "docs@sharefile-secure.net",
+)
+PHISH_SUBJECTS: tuple[str, ...] = (
+    "Your mailbox is almost full",
+    "Action required: password expires today",
+    "Invoice #88213 overdue",
+    "Shared document: Q4 bonus plan",
+)
+PHISH_URLS: tuple[str, ...] = (
+    "https://contoso-payments.co/login",
+    "https://micros0ft-support.com/reset",
+    "https://sharefile-secure.net/d/8f2a1",
+)

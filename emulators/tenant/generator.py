@@ -11,8 +11,14 @@ Layout:
 * content blob ``k`` holds the records ``[k*B, (k+1)*B)`` of its feed and is created
   ``blob_latency``-ish seconds after its last record; DLP.All carries every record, the
   Audit.* feeds the records of their workloads (Audit.General: Teams and Endpoint);
-* alert ``j`` is about audit record ``j*K + r`` (``K = alert_every``); every 7th alert is a
-  non-DLP Defender alert for the same user; incident ``m`` groups alerts ``[m*G, (m+1)*G)``.
+* alert ``j`` is a DLP alert about audit record ``j*K + r`` (``K = alert_every``), except every
+  7th (``j % 7 == 6``): a non-DLP Defender alert (Endpoint, Office 365, Identity, Cloud Apps,
+  Cloud) with the evidence that service reports. Of every five of those, three are
+  *correlated* (about a DLP record's user, device, file or message, minutes to hours after it)
+  and two are *decoys* (``j % 35`` in 13 and 27: a user without DLP activity within two hours,
+  files and messages no DLP event has, an incident of their own) that must link to nothing;
+* incidents group consecutive alerts ``alerts_per_incident`` at a time, a decoy alone;
+* :meth:`Dataset.expected_links` is the ground truth of correlation (:mod:`emulators.tenant.truth`).
 """
 
 from __future__ import annotations
@@ -64,6 +70,45 @@ RECORD_TYPE_NAMES = {11: "complianceDLPSharePoint", 13: "complianceDLPExchange",
 EXPIRY_SECONDS = 7 * 86400
 LIVE_DAYS = 7
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+
+#: Non-DLP alerts are ``j % 7 == 6``; in every ALERT_PERIOD alerts the non-DLP ones at these
+#: offsets are decoys (two of five), the others correlated.
+ALERT_PERIOD = 35
+DECOY_SLOTS = (13, 27)
+#: Services of the correlated alerts, in turn.
+_CORRELATED_KINDS = ("mde", "mdo", "mdi", "mde", "mdca", "mdo", "mdi", "mdc")
+_DECOY_KINDS = ("mde", "mdo", "mdi")
+#: A decoy's user has no DLP activity within this many seconds of it (rules: 30 and 60 minutes).
+DECOY_QUIET = 2 * 3600.0
+
+
+def _incident_layout(per_incident: int) -> list[tuple[int, int]]:
+    """[start, end) offsets of the incidents within one ALERT_PERIOD of alerts: runs between
+    decoys chunked ``per_incident`` at a time, each decoy an incident of its own."""
+    cuts = sorted({0, ALERT_PERIOD, *DECOY_SLOTS, *(d + 1 for d in DECOY_SLOTS)})
+    out: list[tuple[int, int]] = []
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        out.extend((s, min(hi, s + per_incident)) for s in range(lo, hi, per_incident))
+    return out
+
+
+@dataclass(frozen=True)
+class DefenderSpec:
+    """What a non-DLP alert is about; its evidence and its correlation keys both come from it."""
+
+    j: int
+    role: str  # "correlated" | "decoy"
+    kind: str  # mde | mdo | mdi | mdca | mdc
+    catalog: tuple[str, str, str, str, str]  # title, serviceSource, detectionSource, category, technique
+    record: int  # the DLP record it is about (correlated) or whose user it concerns (decoy)
+    user: User
+    activity: float  # firstActivityDateTime
+    late: bool  # created an hour or more after its DLP record
+    device: bool  # deviceEvidence of the user's device
+    ip: bool  # ipEvidence of the user's address
+    file: tuple[str, str, str, str] | None  # fileName, filePath, sha1, sha256
+    message: tuple[str, str, str, str] | None  # internetMessageId, subject, sender, recipient
+    url: str  # urlEvidence
 
 
 def rng(seed: int, *parts: object) -> random.Random:
@@ -196,7 +241,12 @@ class Dataset:
         self.alert_every = max(1, int(config.alert_every))
         self.alert_count = self.n // self.alert_every
         self.per_incident = max(1, int(config.alerts_per_incident))
-        self.incident_count = math.ceil(self.alert_count / self.per_incident)
+        self._incident_layout = _incident_layout(self.per_incident)
+        full, rest = divmod(self.alert_count, ALERT_PERIOD)
+        self.incident_count = full * len(self._incident_layout) + sum(
+            1 for start, _ in self._incident_layout if start < rest
+        )
+        self._specs: dict[int, DefenderSpec] = {}
         self.astep = self.alert_every * self.step
         self.users = [self._user(u) for u in range(max(1, config.users))]
         # label-based matches carry the all-zero PolicyId in real records
@@ -659,7 +709,10 @@ class Dataset:
 
     # ------------------------------------------------------------------ Graph alerts
     def alert_record_index(self, j: int) -> int:
-        """The audit record alert ``j`` is about: one in the first half of its slot of K records."""
+        """The audit record alert ``j`` is about: for a DLP alert, one in the first half of its
+        slot of K records; for a non-DLP alert, see :meth:`defender_spec`."""
+        if self.is_defender_alert(j):
+            return self.defender_spec(j).record
         return j * self.alert_every + rng(self.seed, "al", j).randrange(max(1, self.alert_every // 2))
 
     def alert_times(self, j: int) -> tuple[float, float]:
@@ -686,49 +739,285 @@ class Dataset:
     def is_defender_alert(j: int) -> bool:
         return j % 7 == 6
 
+    @staticmethod
+    def alert_role(j: int) -> str:
+        """``"dlp"``, ``"correlated"`` (a non-DLP alert that must link to its DLP record) or
+        ``"decoy"`` (a non-DLP alert that must link to nothing)."""
+        if j % 7 != 6:
+            return "dlp"
+        return "decoy" if j % ALERT_PERIOD in DECOY_SLOTS else "correlated"
+
     def incident_of_alert(self, j: int) -> int:
-        return j // self.per_incident
+        period, offset = divmod(j, ALERT_PERIOD)
+        layout = self._incident_layout
+        k = next(n for n, (start, end) in enumerate(layout) if start <= offset < end)
+        return period * len(layout) + k
 
     def incident_id(self, m: int) -> str:
         return str(2000 + m)
 
+    # ------------------------------------------------------------------ non-DLP (Defender) alerts
+    def defender_spec(self, j: int) -> DefenderSpec:
+        """What non-DLP alert ``j`` is about (cached: a decoy's user takes a search)."""
+        spec = self._specs.get(j)
+        if spec is None:
+            spec = self._decoy_spec(j) if self.alert_role(j) == "decoy" else self._correlated_spec(j)
+            self._specs[j] = spec
+        return spec
+
+    def _correlated_spec(self, j: int) -> DefenderSpec:
+        """About the DLP record that happened ``lag`` before the alert was created: minutes
+        (the alert usually arrives before the record, whose Management API blob is later) or
+        one to four hours (the alert arrives well after it)."""
+        r = rng(self.seed, "corr", j)
+        created = self.alert_times(j)[0]
+        late = r.random() < 0.4
+        lag = (65 + 175 * r.random()) * 60 if late else (3 + 22 * r.random()) * 60
+        i = min(max(0, int((created - lag - self.t0) / self.step) - 1), max(0, self.n - 1))
+        f = self.facts(i)
+        q = j // 7
+        kind = _CORRELATED_KINDS[((q // 5) * 3 + (q % 5) // 2) % len(_CORRELATED_KINDS)]
+        device = ip = False
+        file: tuple[str, str, str, str] | None = None
+        message: tuple[str, str, str, str] | None = None
+        url = ""
+        alias = f.user.upn.split("@")[0]
+        if kind == "mde":
+            entry = catalog.MDE_ALERTS[r.randrange(len(catalog.MDE_ALERTS))]
+            offset = 90 * r.random()
+            device = True
+            if f.workload not in ("Exchange", "MicrosoftTeams"):  # the file of the DLP match
+                folder = f"C:\\Users\\{alias}\\" + ("Documents" if f.workload == "Endpoint" else "Downloads")
+                file = (f.object_name, folder, f"{f.extra:08x}" * 5, f"{f.extra:08x}" * 8)
+        elif kind == "mdo":
+            if f.workload == "Exchange":  # the very message the DLP rule matched, sent by the user
+                entry = catalog.MDO_OUTBOUND_ALERTS[r.randrange(len(catalog.MDO_OUTBOUND_ALERTS))]
+                recipient = f.recipients[0] if f.recipients else catalog.EXTERNAL[0]
+                message = (f.object_url, f.object_name, f.user.upn, recipient)
+                offset = 600 * r.random()
+            else:  # a phishing message the user received around the DLP match
+                entry = catalog.MDO_INBOUND_ALERTS[r.randrange(len(catalog.MDO_INBOUND_ALERTS))]
+                message = self._phish(r, f.user.upn)
+                url = catalog.PHISH_URLS[r.randrange(len(catalog.PHISH_URLS))]
+                offset = (40 * r.random() - 20) * 60
+        elif kind == "mdi":
+            entry = catalog.MDI_ALERTS[r.randrange(len(catalog.MDI_ALERTS))]
+            device = ip = True
+            offset = (35 * r.random() - 25) * 60
+        elif kind == "mdca":
+            entry = catalog.CLOUD_APPS_ALERTS[r.randrange(len(catalog.CLOUD_APPS_ALERTS))]
+            offset = 900 * r.random()
+        else:
+            entry = catalog.CLOUD_ALERTS[r.randrange(len(catalog.CLOUD_ALERTS))]
+            offset = 900 * r.random()
+        activity = _microseconds(min(f.time + offset, created - 60))
+        return DefenderSpec(j, "correlated", kind, entry, i, f.user, activity, late, device, ip, file, message, url)
+
+    def _phish(self, r: random.Random, recipient: str) -> tuple[str, str, str, str]:
+        sender = catalog.PHISH_SENDERS[r.randrange(len(catalog.PHISH_SENDERS))]
+        msg_id = f"<{r.getrandbits(64):016x}@{sender.split('@')[1]}>"
+        return (msg_id, catalog.PHISH_SUBJECTS[r.randrange(len(catalog.PHISH_SUBJECTS))], sender, recipient)
+
+    def _decoy_spec(self, j: int) -> DefenderSpec:
+        """A user with no DLP activity within :data:`DECOY_QUIET` of the alert (so no rule can
+        link it: user 30 min, device 60 min), a file, message and incident no DLP event has."""
+        r = rng(self.seed, "decoy", j)
+        created = self.alert_times(j)[0]
+        activity = _microseconds(created - (3 + 22 * r.random()) * 60)
+        active = self._users_active(activity - DECOY_QUIET, activity + DECOY_QUIET)
+        upper = max(1, self.n)
+        record = r.randrange(upper)
+        for _ in range(64):
+            if self.facts(record).user.upn not in active:
+                break
+            record = r.randrange(upper)
+        else:  # every user was busy then: the alert is about activity before the data set began
+            activity = _microseconds(self.t0 - 4 * 86400 - DECOY_QUIET)
+        user = self.facts(record).user
+        kind = _DECOY_KINDS[((j // ALERT_PERIOD) * 2 + DECOY_SLOTS.index(j % ALERT_PERIOD)) % len(_DECOY_KINDS)]
+        device = ip = False
+        file: tuple[str, str, str, str] | None = None
+        message: tuple[str, str, str, str] | None = None
+        url = ""
+        if kind == "mde":
+            entry = catalog.MDE_ALERTS[r.randrange(len(catalog.MDE_ALERTS))]
+            device = True
+            name = catalog.DECOY_FILES[r.randrange(len(catalog.DECOY_FILES))]
+            folder = f"C:\\Users\\{user.upn.split('@')[0]}\\AppData\\Local\\Temp"
+            file = (name, folder, f"{r.getrandbits(160):040x}", f"{r.getrandbits(256):064x}")
+        elif kind == "mdo":
+            entry = catalog.MDO_INBOUND_ALERTS[r.randrange(len(catalog.MDO_INBOUND_ALERTS))]
+            message = self._phish(r, user.upn)
+            url = catalog.PHISH_URLS[r.randrange(len(catalog.PHISH_URLS))]
+        else:
+            entry = catalog.MDI_ALERTS[r.randrange(len(catalog.MDI_ALERTS))]
+            device = ip = True
+        return DefenderSpec(j, "decoy", kind, entry, record, user, activity, False, device, ip, file, message, url)
+
+    def _users_active(self, lo: float, hi: float) -> set[str]:
+        """UPNs of the records (hence also the DLP alerts) whose time is within [lo, hi],
+        backdated records (out-of-order fault) included."""
+        first = max(0, int((lo - self.t0) / self.step) - 1)
+        last = min(self.n, int((hi - self.t0) / self.step) + 2)
+        users = {self.facts(i).user.upn for i in range(first, last) if lo <= self.facts(i).time <= hi}
+        if self.faults.out_of_order_rate > 0:  # a later record moved up to 72 h back
+            late_last = min(self.n, int((hi + 73 * 3600 - self.t0) / self.step) + 2)
+            rate = self.faults.out_of_order_rate
+            for i in range(last, late_last):
+                if rng(self.seed, "ooo", i).random() < rate:
+                    f = self.facts(i)
+                    if lo <= f.time <= hi:
+                        users.add(f.user.upn)
+        return users
+
+    def _defender_evidence(self, spec: DefenderSpec, created: float) -> list[dict[str, Any]]:
+        user = spec.user
+        base: dict[str, Any] = {
+            "createdDateTime": graph_time(created),
+            "verdict": "suspicious",
+            "remediationStatus": "none",
+            "remediationStatusDetails": None,
+            "detailedRoles": [],
+            "tags": [],
+        }
+        account = self._user_account(user)
+        out: list[dict[str, Any]] = []
+        if spec.kind == "mdo":
+            out.append(
+                {
+                    "@odata.type": "#microsoft.graph.security.mailboxEvidence",
+                    **base,
+                    "roles": ["compromised"] if spec.message and spec.message[2] == user.upn else ["attacked"],
+                    "displayName": user.display,
+                    "primaryAddress": user.upn,
+                    "upn": user.upn,
+                    "userAccount": account,
+                }
+            )
+        else:
+            roles = ["compromised"] if spec.kind == "mdi" else []
+            out.append({"@odata.type": "#microsoft.graph.security.userEvidence", **base, "roles": roles,
+                        "userAccount": account, "stream": None})  # fmt: skip
+        if spec.device:
+            out.append(self._device_evidence(user, created))
+        if spec.ip:
+            out.append(
+                {
+                    "@odata.type": "#microsoft.graph.security.ipEvidence",
+                    **base,
+                    "roles": ["source"],
+                    "ipAddress": user.ip,
+                    "countryLetterCode": None,
+                    "location": None,
+                    "stream": None,
+                }
+            )
+        if spec.file is not None:
+            name, folder, sha1, sha256 = spec.file
+            out.append(
+                {
+                    "@odata.type": "#microsoft.graph.security.fileEvidence",
+                    **base,
+                    "roles": [],
+                    "detectionStatus": "detected",
+                    "mdeDeviceId": user.device_id,
+                    "fileDetails": {
+                        "sha1": sha1,
+                        "sha256": sha256,
+                        "fileName": name,
+                        "filePath": folder,
+                        "fileSize": 4096 + int(sha1[:6], 16) % 5_000_000,
+                        "filePublisher": None,
+                        "signer": None,
+                        "issuer": None,
+                    },
+                }
+            )
+        if spec.message is not None:
+            msg_id, subject, sender, recipient = spec.message
+            inbound = sender != user.upn
+            out.append(
+                {
+                    "@odata.type": "#microsoft.graph.security.analyzedMessageEvidence",
+                    **base,
+                    "roles": [],
+                    "internetMessageId": msg_id,
+                    "networkMessageId": name_guid(msg_id),
+                    "subject": subject,
+                    "senderIp": "203.0.113." + str(1 + int(name_guid(sender)[:2], 16) % 250) if inbound else user.ip,
+                    "recipientEmailAddress": recipient,
+                    "p1Sender": {"emailAddress": sender, "displayName": None, "domainName": sender.split("@")[1]},
+                    "p2Sender": {"emailAddress": sender, "displayName": None, "domainName": sender.split("@")[1]},
+                    "antiSpamDirection": "inbound" if inbound else "outbound",
+                    "deliveryAction": "delivered",
+                    "deliveryLocation": "inbox" if inbound else "unknown",
+                    "urlCount": 1 if spec.url else 0,
+                    "urls": [spec.url] if spec.url else [],
+                    "threats": ["Phish"] if inbound else [],
+                }
+            )
+        if spec.url:
+            out.append({"@odata.type": "#microsoft.graph.security.urlEvidence", **base, "roles": [], "url": spec.url})
+        if spec.kind in ("mdca", "mdc"):
+            app = "Microsoft SharePoint Online" if spec.kind == "mdca" else "Azure Storage"
+            out.append(
+                {
+                    "@odata.type": "#microsoft.graph.security.cloudApplicationEvidence",
+                    **base,
+                    "roles": [],
+                    "appId": 20892 if spec.kind == "mdca" else 0,
+                    "displayName": app,
+                    "instanceId": 0,
+                    "instanceName": app,
+                    "saasAppId": 20892 if spec.kind == "mdca" else 0,
+                    "stream": None,
+                }
+            )
+        return out
+
+    def _user_account(self, user: User) -> dict[str, Any]:
+        return {
+            "accountName": user.upn.split("@")[0],
+            "domainName": self.domain,
+            "userSid": user.sid,
+            "azureAdUserId": user.object_id,
+            "userPrincipalName": user.upn,
+            "displayName": user.display,
+        }
+
     def alert(self, j: int) -> dict[str, Any]:
         """Alert ``j`` as Graph ``alerts_v2`` serves it."""
-        f = self.facts(self.alert_record_index(j))
         created, updated = self.alert_times(j)
         aid = self.alert_id(j)
         inc = self.incident_id(self.incident_of_alert(j))
         portal = "https://security.microsoft.com"
-        user_ev = {
-            "@odata.type": "#microsoft.graph.security.userEvidence",
-            "createdDateTime": graph_time(created),
-            "verdict": "unknown",
-            "remediationStatus": "none",
-            "remediationStatusDetails": None,
-            "roles": [] if self.is_defender_alert(j) else ["policyViolator"],
-            "detailedRoles": [],
-            "tags": [],
-            "userAccount": {
-                "accountName": f.user.upn.split("@")[0],
-                "domainName": self.domain,
-                "userSid": f.user.sid,
-                "azureAdUserId": f.user.object_id,
-                "userPrincipalName": f.user.upn,
-                "displayName": f.user.display,
-            },
-        }
-        evidence: list[dict[str, Any]] = [user_ev]
         if self.is_defender_alert(j):
-            title, service, detection, category, technique = catalog.DEFENDER_ALERTS[
-                rng(self.seed, "def", j).randrange(len(catalog.DEFENDER_ALERTS))
-            ]
+            spec = self.defender_spec(j)
+            title, service, detection, category, technique = spec.catalog
+            user = spec.user
             severity = ("low", "medium", "high")[rng(self.seed, "sev", j).randrange(3)]
-            description = f"{title} by {f.user.display} ({f.user.upn})."
+            description = f"{title} by {user.display} ({user.upn})."
             detector = str(uuid.uuid5(uuid.NAMESPACE_URL, f"detector/{title}"))
             techniques = [technique]
-            evidence.append(self._device_evidence(f, created))
+            evidence = self._defender_evidence(spec, created)
             recommended = "Review the user's recent activity and contain the device if needed."
+            first_activity = spec.activity
         else:
+            f = self.facts(self.alert_record_index(j))
+            first_activity = f.time
+            evidence = [
+                {
+                    "@odata.type": "#microsoft.graph.security.userEvidence",
+                    "createdDateTime": graph_time(created),
+                    "verdict": "unknown",
+                    "remediationStatus": "none",
+                    "remediationStatusDetails": None,
+                    "roles": ["policyViolator"],
+                    "detailedRoles": [],
+                    "tags": [],
+                    "userAccount": self._user_account(f.user),
+                }
+            ]
             service, detection, category, techniques = (
                 "dataLossPrevention",
                 "microsoftDataLossPrevention",
@@ -750,7 +1039,7 @@ class Dataset:
             detector = f.rule_id
             recommended = "Review the matched content and the user's justification in the Purview DLP alerts page."
             if f.workload == "Endpoint":
-                evidence.append(self._device_evidence(f, created))
+                evidence.append(self._device_evidence(f.user, created))
             if f.workload in ("Exchange", "MicrosoftTeams"):
                 evidence.append(
                     {
@@ -824,14 +1113,14 @@ class Dataset:
             "createdDateTime": graph_time(created),
             "lastUpdateDateTime": graph_time(updated),
             "resolvedDateTime": None,
-            "firstActivityDateTime": graph_time(f.time),
-            "lastActivityDateTime": graph_time(f.time),
+            "firstActivityDateTime": graph_time(first_activity),
+            "lastActivityDateTime": graph_time(first_activity),
             "comments": [],
             "evidence": evidence,
             "systemTags": [],
         }
 
-    def _device_evidence(self, f: Facts, created: float) -> dict[str, Any]:
+    def _device_evidence(self, user: User, created: float) -> dict[str, Any]:
         return {
             "@odata.type": "#microsoft.graph.security.deviceEvidence",
             "createdDateTime": graph_time(created),
@@ -841,9 +1130,9 @@ class Dataset:
             "roles": [],
             "detailedRoles": [],
             "tags": [],
-            "mdeDeviceId": f.user.device_id,
-            "azureAdDeviceId": f.user.aad_device_id,
-            "deviceDnsName": f"{f.user.device.lower()}.{self.domain}",
+            "mdeDeviceId": user.device_id,
+            "azureAdDeviceId": user.aad_device_id,
+            "deviceDnsName": f"{user.device.lower()}.{self.domain}",
             "osPlatform": "Windows11",
             "osBuild": 22631,
             "healthStatus": "active",
@@ -852,16 +1141,25 @@ class Dataset:
             "rbacGroupName": None,
             "onboardingStatus": "onboarded",
             "defenderAvStatus": "updated",
-            "ipInterfaces": [f.user.ip],
-            "loggedOnUsers": [
-                {"accountName": f.user.upn.split("@")[0], "domainName": self.domain.split(".")[0].upper()}
-            ],
+            "ipInterfaces": [user.ip],
+            "loggedOnUsers": [{"accountName": user.upn.split("@")[0], "domainName": self.domain.split(".")[0].upper()}],
             "vmMetadata": None,
         }
 
+    def expected_links(self, now: float | None = None, windows: dict[str, float] | None = None) -> list[Any]:
+        """The ground truth of correlation: every (DLP event id, alert id, reasons) link the
+        documented default rules (or ``windows``: rule -> minutes) must find among the records
+        and alerts that exist at ``now`` (default: everything). See :mod:`emulators.tenant.truth`."""
+        from emulators.tenant.truth import expected_links
+
+        return expected_links(self, now, windows)
+
     # ------------------------------------------------------------------ Graph incidents
     def incident_alerts(self, m: int) -> range:
-        return range(m * self.per_incident, min(self.alert_count, (m + 1) * self.per_incident))
+        period, k = divmod(m, len(self._incident_layout))
+        start, end = self._incident_layout[k]
+        base = period * ALERT_PERIOD
+        return range(base + start, min(self.alert_count, base + end))
 
     def incident_times(self, m: int) -> tuple[float, float]:
         js = self.incident_alerts(m)

@@ -21,7 +21,7 @@ are flagged ``enrichment["errors"]["correlation"]`` and nothing is lost but thos
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from forwarder.correlation.enrich import EnrichContext, EnricherRunner, flag
 from forwarder.correlation.enricher import KEY
@@ -47,6 +47,14 @@ def plugin_enrichers(host: Any) -> list[tuple[str, Any]]:
     return [(impl.plugin_name, impl.function) for impl in hook.get_hookimpls() if impl.function is not builtin_enricher]
 
 
+class Staged(NamedTuple):
+    """What the stage made of a batch."""
+
+    events: list[tuple[DlpEvent, str]]  # to spool: the batch (minus withheld alerts) + correlation events
+    announced: list[tuple[str, str]]  # link pairs to mark announced once the spool transaction committed
+    withheld: int  # non-DLP alerts read and indexed for correlation only (forward_alerts off), not spooled
+
+
 class CorrelationStage:
     """See the module docstring."""
 
@@ -58,11 +66,10 @@ class CorrelationStage:
         for name, function in plugin_enrichers(host):
             self.runner.add(name, function)
 
-    def process(
-        self, events: list[tuple[DlpEvent, str]], source: str, source_type: str, tenant_id: str
-    ) -> tuple[list[tuple[DlpEvent, str]], list[tuple[str, str]]]:
-        """The batch's events to spool (with correlation events added) and the link pairs to
-        mark announced once the spool transaction has committed."""
+    def process(self, events: list[tuple[DlpEvent, str]], source: str, source_type: str, tenant_id: str) -> Staged:
+        """The batch's events to spool (with correlation events added), the link pairs to mark
+        announced once the spool transaction has committed, and how many non-DLP alerts were
+        withheld (indexed for correlation, not forwarded: the pipeline counts them)."""
         plain = [ev for ev, _ in events]
         result: BatchResult | None
         try:
@@ -74,6 +81,7 @@ class CorrelationStage:
         ctx = EnrichContext(source, source_type, tenant_id, result, self.settings, log=log)
         self.runner.run(plain, ctx)
         out = events if self.settings.forward_alerts else [(e, u) for e, u in events if side_of(e) != SIDE_ALERT]
+        withheld = len(events) - len(out)
         pairs: list[tuple[str, str]] = []
         if result is not None and result.to_announce and self.settings.emit_links:
             units = {ev.id: unit for ev, unit in events}
@@ -84,7 +92,7 @@ class CorrelationStage:
                     continue
                 out.append((event, units.get(link.alert) or units.get(link.dlp) or fallback))
                 pairs.append(link.pair)
-        return out, pairs
+        return Staged(out, pairs, withheld)
 
     def committed(self, pairs: list[tuple[str, str]]) -> None:
         """The spool transaction holding these links' correlation events has committed."""

@@ -33,7 +33,8 @@ def test_no_matched_value_in_index_enrichment_or_comment(tmp_path: Path) -> None
     stage = CorrelationStage(str(tmp_path), s)
     a = alert("a1", "alice@contoso.com", 5, incident="7", source="graph")
     stage.process([(_dlp_with_value(), "u")], "o365", "management_activity", "t1")
-    out, _ = stage.process([(a, "u")], "graph", "graph_security", "t1")  # forward_alerts off: only correlation events
+    out, _, withheld = stage.process([(a, "u")], "graph", "graph_security", "t1")  # forward_alerts off
+    assert withheld == 1  # the alert was indexed, not forwarded, and counted
     stage.close()
     (corr,) = [e for e, _ in out]
     assert corr.kind == "correlation" and SECRET not in to_json(corr).decode()
@@ -54,7 +55,7 @@ def test_index_failure_flags_and_keeps_the_batch(tmp_path: Path, monkeypatch: An
 
     monkeypatch.setattr(CorrelationIndex, "index_batch", broken)
     events = [(dlp("r1", "alice@contoso.com", 0), "u"), (dlp("r2", "bob@contoso.com", 0), "u")]
-    out, pairs = stage.process(events, "src", "management_activity", "t1")
+    out, pairs, _ = stage.process(events, "src", "management_activity", "t1")
     stage.close()
     assert [e.id for e, _ in out] == ["r1", "r2"] and pairs == []
     for ev, _ in out:
@@ -66,7 +67,7 @@ def test_index_failure_flags_and_keeps_the_batch(tmp_path: Path, monkeypatch: An
 @pytest.mark.parametrize("forward", [False, True])
 def test_non_dlp_alerts_forwarded_only_when_asked(tmp_path: Path, forward: bool) -> None:
     stage = CorrelationStage(str(tmp_path), settings(forward_alerts=forward))
-    out, _ = stage.process(
+    out, _, _ = stage.process(
         [(dlp("r1", "alice@contoso.com", 0), "u"), (alert("a1", "alice@contoso.com", 1), "u")], "s", "t", "t1"
     )
     stage.close()
