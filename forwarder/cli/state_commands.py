@@ -145,8 +145,13 @@ def _state(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         summary = state_summary(store)
+        from forwarder.sync.inbox import summary as sync_summary
+
+        sync = sync_summary(store)  # None unless the two-way status sync ever ran
     finally:
         store.close()
+    if sync is not None:
+        summary["sync"] = sync
     from forwarder.correlation.index import index_stats  # its own file; present when [correlation] is on
 
     correlation = index_stats(_state_dir(args))
@@ -182,6 +187,10 @@ def _state(args: argparse.Namespace) -> int:
             f"correlation index: {c['items']} event(s), {c['links']} link(s), {c['bytes']} bytes; "
             f"expired {c['expired']}, evicted (size bound) {c['evicted']}, links evicted {c['links_evicted']}"
         )
+    if sync is not None:
+        from forwarder.sync.inbox import render
+
+        _out(render(sync))
     if writeback is not None:
         _out(render_writeback(writeback, "write-back"))
     return EXIT_OK

@@ -202,3 +202,21 @@ def dead(store: Any, limit: int = 100) -> list[tuple[int, StatusChange, str]]:
             .fetchall()
         )
     return [(r[0], StatusChange.from_dict(orjson.loads(r[1])), r[2]) for r in rows]
+
+
+def summary(store: Any) -> dict[str, int] | None:
+    """:func:`stats` for ``dlpfwd state``; None when the sync never ran (its tables do not
+    exist: nothing is created by this read)."""
+    with store.transaction() as tx:
+        found = _conn(tx).execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync_inbox'").fetchone()
+    return stats(store) if found else None
+
+
+def render(s: dict[str, int]) -> str:
+    """The ``dlpfwd state`` line."""
+    return (
+        f"status sync: {s.get('total_seen', 0)} change(s) seen, {s.get('total_applied', 0)} applied, "
+        f"{s.get('total_skipped_echo', 0)} skipped as echo, {s.get('total_skipped_unchanged', 0)} unchanged, "
+        f"{s.get('total_conflicts', 0)} conflict(s), {s.get('total_deferred', 0)} deferral(s), "
+        f"{s.get('dead', 0)} dead-lettered, {s.get('pending', 0)} pending"
+    )
