@@ -308,7 +308,10 @@ class Drainer:
         limit = self._limit_override or self.max_events
         if self.gate.breaker.probing:
             limit = 1
-        rows = self.store.read_spool(self.name, self.pos, limit + len(self.pending))
+        # Entries awaiting acknowledgement lie at or before ``pos`` unless a retry moved it back;
+        # only then read past them.
+        extra = len(self.pending) if self.pending and max(self.pending) > self.pos else 0
+        rows = self.store.read_spool(self.name, self.pos, limit + extra)
         if self.pending:
             rows = [r for r in rows if r.id not in self.pending]
         rows = rows[:limit]

@@ -120,6 +120,13 @@ class Checkpointer:
 #: spool segments sequentially) and the checkpointer need little, and there is one reader per
 #: source and drainer thread, so their caches would otherwise dominate peak RSS.
 WRITER_CACHE_KIB = 16000
+
+#: ``secure_delete``: Debian (and others) build SQLite with it ON, which overwrites every freed
+#: page with zeros -- for the spool that doubles the bytes written to the WAL and checkpointed
+#: (each delivered segment's overflow pages written once more as zeros). FAST still zeroes
+#: deleted content on b-tree pages when that costs no extra I/O, and leaves freed overflow
+#: pages as they are until reused by the next appends.
+SECURE_DELETE = "FAST"
 READER_CACHE_KIB = 2000
 
 
@@ -129,6 +136,7 @@ def _connect(path: str, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # bounded page cache: memory stays bounded
     conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute(f"PRAGMA secure_delete={SECURE_DELETE}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
     conn.execute("PRAGMA journal_size_limit=67108864")
@@ -142,6 +150,7 @@ class _SqliteTransaction:
         self.store = store
         self.db = store._db
         self.depth_changed: set[str] = set()
+        self.hot: list[tuple[str, int, bytes, bytes, bytes]] = []  # segments appended: (sink, id, lens, units, body)
 
     def seen_keys(self, keys: Sequence[str], since: float) -> set[str]:
         seen: set[str] = set()
@@ -236,7 +245,9 @@ class _SqliteTransaction:
         for start in range(0, len(rows), segments.MAX_ENTRIES):
             part = rows[start : start + segments.MAX_ENTRIES]
             lens, units, body, size = segments.encode(part)
-            self.db.execute(sql, (len(part), size, now, lens, units, body))
+            seg = self.db.execute(sql, (len(part), size, now, lens, units, body)).lastrowid
+            if seg is not None:
+                self.hot.append((sink, seg, lens, units, body))
             total += size
         self.store._depth_add(sink, len(rows), total)
         self.add_sink_unit_counts(sink, "spooled", Counter(u for _, u in rows))
@@ -304,6 +315,7 @@ class _SqliteTransaction:
                     over_bytes -= lens[i]
             victims.append(seg)
         self.db.executemany(f"DELETE FROM spool_{sid} WHERE id = ?", [(v,) for v in victims])  # noqa: S608
+        self.store._hot[sink].forget()  # some of its segments may be gone now
         self.store._depth_add(sink, -dropped, -dropped_bytes)
         self.add_sink_unit_counts(sink, "dropped", units)
         self.add_totals(sink, {"dropped_oldest": dropped})
@@ -346,6 +358,90 @@ class _SqliteTransaction:
                 )
 
 
+class HotSegments:
+    """Segments of one sink's spool that this process appended and no reader has read yet, kept
+    in memory (bounded) so that a drainer keeping up with its source does not read back from
+    SQLite what was just written there. Only committed segments are published.
+
+    A segment is served only where the database would return exactly the same entries: it
+    must follow, with the next id, a segment this process appended itself (so no segment of
+    another process lies between them), and the reader must be positioned exactly at the end
+    of what was served before it. A segment is served once, in order; a reader that moves
+    back (a retry) or elsewhere reads from the database, which drops the segments it passes.
+    """
+
+    MAX_BYTES = 16 * 1024 * 1024  # per sink; the oldest are dropped (then read from the database)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # segment id -> [n, offsets, units, body, next index]; by_end: reader position -> segment id
+        self._segs: dict[int, list[Any]] = {}
+        self._by_pos: dict[int, int] = {}
+        self._tail: tuple[int, int] | None = None  # (id, n) of the last segment appended here
+        self._read_upto = 0  # the last segment a reader got from the database
+        self._bytes = 0
+
+    def publish(self, seg: int, lens_blob: bytes, units_blob: bytes, body: bytes) -> None:
+        offsets, lens, units = segments.decode(lens_blob, units_blob, b"")
+        n = len(lens)
+        with self._lock:
+            tail, self._tail = self._tail, (seg, n)
+            if tail is None or tail[0] != seg - 1 or seg <= self._read_upto:
+                # Another writer's segment may lie before it, or a reader already got it from the
+                # database (it committed before this call): the database decides.
+                return
+            self._segs[seg] = [n, offsets, units, body, 0]
+            self._by_pos[segments.entry_id(tail[0], tail[1] - 1)] = seg
+            self._bytes += len(body)
+            while self._bytes > self.MAX_BYTES and self._segs:
+                self._drop(next(iter(self._segs)))
+
+    def take(self, after: int, limit: int) -> list[SpoolRow]:
+        """Entries right after ``after`` served from memory (up to ``limit``), or ``[]``."""
+        out: list[SpoolRow] = []
+        with self._lock:
+            while len(out) < limit:
+                seg = self._by_pos.pop(after, None)
+                if seg is None:
+                    break
+                n, offsets, units, body, first = self._segs[seg]
+                last = min(n, first + limit - len(out))
+                base = segments.entry_id(seg, 0)
+                out.extend(
+                    SpoolRow(base + i, body[offsets[i] : offsets[i + 1]], units[i], 0) for i in range(first, last)
+                )
+                after = base + last - 1
+                if last >= n:
+                    self._segs.pop(seg)
+                    self._bytes -= len(body)
+                else:
+                    self._segs[seg][4] = last
+                    self._by_pos[after] = seg
+        return out
+
+    def passed(self, position: int) -> None:
+        """A reader read up to ``position`` from the database: forget what lies before it."""
+        upto = segments.split_id(position)[0]
+        with self._lock:
+            self._read_upto = max(self._read_upto, upto)
+            for seg in [s for s in self._segs if s <= upto]:
+                self._drop(seg)
+
+    def forget(self) -> None:
+        """Drop everything (spool changed behind our back: drop_oldest, a rollback, a refresh)."""
+        with self._lock:
+            self._segs.clear()
+            self._by_pos.clear()
+            self._tail = None
+            self._bytes = 0
+
+    def _drop(self, seg: int) -> None:
+        entry = self._segs.pop(seg)
+        self._bytes -= len(entry[3])
+        for pos in [p for p, s in self._by_pos.items() if s == seg]:
+            del self._by_pos[pos]
+
+
 class SqliteStateStore:
     """SQLite implementation of :class:`forwarder.state.base.StateStore`; see the module docstring."""
 
@@ -373,9 +469,11 @@ class SqliteStateStore:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._sids: dict[str, int] = {}
         self._depth: dict[str, list[int]] = {}
+        self._hot: dict[str, HotSegments] = {}
         for name, sid, events, size in self._db.execute("SELECT name, sid, events, bytes FROM sinks"):
             self._sids[name] = sid
             self._depth[name] = [events, size]
+            self._hot[name] = HotSegments()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -391,6 +489,8 @@ class SqliteStateStore:
                 yield tx
                 tx._flush_depths()
                 self._db.execute("COMMIT")
+                for sink, seg, lens, units, body in tx.hot:
+                    self._hot[sink].publish(seg, lens, units, body)
                 checkpointer = self._checkpointer
                 if checkpointer is None and not self._closed:
                     checkpointer = self._checkpointer = Checkpointer(self.path)
@@ -400,6 +500,8 @@ class SqliteStateStore:
                 self._db.execute("ROLLBACK")
                 self._depth = saved
                 self._unit_cache.clear()
+                for hot in self._hot.values():
+                    hot.forget()  # the in-process tail of a spool may have moved back
                 raise
 
     def _reader(self) -> sqlite3.Connection:
@@ -446,6 +548,7 @@ class SqliteStateStore:
             for name, sid, events, size in self._db.execute("SELECT name, sid, events, bytes FROM sinks"):
                 self._sids[name] = sid
                 self._depth[name] = [events, size]
+                self._hot.setdefault(name, HotSegments()).forget()  # another process may have appended
 
     # ------------------------------------------------------------------ sinks and spools
 
@@ -462,6 +565,7 @@ class SqliteStateStore:
             self._db.execute("COMMIT")
             self._sids[name] = sid
             self._depth[name] = [0, 0]
+            self._hot[name] = HotSegments()
 
     def sinks(self) -> list[str]:
         return sorted(self._sids)
@@ -481,7 +585,13 @@ class SqliteStateStore:
 
     def read_spool(self, sink: str, after: int, limit: int) -> list[SpoolRow]:
         """Up to ``limit`` unsettled entries with ``id > after``, oldest first (reads segment by
-        segment, never the whole spool)."""
+        segment, never the whole spool). Segments this process appended recently are served
+        from memory (:class:`HotSegments`) when they are exactly what the database would return."""
+        hot = self._hot.get(sink)
+        if hot is not None:
+            served = hot.take(after, limit)
+            if served:
+                return served
         first_segment = segments.split_id(after)[0]
         sql = (
             f"SELECT id, n, attempts, done, lens, units, body FROM spool_{self._sid(sink)} "  # noqa: S608
@@ -510,9 +620,11 @@ class SqliteStateStore:
                         if len(out) >= limit:
                             break
                 if len(out) >= limit:
-                    return out
+                    break
         finally:
             cursor.close()
+        if hot is not None:
+            hot.passed(out[-1].id if out else after)
         return out
 
     def settle(
