@@ -487,6 +487,9 @@ class Forwarder:
             t = threading.Thread(target=self._source_loop, args=(name, stop), name=f"dlpfwd-source-{name}", daemon=True)
             t.start()
             source_threads.append(t)
+        from forwarder.correlation.writeback_loop import start_writeback
+
+        writeback = start_writeback(self, stop)  # None unless [correlation] writeback_sources
         from forwarder.sync.loop import start_in as start_sync
 
         sync = start_sync(self, stop)  # None unless a servicenow sink has [sinks.sync] enabled
@@ -504,6 +507,8 @@ class Forwarder:
         log.info("shutting down (deadline %.0f s)", self.config.forwarder.shutdown_deadline)
         for t in source_threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if writeback is not None:
+            writeback.join(max(0.0, deadline - time.monotonic()))
         if sync is not None:
             sync.join(max(0.0, deadline - time.monotonic()))
         finish.set()
