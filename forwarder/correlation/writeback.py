@@ -15,10 +15,11 @@ differs from the set last written. Per alert:
    digest is added (never two comments for the same digest);
 3. each incident of the alert gets ``writeback_tag`` in ``customTags``, keeping the tags already
    there (read first; nothing sent when present);
-4. the ``writeback`` table records the digest written. Failures after the client's own
-   retries (429/503 with Retry-After, backoff) are retried at a later drain with exponential
-   back-off; a permanent 4xx (400, 404) dead-letters the alert (``dlpfwd correlation`` counts
-   them); 401/403 stop the drain with an error naming the permission.
+4. the ``writeback`` table records the digest written, after the tags (a crash or a failed
+   tag before that leaves the alert due: the next drain finds the marker, tags, records).
+   Failures after the client's own retries (429/503 with Retry-After, backoff) are retried
+   at a later drain with exponential back-off; a permanent 4xx (400, 404) dead-letters the
+   alert; 401/403 stop the drain with an error naming the permission.
 
 The comment POST itself is never repeated blindly: a 429 means the comment was not taken and
 it is sent again after ``Retry-After``; any other failure (5xx, a connection reset) may come
@@ -217,16 +218,11 @@ class WriteBack:
                 marker = f"{MARKER}{due.digest}"
                 comments = api.alert_comments(due.graph_id)
                 if any(marker in (c.get("comment") or "") for c in comments):
-                    result.recovered.append(due.graph_id)
-                    self._log("recovered", due.graph_id)
+                    outcome = "recovered"
                 elif api.comment_alert(due.graph_id, text, marker) is False:
-                    result.recovered.append(due.graph_id)  # found after an ambiguous failure
-                    self._log("recovered", due.graph_id)
+                    outcome = "recovered"  # found after an ambiguous failure of the POST
                 else:
-                    result.commented.append(due.graph_id)
-                    self._log("commented", due.graph_id)
-                self._record(due.alert, written=due.digest, attempts=0, next_at=0.0)
-                self.db.execute("UPDATE writeback SET comments = comments + 1 WHERE alert = ?", (due.alert,))
+                    outcome = "commented"
                 tagged = set(self._tagged(due.alert))
                 for incident in incidents:
                     if incident in tagged:
@@ -236,6 +232,12 @@ class WriteBack:
                         self._log("tagged", incident)
                     tagged.add(incident)
                     self._record(due.alert, tagged=",".join(sorted(tagged)))
+                # Recorded once the tags are there too: a crash (or a failed tag) before this
+                # line leaves the alert due; the next drain finds the marker and does the rest.
+                self._record(due.alert, written=due.digest, attempts=0, next_at=0.0)
+                self.db.execute("UPDATE writeback SET comments = comments + 1 WHERE alert = ?", (due.alert,))
+                (result.commented if outcome == "commented" else result.recovered).append(due.graph_id)
+                self._log(outcome, due.graph_id)
             except RetriableError as exc:
                 attempts = self._attempts(due.alert) + 1
                 wait = max(exc.retry_after or 0.0, min(3600.0, 30.0 * 2 ** (attempts - 1)))

@@ -364,3 +364,47 @@ def test_read_only_token_stops_the_write_back_and_health_names_the_permission(tm
             fw.close()
         assert code == [0]  # a stopped write-back does not fail the forwarder's delivery
         assert setup.written() == 0
+        # a run that does not write back (run --once) leaves the alarm in place
+        assert main(["run", "--once", "--config", str(setup.path)]) == 0
+        capsys.readouterr()
+        assert main(["health", "--config", str(setup.path)]) == 1
+        assert "writeback:graph" in capsys.readouterr().err
+
+
+class Crash(BaseException):
+    """Stands for the process dying (kill -9) at a chosen call."""
+
+
+def test_a_crash_between_the_comment_and_the_tag_is_finished_by_the_next_drain(
+    tmp_path: Path, emulator: tuple[Any, Any]
+) -> None:
+    import logging
+
+    from forwarder.correlation.writeback import WriteBack
+
+    emu, server = emulator
+    setup = Setup(tmp_path, emu, server)
+    assert main(["run", "--once", "--config", str(setup.path)]) == 0
+    first = setup.linked()[0]
+    gate = CommentGate(emu)
+    writer = GraphWriter(setup.config.source("graph").settings, logging.getLogger("test"))
+    queue = WriteBack(setup.state, ["graph"], TAG)
+    try:
+        tag = writer.tag_incident
+
+        def crash(incident: str, tag_name: str) -> bool:
+            raise Crash
+
+        setattr(writer, "tag_incident", crash)  # noqa: B010 - replace one method of this instance
+        with pytest.raises(Crash):
+            queue.drain(writer, limit=1)
+        assert gate.stored == 1 and setup.written() == 0  # posted, not recorded
+        setattr(writer, "tag_incident", tag)  # noqa: B010
+        result = queue.drain(writer, limit=1)
+        assert result.recovered == [first] and result.commented == [] and gate.stored == 1
+        incident = str(writer._call("GET", f"security/alerts_v2/{first}", "get", "")["incidentId"])
+        assert TAG in writer.incidents.get(incident)["customTags"]
+        assert setup.written() == 1
+    finally:
+        queue.close()
+        writer.close()
