@@ -60,10 +60,11 @@ class CommentGate:
     ``hold_at``-th stored comment until released, and can answer the first ``storm`` comment
     POSTs with 429 + ``Retry-After: 1`` (recording when each attempt arrived)."""
 
-    def __init__(self, emu: Any, hold_at: int = 0, storm: int = 0) -> None:
+    def __init__(self, emu: Any, hold_at: int = 0, storm: int = 0, lose_responses: int = 0) -> None:
         self.stored = 0
         self.hold_at = hold_at
         self.storm = storm
+        self.lose_responses = lose_responses  # store the comment, then answer 503
         self.held = threading.Event()
         self.release = threading.Event()
         self.attempts: list[tuple[float, str, int]] = []  # (monotonic time, alert path, status)
@@ -92,6 +93,11 @@ class CommentGate:
             if response.status == 200 and hold:
                 self.held.set()
                 self.release.wait(120)
+            with self._lock:
+                if response.status == 200 and self.lose_responses > 0:
+                    self.lose_responses -= 1
+                    body = {"error": {"code": "ServiceUnavailable", "message": "try again"}}
+                    return Response.json(body, status=503)
             return response
 
         emu.app.handle = handle
@@ -408,3 +414,24 @@ def test_a_crash_between_the_comment_and_the_tag_is_finished_by_the_next_drain(
     finally:
         queue.close()
         writer.close()
+
+
+def test_a_5xx_after_the_comment_was_stored_does_not_post_it_twice(tmp_path: Path, emulator: tuple[Any, Any]) -> None:
+    emu, server = emulator
+    setup = Setup(tmp_path, emu, server)
+    assert main(["run", "--once", "--config", str(setup.path)]) == 0
+    linked = setup.linked()
+    gate = CommentGate(emu, lose_responses=3)  # the first three comments: stored, then 503
+    fw, stop, thread, code = _run_in_thread(setup)
+    try:
+        wait_for(lambda: setup.written() == len(linked), "every alert written")
+    finally:
+        stop.set()
+        thread.join(60)
+        fw.close()
+    assert code == [0]
+    assert gate.stored == len(linked)  # each comment stored once: the 503s were not re-POSTed
+    assert fw.metrics.value("dlpfwd_writeback_total", source="graph", outcome="recovered") == 3
+    assert fw.metrics.value("dlpfwd_writeback_total", source="graph", outcome="commented") == len(linked) - 3
+    for alert in linked:
+        assert len(setup.comments(alert)) == 1
