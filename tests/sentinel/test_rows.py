@@ -1,0 +1,109 @@
+"""encode_row (msgspec, payload -> row JSON) gives exactly the row of the reference to_row."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forwarder.schema import Label, PolicyMatch, RuleMatch, to_dict, to_json
+from forwarder.testing.events import hostile_event, sample_events
+from sinks.sentinel.columns import COLUMNS, to_row
+from sinks.sentinel.rows import _Row, encode_row
+from tests.sentinel.helpers import event
+
+
+def reference(payload: bytes) -> dict:
+    return to_row(orjson.loads(payload))
+
+
+def test_row_struct_has_every_column_but_the_trimming_note():
+    assert set(_Row.__struct_fields__) == {c.name for c in COLUMNS} - {"TrimmedFields"}
+
+
+def test_equal_to_to_row_on_sample_and_hostile_events():
+    events = [*sample_events(), *(hostile_event(i) for i in range(10)), event(1)]
+    for ev in events:
+        payload = to_json(ev)
+        body = encode_row(payload)
+        assert body is not None, ev.id
+        assert orjson.loads(body) == reference(payload), ev.id
+
+
+def test_empty_values_left_out_false_and_zero_kept():
+    data = to_dict(event(1, description="", recipients=[], labels=[Label(id="", name="L")]))
+    data["override"]["false_positive"] = False
+    data["record_type"] = 0
+    data["object"]["size"] = 0
+    data["raw"] = {"Workload": "Exchange"}
+    data["enrichment"] = {}
+    payload = orjson.dumps(data)
+    row = orjson.loads(encode_row(payload) or b"")
+    assert row == reference(payload)
+    assert "Description" not in row and "Recipients" not in row and "Enrichment" not in row
+    assert row["OverrideFalsePositive"] is False and row["RecordType"] == 0 and row["ObjectSize"] == 0
+    assert row["LabelNames"] == ["L"] and "LabelIds" not in row
+    assert row["RawRecord"] == {"Workload": "Exchange"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"id":"a","severity":null}',
+        b'{"id":"a","policies":[{"id":"p","rules":"not-a-list"},"junk"]}',
+        b'{"id":"a","sensitive_types":[{"name":"n","count":1.5}]}',
+        b'{"id":"a","recipients":[null,"x"]}',
+        b'{"id":"a","user":null}',
+        b"[1,2]",
+    ],
+)
+def test_other_shapes_are_left_to_to_row(payload):
+    assert encode_row(payload) is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"id":"a"}',
+        b'{"id":"a","policies":[],"sensitive_types":[],"enrichment":{ },"raw":null,"extra":{"x":[1]}}',
+        b'{"id":"a","severity":"HIGH","override":{},"object":{"size":null}}',
+        b'{"id":"a","raw":false,"enrichment":{"k":"v"}}',
+        b'{"id":"a","policies":[{"id":"p","name":"","rules":[{"id":"r","actions":["A","A"]},{"actions":["B"]}]}]}',
+    ],
+)
+def test_sparse_payloads_match(payload):
+    body = encode_row(payload)
+    assert body is not None
+    assert orjson.loads(body) == reference(payload)
+
+
+text = st.text(max_size=12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    upn=text,
+    severity=st.sampled_from(["high", "Low", "weird", ""]),
+    names=st.lists(text, max_size=4),
+    counts=st.lists(st.integers(0, 10**6), max_size=4),
+    recipients=st.lists(text, max_size=5),
+    actions=st.lists(st.lists(st.sampled_from(["Block", "Notify", "Audit", ""]), max_size=3), max_size=3),
+    size=st.one_of(st.none(), st.integers(0, 10**9)),
+    false_positive=st.booleans(),
+)
+def test_equal_to_to_row_on_generated_events(upn, severity, names, counts, recipients, actions, size, false_positive):
+    ev = event(1, severity=severity, recipients=recipients)
+    ev.user.upn = upn
+    ev.object.size = size
+    ev.override.false_positive = false_positive
+    for sit, name, count in zip(ev.sensitive_types * len(names), names, counts, strict=False):
+        sit.name, sit.count = name, count
+    ev.policies = [
+        PolicyMatch(id=f"p{i}", name=upn, rules=[RuleMatch(id=f"r{i}", name=name, actions=acts)])
+        for i, (acts, name) in enumerate(zip(actions, names or [""] * len(actions), strict=False))
+    ]
+    payload = to_json(ev)
+    body = encode_row(payload)
+    assert body is not None
+    assert orjson.loads(body) == reference(payload)
