@@ -363,3 +363,66 @@ class _closing:
 
     def __exit__(self, *exc: object) -> None:
         self.graph.close()
+
+
+def test_cli_sync_dry_run_once_and_state(tmp_path, tenant, sn_app, mount, capsys) -> None:
+    from forwarder.cli import main
+
+    sn = mount(sn_app)
+    text = config_text(tmp_path, tenant, sn)
+    config = tmp_path / "dlpfwd.toml"
+    config.write_text(text)
+    d = Deployment(text)
+    try:
+        d.poll()
+        d.sync()
+    finally:
+        d.close()
+    ident = first_incident(sn_app)
+    ticket = ticket_of(sn_app, ident)
+    with analyst(sn) as c:
+        c.patch(
+            f"/api/now/table/incident/{ticket['sys_id']}", json={"state": "6", "close_code": "Resolved by caller"}
+        ).raise_for_status()
+    capsys.readouterr()
+    writes = len(tenant.writes)
+    assert main(["sync", "--config", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"dry run: incident {ident} (servicenow {ticket['sys_id']}@" in out
+    assert "'status': 'resolved'" in out and "informationalExpectedActivity/confirmedActivity" in out
+    assert len(tenant.writes) == writes  # nothing written
+    assert main(["sync", "--config", str(config), "--once"]) == 0
+    assert "applied 1" in capsys.readouterr().out
+    assert len(tenant.writes) == writes + 1
+    assert main(["state", "--config", str(config)]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("status sync:")]
+    assert line and "1 applied" in line[0] and "0 pending" in line[0]
+
+
+def test_a_refused_value_is_dead_lettered_and_throttling_is_retried(deployment, sn_app, tenant, mount) -> None:
+    deployment.poll()
+    deployment.sync()
+    ident = first_incident(sn_app)
+    store = deployment.fw.store
+    from forwarder.sync.change import StatusChange
+
+    # an inbound change naming an incident Defender does not have: 404 -> dead letter, not retried
+    assert inbox.enqueue(store, StatusChange("999999", "inbound", "req-9", "1", status="resolved"))
+    # ServiceNow throttles the next requests: the change waits (Retry-After) instead of failing
+    assert inbox.enqueue(store, StatusChange(ident, "inbound", "req-10", "1", assigned_to="bob@contoso.com"))
+    sn_app.throttle(1, retry_after=1)
+    result = deployment.engine.applier.run()
+    assert result.dead_lettered == 1 and result.deferred == 1
+    ((_, dead, reason),) = inbox.dead(store)
+    assert dead.incident_id == "999999" and "404" in reason
+    items = inbox.due(store, now=time.time() + 3600)
+    assert [i.change.reference for i in items] == ["req-10"]
+    # once the retry time has come it is applied: Defender and the ticket both get bob
+    with inbox.transaction(store) as tx:
+        inbox._conn(tx).execute("UPDATE sync_inbox SET next_at = 0 WHERE reference = 'req-10'")
+    result = deployment.engine.applier.run()
+    assert result.applied == 1
+    with _closing(deployment.defender()) as graph:
+        assert graph.get(ident)["assignedTo"] == "bob@contoso.com"
+    bob = [u for u in sn_app.table("sys_user") if u["user_name"] == "bob"][0]
+    assert ticket_of(sn_app, ident)["assigned_to"] == bob["sys_id"]
