@@ -2,8 +2,10 @@
 
 Reads ``[serve]`` and ``[forwarder] state_dir`` of the configuration; the TLS certificate is
 required unless ``--insecure-plain-http`` (local tests only). ``--bind`` / ``--port``
-override the configuration. Exit codes: 0 stopped by a signal, 2 configuration error
-(each problem with its key path), 1 the endpoint could not start (port in use, unreadable key).
+override the configuration; ``--health`` only asks the running endpoint's ``/healthz``.
+Exit codes: 0 stopped by a signal (``--health``: healthy), 2 configuration error (each
+problem with its key path), 1 the endpoint could not start (port in use, unreadable key) or
+is not healthy.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ log = logging.getLogger("dlpfwd.serve")
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", metavar="ADDRESS", help="listen address (default: [serve] bind, 127.0.0.1)")
     parser.add_argument("--port", type=int, metavar="N", help="TCP port (default: [serve] port, 8443; 0 = any free)")
+    parser.add_argument(
+        "--health",
+        action="store_true",
+        help="do not serve: ask the running endpoint's /healthz on this host (exit 0 ok, 1 not)",
+    )
     parser.add_argument(
         "--insecure-plain-http",
         action="store_true",
@@ -50,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
         if not 0 <= args.port <= 65535:
             raise ConfigError([f"--port: expected 0-65535, got {args.port}"])
         settings.port = args.port
+    if args.health:
+        return _health(settings, args.insecure_plain_http)
     found = problems(settings, insecure=args.insecure_plain_http)
     if found:
         raise ConfigError(found)
@@ -79,6 +88,29 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         store.close()
+
+
+def _health(settings: Any, plain: bool) -> int:
+    """``GET /healthz`` of the endpoint listening on this host (a container or monitoring probe).
+    Liveness only: the certificate is not verified (it names the public host, not loopback)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    host = settings.bind if settings.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    url = f"{'http' if plain else 'https'}://{shown}:{settings.port}/healthz"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=10, context=None if plain else context) as response:  # noqa: S310
+            ok = response.status == 200
+    except (OSError, ValueError) as exc:
+        print(f"dlpfwd serve --health: {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"dlpfwd serve --health: {url}: {'ok' if ok else 'unhealthy'}")
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _warn_without_applier(config: Any) -> None:

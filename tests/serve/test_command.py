@@ -80,12 +80,18 @@ def test_serve_process_accepts_a_signed_change_and_stops_on_sigterm(tmp_path, ce
             body = change()
             assert post_signed(client, body).status_code == 202
             assert post_bearer(client, change(), token="wrong-token-0123456789").status_code == 401
+        port = url.rsplit(":", 1)[1]
+        probe = [*DLPFWD, "--config", str(config), "serve", "--health", "--port", port]
+        healthy = subprocess.run(probe, env=env(), capture_output=True, text=True, timeout=60)
+        assert healthy.returncode == 0 and "ok" in healthy.stdout, healthy.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         assert proc.stderr is not None
         rest = proc.stderr.read()
     assert HMAC_KEY not in rest and BEARER not in rest and "wrong-token" not in rest
     assert "-> 202 accepted" in rest and "-> 401 Unauthorized" in rest
+    gone = subprocess.run(probe, env=env(), capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "/healthz" in gone.stderr
     store = open_store(str(tmp_path / "state"))
     try:
         (item,) = inbox.due(store, now=9e18)
