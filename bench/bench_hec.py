@@ -110,7 +110,7 @@ def orjson_rate(payloads: list[bytes], rounds: int = 3) -> float:
 
 def start_emulator(cert_dir: str) -> tuple[subprocess.Popen[str], str, str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulators.hec", "--port", "0", "--ack", "--token", TOKEN, "--cert-dir", cert_dir],
+        [sys.executable, "-m", "emulators.hec", "--port", "0", "--ack", "--token", TOKEN, "--state-dir", cert_dir],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -18,7 +18,21 @@ from forwarder.hookspecs import hookimpl
 def configure(parser: argparse.ArgumentParser) -> None:
     from emulators.hec.app import DEFAULT_TOKEN
 
-    parser.add_argument("--port", type=int, default=8088, help="port on 127.0.0.1 (0 = any free port; default 8088)")
+    # host/port/TLS/state flags are spelled as the tenant emulator's (dest "bind": the CLI keeps
+    # its plugin host in args.host); --cert-dir and --plain-http are the older spellings
+    parser.add_argument(
+        "--host", dest="bind", metavar="ADDRESS", default="127.0.0.1", help="address to listen on (loopback)"
+    )
+    parser.add_argument("--port", type=int, default=8088, help="port (0: a free one; default 8088)")
+    parser.add_argument("--http", "--plain-http", dest="http", action="store_true", help="plain HTTP instead of HTTPS")
+    parser.add_argument(
+        "--state-dir",
+        "--cert-dir",
+        dest="state_dir",
+        metavar="DIR",
+        default="./dlpfwd-hec-emulator",
+        help="where the TLS CA and certificate are kept",
+    )
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the HEC token to accept (a GUID)")
     parser.add_argument("--index", action="append", default=[], help="allowed index (repeat; default: any)")
     parser.add_argument("--default-index", default="main", help="the token's default index")
@@ -31,8 +45,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record-limit", type=int, default=100_000, help="keep the latest N indexed events for /_emulator/indexed"
     )
-    parser.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
-    parser.add_argument("--cert-dir", default="./dlpfwd-hec-emulator", help="where the CA and certificate are kept")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     app.busy_rate = args.busy_rate
     app.drop_acks = args.drop_acks
     app.indexer_delay = args.indexer_delay
-    server = EmulatorServer(app, port=args.port, tls=not args.plain_http, cert_dir=args.cert_dir)
+    server = EmulatorServer(app, host=args.bind, port=args.port, tls=not args.http, cert_dir=args.state_dir)
     no_delay(server)
     print(
         f"HEC emulator listening on {server.url} token={args.token} ca={server.ca_file or '-'}",

@@ -31,11 +31,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", dest="bind", default="127.0.0.1", metavar="ADDRESS", help="loopback address to listen on"
     )
-    parser.add_argument("--port", type=int, default=0, metavar="PORT", help="port (0 = a free one)")
+    parser.add_argument("--port", type=int, default=0, metavar="PORT", help="port (0: a free one)")
     parser.add_argument(
-        "--state-dir", default="./logs-ingestion-emulator", metavar="DIR", help="directory for the TLS CA and cert"
+        "--http",
+        "--no-tls",
+        dest="http",
+        action="store_true",
+        help="plain HTTP instead of HTTPS (the sink requires https)",
     )
-    parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink requires https)")
+    parser.add_argument(
+        "--state-dir",
+        "--cert-dir",
+        dest="state_dir",
+        default="./logs-ingestion-emulator",
+        metavar="DIR",
+        help="where the TLS CA and certificate are kept",
+    )
     parser.add_argument("--dcr", default=DEFAULT_DCR, metavar="ID", help="DCR immutable id to serve")
     parser.add_argument("--stream", default="Custom-PurviewDLP_CL", metavar="NAME", help="stream declared in the DCR")
     parser.add_argument(
@@ -114,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from emulators.httpd import EmulatorServer
 
     app = build_app(args)
-    server = EmulatorServer(app, host=args.bind, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
+    server = EmulatorServer(app, host=args.bind, port=args.port, tls=not args.http, cert_dir=args.state_dir)
     print(f"endpoint = {server.url}", flush=True)
     print(f"dcr_immutable_id = {args.dcr}", flush=True)
     print(f"stream = {args.stream}", flush=True)

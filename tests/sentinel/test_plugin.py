@@ -126,3 +126,21 @@ def test_every_cloud_has_a_monitor_scope_the_emulators_know():
         endpoint="https://dce.example", dcr_immutable_id=DCR, auth=auth, scope="https://custom/.default"
     )
     assert SentinelSink("s", override, SinkContext("s", logging.getLogger("t"))).scope == "https://custom/.default"
+
+
+def test_command_flags_match_the_tenant_emulator():
+    """--host/--port/--http/--state-dir as the tenant emulator spells them; --no-tls and
+    --cert-dir still parse."""
+    import argparse
+
+    from emulators.logs_ingestion.plugin import configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    for argv in (
+        ["--host", "127.0.0.2", "--port", "0", "--http", "--state-dir", "d"],
+        ["--host", "127.0.0.2", "--port", "0", "--no-tls", "--cert-dir", "d"],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.bind, args.port, args.http, args.state_dir) == ("127.0.0.2", 0, True, "d")
+    assert parser.parse_args([]).http is False

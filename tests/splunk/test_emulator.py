@@ -190,7 +190,18 @@ def test_faults_health_and_control_api(hec):
 
 def test_command_line_emulator_starts_and_serves(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulators.hec", "--port", "0", "--ack", "--cert-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "emulators.hec",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ack",
+            "--state-dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -218,3 +229,26 @@ def test_record_limit_keeps_the_latest_and_counts_all():
         assert app.handle(request).status == 200
     assert [e["n"] for e in app.events()] == [1, 2]
     assert app.indexed_count == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--host", "127.0.0.2", "--port", "0", "--http", "--state-dir", "d"],
+        ["--host", "127.0.0.2", "--port", "0", "--plain-http", "--cert-dir", "d"],  # older spellings
+    ],
+)
+def test_command_flags_match_the_tenant_emulator(argv):
+    """--host/--port/--http/--state-dir as the tenant emulator spells them; old names still parse."""
+    import argparse
+
+    from emulators.hec.plugin import configure
+    from emulators.tenant.plugin import configure_emulator
+
+    ours, tenant = argparse.ArgumentParser(), argparse.ArgumentParser()
+    configure(ours)
+    configure_emulator(tenant)
+    args = ours.parse_args(argv)
+    assert (args.bind, args.port, args.http, args.state_dir) == ("127.0.0.2", 0, True, "d")
+    shared = tenant.parse_args(["--host", "127.0.0.2", "--port", "0", "--http", "--state-dir", "d"])
+    assert (shared.bind, shared.port, shared.http, shared.state_dir) == (args.bind, args.port, args.http, "d")
