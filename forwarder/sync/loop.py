@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from forwarder.sync.peer import TicketPeer
 
 log = logging.getLogger("dlpfwd.sync")
 OBSERVED = "observed:"
+PURGE_INTERVAL = 3600.0
 
 
 def sync_sinks(config: Any) -> list[Any]:
@@ -237,9 +239,15 @@ class SyncEngine:
         log.info("sync: ServiceNow sink %s <-> Defender XDR every %.0f s", self.name, self.interval)
         failures = 0
         stopped = self.cursor_key in self.store.stopped()
+        purged = 0.0
         while not stop.is_set():
             delay = self.interval
             try:
+                if time.monotonic() - purged > PURGE_INTERVAL or not purged:
+                    n = inbox.purge(self.store)
+                    purged = time.monotonic()
+                    if n:
+                        log.info("sync: forgot %d settled change(s) older than %d days", n, inbox.RETENTION // 86400)
                 result = self.run_once()
                 failures = 0
                 if result.counts():
@@ -279,6 +287,8 @@ def start_in(forwarder: Any, stop: threading.Event) -> threading.Thread | None:
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("sync not started: %s", problem)
+        for sc in sync_sinks(forwarder.config)[:1]:  # for `dlpfwd health` and `state`
+            forwarder.store.set_stopped(f"sync:{sc.name}", "sync", "; ".join(exc.problems))
         return None
     if engine is None:
         return None

@@ -426,3 +426,34 @@ def test_a_refused_value_is_dead_lettered_and_throttling_is_retried(deployment, 
         assert graph.get(ident)["assignedTo"] == "bob@contoso.com"
     bob = [u for u in sn_app.table("sys_user") if u["user_name"] == "bob"][0]
     assert ticket_of(sn_app, ident)["assigned_to"] == bob["sys_id"]
+
+
+def test_conflict_ticket_wins_status_defender_wins_assignee(deployment, sn_app, tenant, mount, caplog) -> None:
+    deployment.poll()
+    deployment.sync()
+    ident = first_incident(sn_app)
+    ticket = ticket_of(sn_app, ident)
+    bob = [u for u in sn_app.table("sys_user") if u["user_name"] == "bob"][0]
+    carol = [u for u in sn_app.table("sys_user") if u["user_name"] == "carol"][0]
+    # between two passes, both sides change the same fields differently
+    with analyst(mount(sn_app)) as c:
+        body = {"state": "6", "close_code": "Solution provided", "close_notes": "x", "assigned_to": bob["sys_id"]}
+        c.patch(f"/api/now/table/incident/{ticket['sys_id']}", json=body).raise_for_status()
+    with _closing(deployment.defender()) as graph:
+        graph.update(ident, {"status": "inProgress", "assignedTo": "carol@contoso.com"})
+    deployment.poll_until(deployment.observed(ident, "status", "inProgress"))
+    with caplog.at_level(logging.WARNING, logger="dlpfwd.sync"):
+        result = deployment.sync()
+    assert result.conflicts == 2
+    assert any("conflict on incident" in r.message and "(status)" in r.message for r in caplog.records)
+    with _closing(deployment.defender()) as graph:
+        incident = graph.get(ident)
+    assert (incident["status"], incident["classification"]) == ("resolved", "truePositive")  # the ticket won
+    assert incident["assignedTo"] == "carol@contoso.com"  # Defender won
+    assert ticket_of(sn_app, ident)["assigned_to"] == carol["sys_id"] and ticket_of(sn_app, ident)["state"] == "6"
+    settle(deployment, sn_app, tenant)
+    writes = (sn_app.writes, len(tenant.writes))
+    for _ in range(3):
+        deployment.poll()
+        deployment.sync()
+    assert (sn_app.writes, len(tenant.writes)) == writes
