@@ -282,11 +282,16 @@ def cim_fields_of(ev: _Event) -> dict[str, Any]:
 
 
 def _epoch(text: str) -> float | None:
-    """Epoch seconds of an ISO time; fast path for the schema's own ``...Z`` form."""
+    """Epoch seconds of an ISO time, to the microsecond; fast path for the schema's own ``...Z`` form.
+
+    ``datetime.timestamp()`` divides whole microseconds by 10**6 with correct rounding, so the
+    float is already the one nearest to the 6-digit decimal (``round(x, 6)`` would return it
+    unchanged, at about 2 us a call); only the fallback parser's result is rounded."""
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
-        return epoch_seconds(text)
+        when = epoch_seconds(text)
+        return None if when is None else round(when, 6)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
@@ -357,7 +362,7 @@ class EnvelopeBuilder:
             if text:
                 when = _epoch(text)
                 if when is not None:
-                    return round(when, 6)
+                    return when
         return None
 
     def metadata(self, ev: Mapping[str, Any]) -> dict[str, Any]:
@@ -408,7 +413,6 @@ class EnvelopeBuilder:
                     if text:
                         when = _epoch(text)
                         if when is not None:
-                            when = round(when, 6)
                             break
                 return self._join(ev.kind, ev.source, when, cim_fields_of(ev), payload)
         return self.build(orjson.loads(payload), payload)

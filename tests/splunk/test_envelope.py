@@ -204,3 +204,22 @@ def test_indexed_fields_take_the_dict_path():
     payload = to_json(make_event(1))
     fast_env, dict_env = _both_paths(payload, fields=["tenant_id", "user.upn"])
     assert fast_env == dict_env and orjson.loads(fast_env)["fields"]["user.upn"]
+
+
+def test_epoch_needs_no_rounding():
+    """_epoch skips round(x, 6) (2 us a call): datetime.timestamp() already gives the float
+    nearest to the microsecond decimal, which is what the rounding returned."""
+    import datetime as dt
+    import random
+
+    from sinks.splunk_hec.envelope import _epoch
+
+    rand = random.Random(6)
+    for _ in range(20_000):
+        moment = dt.datetime.fromtimestamp(rand.randint(0, 4_102_444_800), dt.UTC)
+        moment = moment.replace(microsecond=rand.randint(0, 999_999))
+        for text in (moment.isoformat(), moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"):
+            when = _epoch(text)
+            assert when is not None and round(when, 6) == when, text
+    assert _epoch("2026-11-23T10:00:00.25Z") == 1795428000.25
+    assert _epoch("garbage") is None
