@@ -129,7 +129,7 @@ class WriteBackLoop:
                         limit=1 << 30 if dry_run else self.corr.writeback_limit,  # a dry run records nothing
                         should_stop=stop.is_set if stop is not None else None,
                     )
-                    due_after = len(queue.due())
+                    due_after = result.remaining + len(result.deferred)  # no second scan of the links
                 finally:
                     queue.close()
         except FatalError as exc:

@@ -311,6 +311,7 @@ def test_429_storm_on_comments_is_honoured_and_loses_nothing(tmp_path: Path, emu
         assert [s for _, s in attempts].count(200) == 1
     assert fw.metrics.value("dlpfwd_writeback_total", source="graph", outcome="commented") == len(linked)
     assert fw.metrics.value("dlpfwd_writeback_total", source="graph", outcome="deferred") == 0
+    assert fw.metrics.value("dlpfwd_writeback_due", source="graph") == 0
     for alert in linked:
         assert len(setup.comments(alert)) == 1
 
