@@ -60,6 +60,8 @@ class DefenderIncidents:
         except ConfigError as exc:  # the bad values, named
             raise SyncRejected(f"update incident {incident_id}: {exc}") from None
         body = update.body({})
+        if update.assigned_to is not None:
+            body["assignedTo"] = update.assigned_to  # "" unassigns (body({}) would drop it)
         data = self._call(
             "PATCH", f"security/incidents/{incident_id}", f"update incident {incident_id}", WRITE_PERMISSION, body
         )

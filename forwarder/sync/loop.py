@@ -158,6 +158,10 @@ class SyncEngine:
                 notes=[n for n in view.notes if n.get("id") not in known],
                 author=view.updated_by,
             )
+            problems = change.problems()
+            if problems and (change.values() or change.notes):
+                log.warning("sync: ticket %s ignored: %s", view.label, "; ".join(problems))
+                continue
             if is_echo(change, shadow):
                 skipped["skipped_echo"] += 1
                 skipped["seen"] += 1
@@ -213,6 +217,10 @@ class SyncEngine:
                 assigned_to=str(values.get("assignedTo", "")),
             )
             shadow = inbox.shadow(self.store, incident)
+            problems = change.problems()
+            if problems:
+                log.warning("sync: Defender incident %s ignored: %s", incident, "; ".join(problems))
+                continue
             if is_echo(change, shadow):
                 skipped["skipped_echo"] += 1
                 skipped["seen"] += 1

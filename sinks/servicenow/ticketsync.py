@@ -346,9 +346,24 @@ class ServiceNowPeer:
             body["work_notes"] = "\n".join(notes)
         if not body:
             return view.version, written
-        row, _ = self._call("PATCH", f"{self.table}/{view.key}", {"sysparm_fields": "sys_id,sys_mod_count,state"}, body)
+        try:
+            row, _ = self._call(
+                "PATCH", f"{self.table}/{view.key}", {"sysparm_fields": "sys_id,sys_mod_count,state"}, body
+            )
+        except FatalError as exc:
+            if "HTTP 403" in str(exc) and self._inactive(view.key):
+                # a closed ticket the instance keeps read-only: this change is refused for good
+                raise SyncRejected(f"ticket {view.label} is closed and read-only: {exc}") from None
+            raise
         version = _value(row.get("sys_mod_count")) if isinstance(row, dict) else ""
         return version or view.version, written
+
+    def _inactive(self, sys_id: str) -> bool:
+        try:
+            row, _ = self._call("GET", f"{self.table}/{sys_id}", {"sysparm_fields": "active"})
+        except (FatalError, RetriableError, SyncRejected):
+            return False
+        return isinstance(row, dict) and _value(row.get("active")).lower() == "false"
 
     def _user(self, who: str) -> str:
         """The sys_id of the sys_user whose ``user_field`` is ``who`` ('' when none)."""
