@@ -64,6 +64,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS writeback (alert TEXT PRIMARY KEY, written TEXT NOT NULL DEFAULT '',
     tagged TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
     dead TEXT NOT NULL DEFAULT '', comments INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writeback_seen (alert TEXT NOT NULL, dlp TEXT NOT NULL, PRIMARY KEY (alert, dlp))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS writeback_log (at REAL NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL,
     target TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS writeback_log_at ON writeback_log (at);
@@ -83,6 +85,7 @@ class Due:
     info: dict[str, Any]
     dlp: list[tuple[dict[str, Any], tuple[str, ...]]]
     digest: str
+    dlp_ids: list[str] = field(default_factory=list)  # every linked DLP event id (indexed or expired)
 
     @property
     def graph_id(self) -> str:
@@ -155,17 +158,24 @@ class WriteBack:
         self.db.executescript(_SCHEMA)
 
     def due(self, now: float | None = None) -> list[Due]:
-        """Alerts whose linked DLP events differ from what was last written, not dead, not deferred."""
+        """Alerts linked to a DLP event that no comment of theirs covers yet, not dead, not
+        deferred. A link evicted from the index (``max_links``) makes no alert due: only DLP
+        events joining do (``writeback_seen`` holds the events each alert's comments covered)."""
         now = time.time() if now is None else now
         by_alert: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
         for dlp, alert, reasons in self.db.execute("SELECT dlp, alert, reasons FROM links ORDER BY alert, dlp"):
             by_alert.setdefault(alert, []).append((dlp, tuple(reasons.split(","))))
         state = {a: (w, d, n) for a, w, d, n in self.db.execute("SELECT alert, written, dead, next_at FROM writeback")}
+        seen: dict[str, set[str]] = {}
+        for alert, dlp in self.db.execute("SELECT alert, dlp FROM writeback_seen"):
+            seen.setdefault(alert, set()).add(dlp)
         out: list[Due] = []
         for alert, dlps in sorted(by_alert.items()):
-            digest = digest_of([d for d, _ in dlps])
+            ids = [d for d, _ in dlps]
+            digest = digest_of(ids)
             written, dead, next_at = state.get(alert, ("", "", 0.0))
-            if written == digest or dead or next_at > now:
+            covered = seen.get(alert)
+            if dead or next_at > now or written == digest or (covered is not None and covered.issuperset(ids)):
                 continue
             infos = self._infos([alert] + [d for d, _ in dlps])
             info = infos.get(alert)
@@ -173,7 +183,7 @@ class WriteBack:
                 continue
             linked = [(infos[d], r) for d, r in dlps if d in infos]
             if linked:
-                out.append(Due(alert, info, linked, digest))
+                out.append(Due(alert, info, linked, digest, ids))
         return out
 
     def _infos(self, eids: list[str]) -> dict[str, dict[str, Any]]:
@@ -235,6 +245,10 @@ class WriteBack:
                 # Recorded once the tags are there too: a crash (or a failed tag) before this
                 # line leaves the alert due; the next drain finds the marker and does the rest.
                 self._record(due.alert, written=due.digest, attempts=0, next_at=0.0)
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO writeback_seen (alert, dlp) VALUES (?, ?)",
+                    [(due.alert, d) for d in due.dlp_ids],
+                )
                 self.db.execute("UPDATE writeback SET comments = comments + 1 WHERE alert = ?", (due.alert,))
                 (result.commented if outcome == "commented" else result.recovered).append(due.graph_id)
                 self._log(outcome, due.graph_id)

@@ -436,3 +436,44 @@ def test_a_5xx_after_the_comment_was_stored_does_not_post_it_twice(tmp_path: Pat
     assert fw.metrics.value("dlpfwd_writeback_total", source="graph", outcome="commented") == len(linked) - 3
     for alert in linked:
         assert len(setup.comments(alert)) == 1
+
+
+def test_a_joining_dlp_event_adds_one_comment_and_an_evicted_link_none(
+    tmp_path: Path, emulator: tuple[Any, Any]
+) -> None:
+    import logging
+
+    from forwarder.correlation.writeback import WriteBack
+
+    emu, server = emulator
+    setup = Setup(tmp_path, emu, server)
+    assert main(["run", "--once", "--config", str(setup.path)]) == 0
+    writer = GraphWriter(setup.config.source("graph").settings, logging.getLogger("test"))
+    queue = WriteBack(setup.state, ["graph"], TAG)
+    db = sqlite3.connect(str(Path(setup.state) / DB_NAME), isolation_level=None)
+    try:
+        first = queue.drain(writer, limit=1000)
+        linked = setup.linked()
+        assert sorted(first.commented) == linked
+        links = db.execute("SELECT dlp, alert FROM links ORDER BY alert, dlp").fetchall()
+        alert = links[0][1]
+        own = {d for d, a in links if a == alert}
+        joining = next(d for d, a in links if d not in own)  # a DLP event linked to another alert
+        db.execute(
+            "INSERT INTO links (dlp, alert, reasons, late, announced, batch, created) VALUES (?, ?, ?, 1, 1, 0, 0)",
+            (joining, alert, "same_user:upn"),
+        )
+        joined = queue.drain(writer, limit=1000)
+        assert joined.commented == [alert.split(":", 1)[1]] and joined.recovered == []
+        comments = setup.comments(alert.split(":", 1)[1])
+        assert len(comments) == 2 and joining.split(":", 1)[-1] in comments[1]
+        # links evicted from the index (max_links): nothing more is written
+        db.execute("DELETE FROM links WHERE alert = ? AND dlp = ?", (alert, sorted(own)[0]))
+        assert queue.drain(writer, limit=1000).counts() == dict.fromkeys(
+            ("commented", "recovered", "tagged", "deferred", "dead_lettered", "dry_run"), 0
+        )
+        assert len(setup.comments(alert.split(":", 1)[1])) == 2
+    finally:
+        db.close()
+        queue.close()
+        writer.close()
