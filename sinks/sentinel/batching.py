@@ -1,10 +1,10 @@
 """Size-capped request bodies for the Logs Ingestion API, and the rule for oversized events.
 
 The service refuses a call over 1 MB (1,048,576 bytes) and the limit applies to the body both
-before and after gzip. Rows are encoded once each (orjson), then packed into JSON arrays whose
-*uncompressed* size stays within ``limit``; the compressed body is smaller except for
-incompressible data, which is then sent uncompressed (:func:`on_the_wire`), so both sizes
-always fit. Nothing here talks to the network.
+before and after gzip. Rows are encoded once each (:mod:`sinks.sentinel.rows`), then packed
+into JSON arrays whose *uncompressed* size stays within ``limit``; the compressed body is
+smaller except for incompressible data, which is then sent uncompressed (:func:`on_the_wire`),
+so both sizes always fit. Nothing here talks to the network.
 
 Oversized events (one row larger than ``limit`` minus the array brackets) are trimmed by
 :func:`fit_row`, in this documented order, until the row fits:

@@ -77,7 +77,12 @@ class SentinelSettings:
     api_version: str = setting(API_VERSION, doc="Logs Ingestion API version")
     scope: str = setting("", doc="token scope; default: the cloud's Azure Monitor scope (auth.cloud)")
     gzip: bool = setting(True, doc="gzip request bodies (Content-Encoding: gzip)")
-    compress_level: int = setting(1, doc="gzip level, 1 (fastest) to 9 (smallest)", minimum=1, maximum=9)
+    compress_level: int = setting(
+        1,
+        doc="gzip level 1 (fast) .. 9 (small); ISA-L (the isal package, used when installed) caps it at 3",
+        minimum=1,
+        maximum=9,
+    )
     max_request_bytes: int = setting(
         1_000_000,
         doc="largest request body, before and after gzip (the service refuses calls over 1,048,576 bytes)",
