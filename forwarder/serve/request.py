@@ -124,6 +124,8 @@ def parse(body: bytes, now: dt.datetime, future_tolerance: float) -> StatusChang
         raise Invalid("InvalidJson", "the body is empty: expected a JSON object")
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except RecursionError:
+        raise Invalid("InvalidJson", "the body is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise Invalid(
             "InvalidJson", f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

@@ -7,7 +7,10 @@
   never stalls the listener.
 * At most ``max_connections`` connections are served at once; one more gets ``503`` and is
   closed.
-* HTTP/1.1 keep-alive; a connection whose request body was not read (refused early) is closed.
+* Each request (with the keep-alive wait before it) must complete within twice
+  ``request_timeout``: a client dripping bytes is cut off and frees its slot.
+* HTTP/1.1 keep-alive; a connection whose request body was not read (refused early) is closed;
+  two ``Content-Length`` headers are refused (no guessing which one frames the body).
 """
 
 from __future__ import annotations
@@ -83,6 +86,25 @@ def _handler(endpoint: StatusEndpoint, request_timeout: float) -> type[BaseHTTPR
             finally:
                 server.slots.release()
 
+        def handle_one_request(self) -> None:
+            # The socket timeout bounds each read, not a request: a client dripping a byte now
+            # and then would hold its slot for ever. Past the deadline the connection is cut.
+            timer = threading.Timer(2 * request_timeout, self._cut)
+            timer.daemon = True
+            timer.start()
+            try:
+                super().handle_one_request()
+            finally:
+                timer.cancel()
+
+        def _cut(self) -> None:
+            log.debug("connection from %s cut: request not complete in time", self.client_address[0])
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the endpoint logs itself
             pass
 
@@ -95,7 +117,17 @@ def _handler(endpoint: StatusEndpoint, request_timeout: float) -> type[BaseHTTPR
 
         def _serve(self) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            answer = endpoint.handle(self.command, self.path, headers, self._read, self.client_address[0])
+            if len(self.headers.get_all("Content-Length") or []) > 1:  # request smuggling: no guessing
+                self._send(error(400, "InvalidContentLength", "more than one Content-Length"), close=True)
+                return
+            try:
+                answer = endpoint.handle(self.command, self.path, headers, self._read, self.client_address[0])
+            except (OSError, ConnectionError):
+                raise  # the client went away or timed out: nothing to answer
+            except Exception:
+                log.exception("error handling %s %s", self.command, self.path.split("?", 1)[0])
+                answer = error(500, "InternalError", "the request could not be handled; retry")
+                answer.close = True
             self._send(answer, close=answer.close)
 
         def _read(self, length: int) -> bytes:

@@ -164,3 +164,55 @@ def test_client_certificates_when_tls_client_ca_is_set(certs, store, tmp_path):
                 anonymous.get("/healthz")
     finally:
         server.stop()
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(client, store):
+    before = snapshot(store)
+    response = post_signed(client, b"[" * 5000 + b"]" * 5000)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]["message"]
+    assert snapshot(store) == before
+    assert client.get("/healthz").status_code == 200
+
+
+def test_two_content_lengths_are_refused(server, certs, store):
+    from .test_endpoint import _raw_exchange
+
+    before = snapshot(store)
+    head = (
+        "POST /v1/status-changes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        f"Content-Length: 40\r\nAuthorization: Bearer {BEARER}\r\n\r\n{{}}"
+    ).encode()
+    answer = _raw_exchange(server, certs, head)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"more than one Content-Length" in answer
+    assert snapshot(store) == before
+
+
+def test_a_client_dripping_its_request_is_cut_off_and_frees_its_slot(certs, store):
+    import time
+
+    server = build_server(settings_for(certs, max_connections=1, request_timeout=1.0), store).start()
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    try:
+        raw = socket.create_connection((server.host, server.port))
+        tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.settimeout(0.2)
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 200:  # a byte every 0.2 s, never finished
+            try:
+                tls.sendall(bytes([byte]))
+                if tls.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except (ssl.SSLError, OSError):
+                closed = True
+                break
+        elapsed = time.monotonic() - started
+        tls.close()
+        assert closed and elapsed < 6, elapsed  # cut after 2 x request_timeout, not after 200 bytes
+        with httpx.Client(base_url=server.url, verify=trust(certs)) as client:
+            assert client.get("/healthz").status_code == 200  # the only slot is free again
+    finally:
+        server.stop()
