@@ -43,8 +43,9 @@ MAX_BACKOFF = 900.0
 
 @dataclass
 class PassResult:
-    """Counts of one apply pass (also added to the state store's sync totals)."""
+    """Counts of one pass (also added to the state store's sync totals)."""
 
+    seen: int = 0  # changes observed on either side (``run_once`` only; the inbox counts its own)
     applied: int = 0
     skipped_echo: int = 0
     skipped_unchanged: int = 0

@@ -87,6 +87,7 @@ class SyncEngine:
         self.interval = float(sink.settings.sync.interval)
         self.applier = Applier(store, defender, peer, set(sink.settings.sync.ticket_wins))
         self.cursor_key = f"sync:{self.name}"
+        self._ingest = PassResult()
 
     @classmethod
     def build(
@@ -121,7 +122,10 @@ class SyncEngine:
     def run_once(self, dry_run: bool = False) -> PassResult:
         """Collect and apply once; see the module docstring. RetriableError/FatalError propagate."""
         result = PassResult()
+        self._ingest = PassResult()
         pending = self.collect(dry_run)
+        result.add(self._ingest)
+        result.seen += len(pending)
         if dry_run:
             for change in pending:
                 result.add(self.applier.apply(inbox.InboxItem(0, change, 0), dry_run=True))
@@ -136,6 +140,11 @@ class SyncEngine:
         out = self._tickets(dry_run)
         out += self._observations(dry_run)
         return out
+
+    def _note_skipped(self, skipped: dict[str, int]) -> None:
+        self._ingest.seen += skipped["seen"]
+        self._ingest.skipped_echo += skipped["skipped_echo"]
+        self._ingest.skipped_unchanged += skipped["skipped_unchanged"]
 
     def _tickets(self, dry_run: bool) -> list[StatusChange]:
         cursor = self.store.get_cursor(self.cursor_key)
@@ -173,6 +182,7 @@ class SyncEngine:
                 skipped["seen"] += 1
             else:
                 changes.append(change)
+        self._note_skipped(skipped)
         if dry_run:
             return changes
         with inbox.transaction(self.store) as tx:
@@ -229,6 +239,7 @@ class SyncEngine:
                 skipped["seen"] += 1
             else:
                 changes.append(change)
+        self._note_skipped(skipped)
         if dry_run:
             return changes
         with inbox.transaction(self.store) as tx:
