@@ -192,18 +192,22 @@ def _state(args: argparse.Namespace) -> int:
 
         _out(render(sync))
     if writeback is not None:
-        _out(render_writeback(writeback, "write-back"))
+        w = writeback
+        _out(
+            f"write-back: {w['written']} alert(s) commented ({w['comments']} comment(s)), {w['deferred_now']} "
+            f"waiting for a retry, {w['dead']} dead-lettered; {render_writeback(w)}"
+        )
     return EXIT_OK
 
 
-def render_writeback(w: dict[str, Any], label: str) -> str:
-    """One line of write-back counts (``writeback_summary``) for ``state`` and ``report``."""
+def render_writeback(w: dict[str, Any]) -> str:
+    """The write-back outcomes of ``writeback_summary`` (for ``state``: the last 31 days; for
+    ``report``: the period) in words."""
     o = w["outcomes"]
     return (
-        f"{label}: {w['written']} alert(s) commented ({w['comments']} comment(s)), {o['commented']} posted, "
-        f"{o['recovered']} found already written (after a crash), {o['tagged']} incident(s) tagged, "
-        f"{o['deferred']} deferral(s) ({w['deferred_now']} waiting), {w['dead']} dead-lettered; "
-        f"last {_when(w['last'])}"
+        f"{o['commented']} comment(s) posted, {o['recovered']} found already written (after a crash), "
+        f"{o['tagged']} incident(s) tagged, {o['deferred']} deferral(s), {o['dead_lettered']} dead-lettered; "
+        f"last write-back {_when(w['last'])}"
     )
 
 
@@ -374,7 +378,7 @@ def _report(args: argparse.Namespace) -> int:
     else:
         _out(render_text(report))
         if writeback is not None:
-            _out(render_writeback(writeback, f"write-back since {_when(since)}"))
+            _out(f"write-back since {_when(since)}: {render_writeback(writeback)}")
     return EXIT_OK if report.complete else EXIT_BAD
 
 
