@@ -106,18 +106,21 @@ def powershell_script(app_name: str, wanted: list[Need]) -> str:
         "$grants = @()",
     ]
     for app_id, resource, perms in _by_resource(wanted):
-        pairs = ", ".join(f'@("{p}", "{rid}")' for p, rid in perms)
+        # An ordered hashtable, not an array of pairs: PowerShell flattens a one-pair @(@(a, b)).
+        pairs = "; ".join(f'"{p}" = "{rid}"' for p, rid in perms)
         lines += [
             f"# {resource} (ids: {GRAPH_REFERENCE if app_id == GRAPH[0] else MANAGEMENT_REFERENCE})",
             f"$sp = Get-MgServicePrincipal -Filter \"appId eq '{app_id}'\"",
             f'if (-not $sp) {{ $sp = New-MgServicePrincipal -AppId "{app_id}" }}',
-            f"$roles = @(foreach ($p in @({pairs})) {{",
-            "  $role = $sp.AppRoles | Where-Object { $_.Value -eq $p[0] -and "
+            f"$wanted = [ordered]@{{ {pairs} }}",
+            "$roles = @(foreach ($name in $wanted.Keys) {",
+            "  $id = $wanted[$name]",
+            "  $role = $sp.AppRoles | Where-Object { $_.Value -eq $name -and "
             "$_.AllowedMemberTypes -contains 'Application' }",
-            '  if (-not $role) { throw "' + resource + ' publishes no application permission $($p[0])" }',
-            '  if ($role.Id -ne $p[1]) { throw "' + resource + " publishes $($p[0]) as $($role.Id), "
-            'not $($p[1]) as dlpfwd expects: nothing created" }',
-            '  @{ Id = $p[1]; Type = "Role" }',
+            '  if (-not $role) { throw "' + resource + ' publishes no application permission $name" }',
+            '  if ($role.Id -ne $id) { throw "' + resource + " publishes $name as $($role.Id), "
+            'not $id as dlpfwd expects: nothing created" }',
+            '  @{ Id = $id; Type = "Role" }',
             "})",
             f'$access += @{{ ResourceAppId = "{app_id}"; ResourceAccess = $roles }}',
             "$grants += ,@($sp, $roles)",

@@ -91,10 +91,15 @@ def test_scripts_grant_the_ids_after_checking_them_against_the_service_principal
     ps = powershell_script("dlpfwd-prod", wanted)
     az = az_script("dlpfwd-prod", wanted)
     for n in wanted:
-        assert f'@("{n.permission}", "{n.role_id}")' in ps
+        assert f'"{n.permission}" = "{n.role_id}"' in ps
         assert f"check {n.resource_app_id} {n.permission} {n.role_id}" in az
         assert f"{n.role_id}=Role" in az
-    assert "if ($role.Id -ne $p[1])" in ps and "New-MgServicePrincipalAppRoleAssignment" in ps
+    assert "if ($role.Id -ne $id)" in ps and "New-MgServicePrincipalAppRoleAssignment" in ps
+    # one permission on a resource stays one entry (no array of pairs PowerShell would flatten)
+    only_audit = [n for n in wanted if n.permission == "AuditLogsQuery.Read.All"]
+    assert '$wanted = [ordered]@{ "AuditLogsQuery.Read.All" = "5e1e9171-754d-478c-812c-f1755a9a4c2d" }' in (
+        powershell_script("x", only_audit)
+    )
     assert az.count("az ad app permission add") == 2  # one per resource
     assert "az ad app permission admin-consent" in az and 'az ad app create --display-name "dlpfwd-prod"' in az
     # the checks run before anything is created
