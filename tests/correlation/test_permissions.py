@@ -141,3 +141,62 @@ def test_readwrite_grants_read_and_unreadable_tokens_have_no_roles() -> None:
     assert not satisfied("SecurityAlert.ReadWrite.All", ["SecurityAlert.Read.All"])
     assert not satisfied("ActivityFeed.ReadDlp", ["ActivityFeed.Read"])
     assert token_roles("not-a-jwt") == [] and token_roles("a.!!!.c") == []
+
+
+FAKE_AZ = r"""#!/usr/bin/env bash
+# A stand-in for the az CLI: logs each call, answers from the app roles in $FAKE_ROLES
+# ("<resource app id> <permission> <id>" lines).
+echo "$*" >> "$FAKE_LOG"
+if [ "$1 $2 $3" = "ad sp show" ]; then
+  query=""
+  while [ $# -gt 0 ]; do [ "$1" = "--query" ] && query="$2"; shift; done
+  [ -z "$query" ] && exit 0
+  perm=$(printf '%s' "$query" | sed -E "s/.*value=='([^']+)'.*/\1/")
+  grep -F " $perm " "$FAKE_ROLES" | awk '{print $3}' | head -1
+elif [ "$1 $2 $3" = "ad app create" ]; then
+  echo 11111111-2222-3333-4444-555555555555
+elif [ "$1 $2" = "account show" ]; then
+  echo 99999999-8888-7777-6666-555555555555
+fi
+"""
+
+
+def _run_az_script(tmp_path: Path, script: str, roles: list[tuple[str, str, str]]) -> tuple[int, str, list[str]]:
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed (Debian package bash)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    az = bin_dir / "az"
+    az.write_text(FAKE_AZ)
+    az.chmod(0o755)
+    (tmp_path / "roles").write_text("".join(f"{a} {p} {i}\n" for a, p, i in roles))
+    log = tmp_path / "az.log"
+    log.write_text("")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_LOG": str(log), "FAKE_ROLES": str(tmp_path / "roles")}
+    done = subprocess.run([bash, "-c", script], env=env, capture_output=True, text=True, check=False, timeout=60)
+    return done.returncode, done.stdout + done.stderr, log.read_text().splitlines()
+
+
+def test_az_script_checks_every_id_then_creates_grants_and_consents(tenant: Any, tmp_path: Path) -> None:
+    _emu, _server, path = tenant
+    wanted = needs(load_config(str(path), PluginHost().load()))
+    script = az_script("dlpfwd-prod", wanted)
+    published = [(n.resource_app_id, n.permission, n.role_id) for n in wanted]
+    code, out, calls = _run_az_script(tmp_path, script, published)
+    assert code == 0, out
+    assert "client_id = 11111111-2222-3333-4444-555555555555" in out
+    assert "tenant_id = 99999999-8888-7777-6666-555555555555" in out
+    created = next(i for i, c in enumerate(calls) if c.startswith("ad app create"))
+    assert all(not c.startswith("ad app") for c in calls[:created])  # every check ran first
+    granted = " ".join(c for c in calls if c.startswith("ad app permission add"))
+    assert all(f"{n.role_id}=Role" in granted for n in wanted)
+    assert calls[-2].startswith("ad app permission admin-consent")
+
+    # the tenant publishes one permission under another id: nothing is created
+    wrong = [
+        (a, p, "00000000-0000-0000-0000-000000000000" if p == "ActivityFeed.ReadDlp" else i) for a, p, i in published
+    ]
+    code, out, calls = _run_az_script(tmp_path, script, wrong)
+    assert code == 1 and "ActivityFeed.ReadDlp as 00000000-0000-0000-0000-000000000000" in out
+    assert not any(c.startswith("ad app") for c in calls)
