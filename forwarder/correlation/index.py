@@ -54,13 +54,13 @@ from forwarder.schema import DlpEvent, epoch_seconds
 DB_NAME = "correlation.sqlite3"
 _CHUNK = 500
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, eid TEXT NOT NULL UNIQUE, side INTEGER NOT NULL,
     t REAL NOT NULL, batch INTEGER NOT NULL, keys TEXT NOT NULL, info BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS items_t ON items (t);
-CREATE TABLE IF NOT EXISTS keys (k INTEGER NOT NULL, side INTEGER NOT NULL, t REAL NOT NULL, item INTEGER NOT NULL,
-    PRIMARY KEY (k, side, t, item)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS keys (side INTEGER NOT NULL, day INTEGER NOT NULL, k INTEGER NOT NULL, t REAL NOT NULL,
+    item INTEGER NOT NULL, PRIMARY KEY (side, day, k, t, item)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uinc (k INTEGER NOT NULL, inc TEXT NOT NULL, t REAL NOT NULL,
     PRIMARY KEY (k, inc)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS links (dlp TEXT NOT NULL, alert TEXT NOT NULL, reasons TEXT NOT NULL,
@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL) WIT
 """
 
 _USER_TYPES = ("upn", "oid")
+_DELETE_KEY = "DELETE FROM keys WHERE side = ? AND day = ? AND k = ? AND t = ? AND item = ?"
 _DROP = "".join(f"DROP TABLE IF EXISTS {t};" for t in ("items", "keys", "uinc", "links", "meta"))
 
 #: (item id, side, event time, first batch, keys joined by newlines, info JSON)
@@ -114,17 +115,34 @@ class BatchResult:
     to_announce: list[Link] = field(default_factory=list)  # late links not announced yet
 
 
+def _day(t: float) -> int:
+    """The day bucket of an event time: key rows are clustered by (side, day) so that a batch of
+    recent events dirties a few pages of the key table, not one random page per key."""
+    return int(t // 86400.0)
+
+
 def _chunks(seq: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(seq), _CHUNK):
         yield seq[i : i + _CHUNK]
 
 
+def _names(values: Iterable[str]) -> list[str]:
+    """Sorted distinct non-empty strings (most events have one policy, rule, SIT or incident)."""
+    found = [v for v in values if v]
+    if len(found) < 2:
+        return found
+    return sorted(set(found))
+
+
 def summary_of(event: DlpEvent, side: int, keys: list[str]) -> dict[str, Any]:
     """The ``info`` kept for an indexed event: what another event's enrichment shows of it."""
-    raw_id = event.id.split(":", 1)[1] if event.id.startswith(("alert:", "incident:")) else event.id
-    users = sorted({k.split(":", 1)[1] for k in keys if k.startswith("upn:")})
-    devices = sorted({event.device.name or event.device.id} - {""})
-    files = sorted({event.object.name or event.object.url or event.object.path} - {""})
+    eid = event.id
+    raw_id = eid.split(":", 1)[1] if eid.startswith(("alert:", "incident:")) else eid
+    users = [k[4:] for k in keys if k.startswith("upn:")]  # keys are sorted and distinct
+    device = event.device.name or event.device.id
+    obj = event.object
+    file = obj.name or obj.url or obj.path
+    policies = event.policies
     return {
         "id": raw_id,
         "kind": event.kind,
@@ -135,15 +153,15 @@ def summary_of(event: DlpEvent, side: int, keys: list[str]) -> dict[str, Any]:
         "time": event.event_time,
         "operation": event.operation,
         "source": event.source,
-        "policies": sorted({p.name for p in event.policies if p.name}),
-        "rules": sorted({r.name for p in event.policies for r in p.rules if r.name}),
-        "sits": sorted({st.name or st.id for st in event.sensitive_types} - {""}),  # names only, never values
-        "incidents": sorted(set(event.related.incident_ids) - {""}),
+        "policies": _names([p.name for p in policies]),
+        "rules": _names([r.name for p in policies for r in p.rules]),
+        "sits": _names([st.name or st.id for st in event.sensitive_types]),  # names only, never values
+        "incidents": _names(event.related.incident_ids),
         "alert_url": event.links.alert,
         "incident_url": event.links.incident,
         "users": users,
-        "devices": devices,
-        "files": files,
+        "devices": [device] if device else [],
+        "files": [file] if file else [],
     }
 
 
@@ -157,6 +175,10 @@ class CorrelationIndex:
         self.windows = {
             rule: r.window_minutes * 60.0 for rule, r in settings.rules().items() if r.enabled
         }  # rule -> seconds (0 = any)
+        # key type -> (reason, window seconds) for the enabled rules
+        self._probe_spec = {
+            kt: (f"{_RULE_OF[kt]}:{kt}", w) for kt in _RULE_OF for r, w in self.windows.items() if r == _RULE_OF[kt]
+        }
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db = self._db
@@ -173,6 +195,9 @@ class CorrelationIndex:
         self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
         # encoded summaries of recent items: bytes, so the garbage collector never scans them
         self._infos: LRUCache[str, bytes] = LRUCache(maxsize=20_000)
+        # decoded summaries of the partners linked most recently (alerts linked to many events):
+        # read-only dicts shared by the batches' results, so no JSON round trip per event
+        self._decoded: LRUCache[str, dict[str, Any]] = LRUCache(maxsize=2_048)
         self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
         self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
@@ -210,11 +235,14 @@ class CorrelationIndex:
 
     def _delete_items(self, db: sqlite3.Connection, rows: list[tuple[int, str, int, float, str]]) -> None:
         """Delete items given as (id, eid, side, t, keys)."""
-        stale = [(key_hash(k), side, t, item) for item, _eid, side, t, keys in rows for k in keys.split("\n") if k]
-        db.executemany("DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND item = ?", stale)
+        stale = [
+            (side, _day(t), key_hash(k), t, item) for item, _eid, side, t, keys in rows for k in keys.split("\n") if k
+        ]
+        db.executemany(_DELETE_KEY, stale)
         db.executemany("DELETE FROM items WHERE id = ?", [(r[0],) for r in rows])
         for r in rows:
             self._infos.pop(r[1], None)
+            self._decoded.pop(r[1], None)
         self._items -= len(rows)
 
     # ------------------------------------------------------------------ indexing
@@ -248,9 +276,9 @@ class CorrelationIndex:
             existing = self._fetch_items(db, entries)
             first_batch: dict[str, int] = {}
             high = self._meta.get("high_water", 0.0)
-            stale: list[tuple[int, int, float, int]] = []
+            stale: list[tuple[int, int, int, float, int]] = []
             item_rows: list[tuple[int, str, int, float, int, str, bytes]] = []
-            key_rows: list[tuple[int, int, float, int]] = []
+            key_rows: list[tuple[int, int, int, float, int]] = []
             uinc_rows: list[tuple[int, str, float]] = []
             infos = self._infos
             for eid, (ev, side, t, keys) in entries.items():
@@ -262,7 +290,7 @@ class CorrelationIndex:
                     keys = sorted(set(keys) | set(old_keys))
                     entries[eid] = (ev, side, t, keys)
                     first_batch[eid] = old_batch
-                    stale.extend((key_hash(k), old_side, old_t, item) for k in old_keys)
+                    stale.extend((old_side, _day(old_t), key_hash(k), old_t, item) for k in old_keys)
                 else:
                     item = self._next_id
                     self._next_id += 1
@@ -271,9 +299,11 @@ class CorrelationIndex:
                 result.infos[eid] = info
                 encoded = orjson.dumps(info)
                 infos[eid] = bytes(memoryview(encoded))  # exact size: orjson's own buffer keeps ~4 KB
+                self._decoded.pop(eid, None)  # an update replaces the summary
                 item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), encoded))
                 hashes = [key_hash(k) for k in keys]
-                key_rows.extend((h, side, t, item) for h in hashes)
+                day = _day(t)
+                key_rows.extend((side, day, h, t, item) for h in hashes)
                 incidents = info["incidents"]
                 if incidents:
                     uinc_rows.extend(
@@ -283,14 +313,14 @@ class CorrelationIndex:
                 if t > high:
                     high = t
             if stale:
-                db.executemany("DELETE FROM keys WHERE k = ? AND side = ? AND t = ? AND item = ?", stale)
+                db.executemany(_DELETE_KEY, stale)
             db.executemany(
                 "INSERT INTO items (id, eid, side, t, batch, keys, info) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (eid) DO UPDATE SET side = excluded.side, t = excluded.t, keys = excluded.keys, "
                 "info = excluded.info",
                 item_rows,
             )
-            db.executemany("INSERT OR IGNORE INTO keys (k, side, t, item) VALUES (?, ?, ?, ?)", key_rows)
+            db.executemany("INSERT OR IGNORE INTO keys (side, day, k, t, item) VALUES (?, ?, ?, ?, ?)", key_rows)
             if uinc_rows:
                 db.executemany(
                     "INSERT INTO uinc (k, inc, t) VALUES (?, ?, ?) "
@@ -309,29 +339,42 @@ class CorrelationIndex:
     ) -> dict[tuple[str, str], set[str]]:
         """(DLP id, alert id) -> reasons, for every partner of every entry on the other side."""
         pairs: dict[tuple[str, str], set[str]] = {}
-        windows = self.windows
-        probes: list[tuple[int, int, int, float, float]] = []  # (probe number, key hash, other side, lo, hi)
+        probes: list[tuple[int, int, int, int, float, float]] = []  # (probe number, other side, day, hash, lo, hi)
         meta: list[tuple[str, str]] = []  # probe number -> (entry id, reason)
+        span: tuple[int, int] | None = None  # days holding items, for rules without a window
+        spec = self._probe_spec
         for eid, (_ev, side, t, keys) in entries.items():
             other = SIDE_ALERT if side == SIDE_DLP else SIDE_DLP
             for k in keys:
-                kt = key_type(k)
-                rule = _RULE_OF.get(kt)
-                if rule is None or rule not in windows:
+                found = spec.get(k[: k.find(":")])
+                if found is None:
                     continue
-                w = windows[rule]
-                lo, hi = (t - w, t + w) if w > 0 else (-1e18, 1e18)
-                probes.append((len(meta), key_hash(k), other, lo, hi))
-                meta.append((eid, f"{rule}:{kt}"))
-        # one statement per chunk of probes: a VALUES list joined on the (k, side, t) primary key
-        per = 150  # 5 variables each
+                reason, w = found
+                n, h = len(meta), key_hash(k)
+                meta.append((eid, reason))
+                if w > 0:
+                    lo, hi = t - w, t + w
+                    first, last = int(lo // 86400.0), int(hi // 86400.0)
+                    if first == last:
+                        probes.append((n, other, first, h, lo, hi))
+                        continue
+                else:
+                    lo, hi = -1e18, 1e18
+                    if span is None:
+                        tmin, tmax = db.execute("SELECT min(t), max(t) FROM items").fetchone()
+                        span = (_day(tmin), _day(tmax)) if tmin is not None else (0, -1)
+                    first, last = span
+                for d in range(first, last + 1):
+                    probes.append((n, other, d, h, lo, hi))
+        # one statement per chunk of probes: a VALUES list joined on the (side, day, k, t) primary key
+        per = 150  # 6 variables each
         for i in range(0, len(probes), per):
             chunk = probes[i : i + per]
-            values = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+            values = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
             args = [x for p in chunk for x in p]
             sql = (
-                f"WITH q(n, k, side, lo, hi) AS (VALUES {values}) "  # noqa: S608 - placeholders only
-                "SELECT q.n, items.eid FROM q JOIN keys ON keys.k = q.k AND keys.side = q.side "
+                f"WITH q(n, side, day, k, lo, hi) AS (VALUES {values}) "  # noqa: S608 - placeholders only
+                "SELECT q.n, items.eid FROM q JOIN keys ON keys.side = q.side AND keys.day = q.day AND keys.k = q.k "
                 "AND keys.t BETWEEN q.lo AND q.hi JOIN items ON items.id = keys.item"
             )
             for n, partner in db.execute(sql, args):
@@ -364,6 +407,8 @@ class CorrelationIndex:
             ):
                 known[(d, a)] = reasons
         outside = self._fetch_items(db, [d for d in dlp_ids if d not in entries])
+        inserts: list[tuple[str, str, str, int, int, float]] = []
+        updates: list[tuple[str, str, str]] = []
         for pair in sorted(pairs):
             reasons = pairs[pair]
             old = known.get(pair)
@@ -371,17 +416,18 @@ class CorrelationIndex:
                 d = pair[0]
                 # late: the DLP side was spooled in an earlier batch, so it cannot carry the link
                 late = d not in entries and d in outside and outside[d][3] < batch
-                db.execute(
-                    "INSERT INTO links (dlp, alert, reasons, late, batch, created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (pair[0], pair[1], ",".join(sorted(reasons)), int(late), batch, now),
-                )
-                self._links += 1
+                inserts.append((pair[0], pair[1], ",".join(sorted(reasons)), int(late), batch, now))
             else:
-                merged = sorted(set(old.split(",")) | reasons)
-                if ",".join(merged) != old:
-                    db.execute(
-                        "UPDATE links SET reasons = ? WHERE dlp = ? AND alert = ?", (",".join(merged), pair[0], pair[1])
-                    )
+                merged = ",".join(sorted(set(old.split(",")) | reasons))
+                if merged != old:
+                    updates.append((merged, pair[0], pair[1]))
+        if inserts:  # one statement per batch, not one per link
+            db.executemany(
+                "INSERT INTO links (dlp, alert, reasons, late, batch, created) VALUES (?, ?, ?, ?, ?, ?)", inserts
+            )
+            self._links += len(inserts)
+        if updates:
+            db.executemany("UPDATE links SET reasons = ? WHERE dlp = ? AND alert = ?", updates)
 
     def _collect(
         self, db: sqlite3.Connection, entries: dict[str, tuple[DlpEvent, int, float, list[str]]], result: BatchResult
@@ -408,15 +454,20 @@ class CorrelationIndex:
                         result.to_announce.append(link)
         partners = {lk.alert for ls in links.values() for lk in ls} | {lk.dlp for ls in links.values() for lk in ls}
         missing = []
+        decoded = self._decoded
         for p in partners:
             if p not in result.infos:
+                info = decoded.get(p)
+                if info is not None:
+                    result.infos[p] = info
+                    continue
                 cached = self._infos.get(p)
                 if cached is None:
                     missing.append(p)
                 else:
-                    result.infos[p] = orjson.loads(cached)
+                    result.infos[p] = decoded[p] = orjson.loads(cached)
         for eid, row in self._fetch_items(db, missing).items():
-            result.infos[eid] = orjson.loads(row[5])
+            result.infos[eid] = decoded[eid] = orjson.loads(row[5])
             self._infos[eid] = row[5]
         for ls in links.values():
             ls.sort(key=lambda lk: (lk.dlp, lk.alert))
@@ -428,14 +479,20 @@ class CorrelationIndex:
             user_keys = {e: [key_hash(k) for k in v[3] if key_type(k) in _USER_TYPES] for e, v in entries.items()}
             wanted = sorted({h for hs in user_keys.values() for h in hs})
             known: dict[int, list[tuple[str, float]]] = {}
+            times = [v[2] for v in entries.values()]
+            lo, hi = min(times) - days, max(times)  # only the incidents that can be prior to one of them
             for i in range(0, len(wanted), _CHUNK):
                 part = wanted[i : i + _CHUNK]
                 marks = ",".join("?" * len(part))
-                sql = f"SELECT k, inc, t FROM uinc WHERE k IN ({marks})"  # noqa: S608 - placeholders only
-                for k, inc, first in db.execute(sql, part):
+                sql = f"SELECT k, inc, t FROM uinc WHERE k IN ({marks}) AND t >= ? AND t < ?"  # noqa: S608
+                for k, inc, first in db.execute(sql, [*part, lo, hi]):
                     known.setdefault(k, []).append((inc, first))
             for eid, (_ev, _side, t, _keys) in entries.items():
-                found = {inc for h in user_keys[eid] if h in known for inc, first in known[h] if t - days <= first < t}
+                hs = [h for h in user_keys[eid] if h in known]
+                if not hs:
+                    result.prior[eid] = []
+                    continue
+                found = {inc for h in hs for inc, first in known[h] if t - days <= first < t}
                 own = set(result.infos[eid]["incidents"])
                 result.prior[eid] = sorted(found - own, key=lambda s: (len(s), s))
 

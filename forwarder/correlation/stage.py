@@ -20,7 +20,11 @@ are flagged ``enrichment["errors"]["correlation"]`` and nothing is lost but thos
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from forwarder.correlation.enrich import EnrichContext, EnricherRunner, flag
@@ -47,6 +51,36 @@ def plugin_enrichers(host: Any) -> list[tuple[str, Any]]:
     return [(impl.plugin_name, impl.function) for impl in hook.get_hookimpls() if impl.function is not builtin_enricher]
 
 
+_gc_lock = threading.Lock()
+_gc_holders = 0  # stages (threads) inside gc_paused()
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while one batch is indexed and enriched.
+
+    The stage allocates tens of short-lived, cycle-free containers per event (key rows,
+    probes, summaries); with the batch's records alive, the collector's passes over them cost
+    more than the work itself (measured: ~35 of ~120 us per event). Reference counting still
+    frees everything at once; the allocations count towards the next collection, which runs as
+    soon as the last paused stage leaves (nested and concurrent uses are counted). The pause
+    lasts one batch: memory stays bounded."""
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 class Staged(NamedTuple):
     """What the stage made of a batch."""
 
@@ -70,6 +104,10 @@ class CorrelationStage:
         """The batch's events to spool (with correlation events added), the link pairs to mark
         announced once the spool transaction has committed, and how many non-DLP alerts were
         withheld (indexed for correlation, not forwarded: the pipeline counts them)."""
+        with gc_paused():
+            return self._process(events, source, source_type, tenant_id)
+
+    def _process(self, events: list[tuple[DlpEvent, str]], source: str, source_type: str, tenant_id: str) -> Staged:
         plain = [ev for ev, _ in events]
         result: BatchResult | None
         try:
