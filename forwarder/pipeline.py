@@ -2,7 +2,8 @@
 
 For each :class:`forwarder.source.SourceBatch`: every record goes to the normalizer of its
 kind; a record without data, without a normalizer, or whose normalizer raises is quarantined
-with its raw bytes and the reason, and the batch goes on. Each event gets ``source``,
+with its raw bytes and the reason, and the batch goes on. All or nothing per record: when a
+normalizer raises after producing some events, none of that record's events are spooled. Each event gets ``source``,
 ``source_type``, ``tenant_id`` (when missing) and ``ingest_time``, then the sensitive-value
 policy runs. Then, in ONE transaction: deduplication on ``idempotency_key`` within the
 window, per-sink filters, appends to every sink's spool (with or without ``raw`` per sink),
@@ -221,9 +222,11 @@ class Pipeline:
                 reason = f"no normalizer for kind {rec.kind!r}"
                 bad.append((unit, rec.kind, self.quarantine_bytes(rec.data, rec.raw), reason))
                 continue
+            # All or nothing per record: a normalizer (often a generator) that yields some events
+            # and then raises has its record quarantined and none of its events spooled.
+            produced: list[tuple[DlpEvent, str]] = []
             try:
-                produced = norm(rec.data, ctx)
-                for ev in produced:
+                for ev in norm(rec.data, ctx):
                     ev.source = name
                     ev.source_type = source_type
                     if not ev.tenant_id:
@@ -231,15 +234,18 @@ class Pipeline:
                     if not ev.ingest_time:
                         ev.ingest_time = ingest
                     result = policy(ev)
-                    events.append((result if isinstance(result, DlpEvent) else ev, unit))
+                    produced.append((result if isinstance(result, DlpEvent) else ev, unit))
             except MalformedRecord as exc:
                 data, raw = (None, exc.raw) if exc.raw else (rec.data, rec.raw)
                 raw_bytes = self.quarantine_bytes(data, raw)
                 bad.append((unit, rec.kind, raw_bytes, scrub_reason(exc.reason, rec.data, raw_bytes)))
+                continue
             except Exception as exc:  # noqa: BLE001 - a faulty normalizer must not stop the pipeline
                 reason = f"normalizer for {rec.kind!r} failed: {type(exc).__name__}: {exc}"
                 raw_bytes = self.quarantine_bytes(rec.data, rec.raw)
                 bad.append((unit, rec.kind, raw_bytes, scrub_reason(reason, rec.data, raw_bytes)))
+                continue
+            events.extend(produced)
         counts.normalized = len(events)
         counts.quarantined = len(bad)
         announced: list[tuple[str, str]] = []

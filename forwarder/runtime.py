@@ -49,7 +49,8 @@ from forwarder.pipeline import BatchCounts, Pipeline, SinkRoute
 from forwarder.schema import iso_utc
 from forwarder.sink import Sink, SinkContext
 from forwarder.source import RawRecord, Source, SourceBatch, SourceContext
-from forwarder.state.sqlite import SqliteStateStore, open_store
+from forwarder.state.base import StateStore
+from forwarder.state.sqlite import open_store
 
 log = logging.getLogger("dlpfwd.runtime")
 
@@ -104,7 +105,7 @@ class StateDirBusy(ForwarderError):
 class _Pressure:
     """Back-pressure between drainers (which free spool space) and sources (which wait for it)."""
 
-    def __init__(self, store: SqliteStateStore, routes: list[SinkRoute], metrics: Metrics) -> None:
+    def __init__(self, store: StateStore, routes: list[SinkRoute], metrics: Metrics) -> None:
         self.store = store
         self.blocking = [r for r in routes if not r.drop_oldest]
         self.cond = threading.Condition()
@@ -147,14 +148,14 @@ class _Pressure:
 class Forwarder:
     """One forwarder process: its plugins, state store, pipeline and drainers."""
 
-    def __init__(self, config: Config, host: Any, store: SqliteStateStore | None = None) -> None:
+    def __init__(self, config: Config, host: Any, store: StateStore | None = None) -> None:
         self.config = config
         self.host = host
         state_dir = config.forwarder.state_dir
         os.makedirs(state_dir, exist_ok=True)
         self._lock_fd = _lock_state_dir(state_dir)
         try:
-            self.store = store or open_store(state_dir)
+            self.store: StateStore = store or open_store(state_dir)
             self._closed = False
             self._setup(config, host)
         except BaseException:

@@ -370,7 +370,7 @@ class HotSegments:
     back (a retry) or elsewhere reads from the database, which drops the segments it passes.
     """
 
-    MAX_BYTES = 16 * 1024 * 1024  # per sink; the oldest are dropped (then read from the database)
+    MAX_BYTES = 16 * 1024 * 1024  # per sink; when full, newer segments are read from the database
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -390,11 +390,13 @@ class HotSegments:
                 # Another writer's segment may lie before it, or a reader already got it from the
                 # database (it committed before this call): the database decides.
                 return
+            if self._bytes + len(body) > self.MAX_BYTES:
+                # Full: keep the older segments, which a lagging reader needs first; this one
+                # will be read from the database.
+                return
             self._segs[seg] = [n, offsets, units, body, 0]
             self._by_pos[segments.entry_id(tail[0], tail[1] - 1)] = seg
             self._bytes += len(body)
-            while self._bytes > self.MAX_BYTES and self._segs:
-                self._drop(next(iter(self._segs)))
 
     def take(self, after: int, limit: int) -> list[SpoolRow]:
         """Entries right after ``after`` served from memory (up to ``limit``), or ``[]``."""

@@ -102,12 +102,13 @@ def test_report_names_expired_and_at_risk_units(tmp_path: Path, capsys: pytest.C
 def test_health_flags_a_silent_source_and_a_stuck_sink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = h.config(str(tmp_path / "state"), [h.listed(count=5)], [h.recording("s", str(tmp_path / "o"))])
     cfg.sinks[0].options.expect_delivery_within = 60
+    cfg.sources[0].options.poll_interval = 60  # a busy machine must not make it late already
     with Forwarder(cfg, h.make_host()) as fw:
         assert fw.run_once().ok
     state = str(tmp_path / "state")
     code, out, _ = run_cli(capsys, "health", "--state-dir", state)
     assert code == 0 and "healthy" in out
-    # Pretend an hour passed: the source (expected every 3 x 0.2 s) is now silent.
+    # Pretend an hour passed: the source (expected every 3 x 60 s) is now silent.
     store = SqliteStateStore(state)
     with store.transaction() as tx:
         tx.beat("src", time.time() - 3600)
