@@ -229,37 +229,49 @@ _NO_POLICIES: tuple[Any, ...] = (_NONE, [], [], [], [], [], [])
 _NO_SITS: tuple[Any, ...] = (_NONE, [], [], None)
 
 
+_RAW_EMPTY = tuple(msgspec.Raw(b) for b in _EMPTY_RAW)
+
+
 def _kept(raw: msgspec.Raw) -> Any:
     """A pass-through raw column, or the omitted default when it is empty ({} [] null "")."""
-    if raw is _NONE:
+    if raw is _NONE or raw in _RAW_EMPTY:  # Raw compares its bytes, without a copy
         return _NONE
-    data = bytes(raw)
-    if data in _EMPTY_RAW:
-        return _NONE
-    if len(data) < 16:
-        value = msgspec.json.decode(data)
+    if len(raw) < 16:  # "{ }", "[ ]" and the like
+        value = msgspec.json.decode(raw)
         if not value and value != 0:  # to_row keeps false and 0
             return _NONE
     return raw
 
 
 def _policy_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
-    """Policies, PolicyIds, PolicyNames, RuleIds, RuleNames, Actions, OverriddenActions."""
+    """Policies, PolicyIds, PolicyNames, RuleIds, RuleNames, Actions, OverriddenActions (one
+    pass: an event has a few policies and rules, so comprehensions would cost more than the loop)."""
     if raw is _NONE:
         return _NO_POLICIES
     policies = _DECODE_POLICIES.decode(raw)
     if not policies:
         return _NO_POLICIES
-    rules = [r for p in policies for r in p.rules]
-    return (
-        raw,
-        [p.id for p in policies if p.id],
-        [p.name for p in policies if p.name],
-        [r.id for r in rules if r.id],
-        [r.name for r in rules if r.name],
-        list(dict.fromkeys(a for r in rules for a in r.actions)),
-        list(dict.fromkeys(a for r in rules for a in r.overridden_actions)),
-    )
+    ids: list[str] = []
+    names: list[str] = []
+    rule_ids: list[str] = []
+    rule_names: list[str] = []
+    actions: dict[str, None] = {}
+    overridden: dict[str, None] = {}
+    for policy in policies:
+        if policy.id:
+            ids.append(policy.id)
+        if policy.name:
+            names.append(policy.name)
+        for rule in policy.rules:
+            if rule.id:
+                rule_ids.append(rule.id)
+            if rule.name:
+                rule_names.append(rule.name)
+            for action in rule.actions:
+                actions[action] = None
+            for action in rule.overridden_actions:
+                overridden[action] = None
+    return raw, ids, names, rule_ids, rule_names, list(actions), list(overridden)
 
 
 def _sensitive_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
