@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -174,3 +175,18 @@ def boolean(data: Any, *names: str) -> bool:
     if isinstance(value, int | float):
         return bool(value)
     return False
+
+
+def odd_spellings(lookups: Iterable[tuple[str, ...]]) -> frozenset[str]:
+    """The keys that could change what :func:`get` answers for ``lookups`` (each a tuple of
+    names, as passed to one call) compared with plain ``dict.get`` of those names in order:
+    every other spelling :func:`get` tries, less the names of the same call.
+
+    A dict none of whose keys is in this set answers each of ``lookups`` as the first of its
+    names present (not ``None``) by ``dict.get``: the normalizers' fast paths check that once
+    per object (``keys().isdisjoint``) instead of trying other spellings for every absent key."""
+    out: set[str] = set()
+    for names in lookups:
+        for name in names:
+            out.update(v for v in _variants(name) if v not in names)
+    return frozenset(out)

@@ -18,6 +18,7 @@ from typing import Any
 from forwarder.errors import MalformedRecord
 from forwarder.schema import (
     KIND_AUDIT,
+    SEVERITIES,
     DetectedValue,
     Device,
     DlpEvent,
@@ -27,13 +28,14 @@ from forwarder.schema import (
     ObjectRef,
     Override,
     PolicyMatch,
+    Related,
     RuleMatch,
     SensitiveType,
     iso_utc,
     severity_rank,
 )
 from forwarder.source import NormalizeContext
-from sources.normalize._fields import as_object, boolean, get, integer, items, obj, strings, text
+from sources.normalize._fields import as_object, boolean, get, integer, items, obj, odd_spellings, strings, text
 
 #: Where audit records can be looked up (Purview audit search of the tenant).
 PURVIEW_AUDIT = "https://purview.microsoft.com/audit/auditsearch"
@@ -55,7 +57,21 @@ _WORKLOAD_BY_RECORD_TYPE = {
 
 
 def normalize_audit_record(data: dict[str, Any], ctx: NormalizeContext) -> list[DlpEvent]:
-    """One Management Activity record -> one event. Raises MalformedRecord without ``Id``."""
+    """One Management Activity record -> one event. Raises MalformedRecord without ``Id``.
+
+    Records in the documented shape (no other spellings of the keys read, the expected
+    types) take :func:`_normalize_fast`; any other record, or one the fast path gives up on,
+    the reference :func:`_normalize_general`. Both give the same event (tests check it)."""
+    if type(data) is dict:
+        try:
+            return [_normalize_fast(data, ctx)]
+        except _Irregular:
+            pass
+    return _normalize_general(data, ctx)
+
+
+def _normalize_general(data: dict[str, Any], ctx: NormalizeContext) -> list[DlpEvent]:
+    """The reference normalization: reads every field through the defensive readers."""
     if not isinstance(data, dict):
         raise MalformedRecord("audit record is not a JSON object")
     record_id = text(data, "Id", "id")
@@ -383,3 +399,478 @@ def _client_ip(value: str) -> str:
 def _is_system(user: str) -> bool:
     u = user.lower()
     return any(u.startswith(s) for s in _SYSTEM_USERS)
+
+
+# --------------------------------------------------------------------------- fast path
+#
+# The same normalization as ``_normalize_general`` for records in the documented shape,
+# without the defensive readers' per-field cost: each object is checked once for other
+# spellings of the keys read (``_ODD``); then an absent key is simply absent, and a value of
+# the expected type is used as it is. A value of another type goes through the defensive
+# reader of that one field (exact: its first spelling is present, so the reader uses it).
+# An object with another spelling, or a record without a usable Id or CreationTime, raises
+# ``_Irregular`` and the whole record takes the general path.
+
+#: Every lookup the general path makes, as the tuple of names of one reader call.
+_LOOKUPS: tuple[tuple[str, ...], ...] = (
+    ("Id", "id"),
+    ("CreationTime", "createdDateTime"),
+    ("Operation",),
+    ("RecordType",),
+    ("Workload",),
+    ("OrganizationId",),
+    ("ResultStatus",),
+    ("ClientIP", "ClientIPAddress", "ActorIpAddress"),
+    ("IncidentId",),
+    ("ExchangeMetaData",),
+    ("SharePointMetaData",),
+    ("PolicyDetails",),
+    ("Rules",),
+    ("RuleId",),
+    ("RuleName",),
+    ("Severity",),
+    ("RuleMode",),
+    ("Actions",),
+    ("OverriddenActions",),
+    ("ConditionsMatched",),
+    ("SensitiveInformation",),
+    ("OtherConditions",),
+    ("Name",),
+    ("Value",),
+    ("PolicyId",),
+    ("PolicyName",),
+    ("PolicyMatchInfo",),
+    ("SensitiveInfoTypeData", "SensitiveInformation"),
+    ("SensitiveType", "SensitiveInfoTypeId", "SensitiveTypeId", "Id"),
+    ("SensitiveInformationTypeName", "SensitiveInfoTypeName", "Name"),
+    ("Location",),
+    ("SensitiveInformationDetections", "SensitiveInformationDetectionsInfo"),
+    ("DetectedValues",),
+    ("Count", "SensitiveInfoTypeCount"),
+    ("UniqueCount",),
+    ("Confidence", "ConfidenceLevel"),
+    ("ExceptionInfo",),
+    ("Justification",),
+    ("FalsePositive",),
+    ("Reason",),
+    ("SensitivityLabelIds", "SensitivityLabelId"),
+    ("SensitivityLabelEventData",),
+    ("SensitivityLabelId",),
+    ("SensitivityLabelName", "LabelName"),
+    ("From",),
+    ("To",),
+    ("CC",),
+    ("BCC",),
+    ("Subject",),
+    ("MessageID", "MessageId", "InternetMessageId"),
+    ("FileSize", "Size"),
+    ("From", "DocumentLastModifier", "SharedBy"),
+    ("FilePathUrl",),
+    ("ObjectId",),
+    ("FileName",),
+    ("FileSize",),
+    ("SiteCollectionUrl",),
+    ("FileOwner",),
+    ("IsViewableByExternalUsers",),
+    ("ObjectId", "TargetFilePath"),
+    ("RemovableMediaDeviceAttributes",),
+    ("TargetDomain",),
+    ("TargetPrinterName",),
+    ("TargetFilePath",),
+    ("Manufacturer",),
+    ("Model",),
+    ("SerialNumber",),
+    ("DestinationLocationType",),
+    ("DeviceName",),
+    ("MDATPDeviceId", "DeviceId"),
+    ("Platform",),
+    ("Application",),
+    ("Sha1", "SHA1"),
+    ("Sha256", "SHA256"),
+    ("EnforcementMode",),
+    ("OriginatingDomain",),
+    ("UserId",),
+)
+_ODD = odd_spellings(_LOOKUPS)
+
+
+class _Irregular(Exception):
+    """The record is not in the shape the fast path reads; use the general path."""
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    if not d.keys().isdisjoint(_ODD):
+        raise _Irregular
+    return d
+
+
+def _s(d: dict[str, Any], name: str) -> str:
+    """``text(d, name)`` for a plain ``d``."""
+    v = d.get(name)
+    if type(v) is str:
+        return v
+    return "" if v is None else text(d, name)
+
+
+def _sn(d: dict[str, Any], *names: str) -> str:
+    """``text(d, *names)`` for a plain ``d``."""
+    v = None
+    for name in names:
+        v = d.get(name)
+        if v is not None:
+            break
+    if type(v) is str:
+        return v
+    return "" if v is None else text(d, *names)
+
+
+def _int(d: dict[str, Any], *names: str) -> int | None:
+    """``integer(d, *names)`` for a plain ``d``."""
+    v = None
+    for name in names:
+        v = d.get(name)
+        if v is not None:
+            break
+    if type(v) is int or v is None:
+        return v
+    return integer(d, *names)
+
+
+def _list(d: dict[str, Any], *names: str) -> list[Any]:
+    """``items(d, *names)`` for a plain ``d``."""
+    v = None
+    for name in names:
+        v = d.get(name)
+        if v is not None:
+            break
+    if type(v) is list:
+        return v
+    return [] if v is None else items(d, *names)
+
+
+def _bool(d: dict[str, Any], name: str) -> bool:
+    """``boolean(d, name)`` for a plain ``d``."""
+    v = d.get(name)
+    if type(v) is bool:
+        return v
+    return False if v is None else boolean(d, name)
+
+
+def _strs(d: dict[str, Any], *names: str) -> list[str]:
+    """``strings(d, *names)`` for a plain ``d``."""
+    v = None
+    for name in names:
+        v = d.get(name)
+        if v is not None:
+            break
+    if v is None:
+        return []
+    if type(v) is list:
+        out = []
+        for x in v:
+            if type(x) is not str:
+                return strings(d, *names)
+            if x:
+                out.append(x)
+        return out
+    return strings(d, *names)
+
+
+def _obj(d: dict[str, Any], *names: str) -> dict[str, Any]:
+    """``obj(d, *names)`` for a plain ``d``; the object returned is plain too (else _Irregular)."""
+    v = d.get(names[0])
+    if v is None and len(names) > 1:
+        for name in names[1:]:
+            v = d.get(name)
+            if v is not None:
+                break
+    if type(v) is not dict:
+        v = as_object(v)
+    if v and not v.keys().isdisjoint(_ODD):
+        raise _Irregular
+    return v
+
+
+def _normalize_fast(data: dict[str, Any], ctx: NormalizeContext) -> DlpEvent:
+    if not data.keys().isdisjoint(_ODD):
+        raise _Irregular
+    record_id = data.get("Id")
+    created = data.get("CreationTime")
+    if type(record_id) is not str or not record_id or type(created) is not str:
+        raise _Irregular
+    created = iso_utc(created)
+    if not created:
+        raise _Irregular
+    operation = _s(data, "Operation")
+    record_type = data.get("RecordType")
+    if type(record_type) is not int and record_type is not None:
+        record_type = integer(data, "RecordType")
+    workload = _s(data, "Workload") or _WORKLOAD_BY_RECORD_TYPE.get(record_type or -1, "")
+    tenant = _s(data, "OrganizationId") or ctx.tenant_id
+    incident_id = _s(data, "IncidentId")
+    enrichment: dict[str, Any] = {"dlp_incident_id": incident_id} if incident_id else {}
+
+    exchange = _obj(data, "ExchangeMetaData")
+    sharepoint = _obj(data, "SharePointMetaData")
+    found: dict[tuple[str, str], SensitiveType] = {}
+    condition_labels: list[str] = []
+    sit_names = ctx.sit_names
+    policies = _fast_policies(data, sit_names, found, condition_labels)
+    for s in _list(data, "SensitiveInfoTypeData", "SensitiveInformation"):
+        _fast_sit(found, s, sit_names)
+    override = _fast_override(data, operation)
+    labels = _fast_labels(data, sharepoint, condition_labels)
+
+    user = None
+    sender = ""
+    recipients: list[str] = []
+    device = None
+    if exchange:
+        sender = _s(exchange, "From")
+        if sender:
+            user = Identity(upn=sender)
+        for key in ("To", "CC", "BCC"):
+            for r in _strs(exchange, key):
+                if r not in recipients:
+                    recipients.append(r)
+        subject = _s(exchange, "Subject")
+        target = ObjectRef(
+            type="message" if workload.lower() in ("microsoftteams", "teams") else "email",
+            name=subject,
+            subject=subject,
+            message_id=_sn(exchange, "MessageID", "MessageId", "InternetMessageId"),
+            size=_int(exchange, "FileSize", "Size"),
+        )
+    elif sharepoint:
+        actor = _sn(sharepoint, "From", "DocumentLastModifier", "SharedBy")
+        if actor and not _is_system(actor):
+            user = Identity(upn=actor)
+        url = _s(sharepoint, "FilePathUrl") or _s(data, "ObjectId")
+        target = ObjectRef(
+            type="file",
+            name=_s(sharepoint, "FileName") or _basename(url),
+            path=url,
+            url=url if url.startswith(("http://", "https://")) else "",
+            size=_int(sharepoint, "FileSize"),
+            site=_s(sharepoint, "SiteCollectionUrl"),
+        )
+        owner = _s(sharepoint, "FileOwner")
+        if owner:
+            enrichment["file_owner"] = owner
+        if _bool(sharepoint, "IsViewableByExternalUsers"):
+            enrichment["viewable_by_external_users"] = True
+    elif workload.lower() == "endpoint" or record_type == 63:
+        device, target = _fast_endpoint(data, enrichment)
+    else:
+        object_id = _s(data, "ObjectId")
+        if object_id:
+            target = ObjectRef(
+                type="file" if "/" in object_id or "\\" in object_id else "",
+                path=object_id,
+                name=_basename(object_id),
+            )
+        else:
+            target = ObjectRef()
+    if user is None:
+        user_id = _s(data, "UserId")
+        user = Identity(upn=user_id) if user_id and not _is_system(user_id) else Identity()
+
+    best, rank = "unknown", 0
+    for p in policies:
+        for rule in p.rules:
+            rule_rank = _RANKS.get(rule.severity, 0)
+            if rule_rank > rank:
+                best, rank = rule.severity, rule_rank
+    names = ", ".join(p.name for p in policies if p.name)
+    title = operation or "DLP"
+    if names:
+        title += f": {names}"
+    what = target.name or target.subject or target.path
+    if what:
+        title += f" on {what}"
+    return DlpEvent(
+        id=f"audit:{record_id}",
+        idempotency_key=f"audit:{record_id}@{created}#{operation.lower()}",
+        kind=KIND_AUDIT,
+        operation=operation,
+        event_time=created,
+        updated_time=created,
+        ingest_time=ctx.ingest_time,
+        tenant_id=tenant,
+        source=ctx.source,
+        source_type=ctx.source_type,
+        record_type=record_type,
+        workload=workload,
+        severity=best,
+        status=_s(data, "ResultStatus"),
+        title=title,
+        policies=policies,
+        override=override,
+        user=user,
+        sender=sender,
+        recipients=recipients,
+        object=target,
+        sensitive_types=list(found.values()),
+        labels=labels,
+        device=device if device is not None else Device(),
+        client_ip=_client_ip(_sn(data, "ClientIP", "ClientIPAddress", "ActorIpAddress")),
+        links=Links(purview=f"{PURVIEW_AUDIT}?tid={tenant}" if tenant else PURVIEW_AUDIT),
+        related=Related(),
+        enrichment=enrichment,
+        raw=data,
+    )
+
+
+#: severity_rank of the lower-case severities a rule can carry (others rank 0).
+_RANKS = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def _fast_policies(
+    data: dict[str, Any],
+    sit_names: dict[str, str],
+    found: dict[tuple[str, str], SensitiveType],
+    labels: list[str],
+) -> list[PolicyMatch]:
+    policies: list[PolicyMatch] = []
+    for p in _list(data, "PolicyDetails"):
+        if type(p) is not dict:
+            if isinstance(p, dict):
+                raise _Irregular
+            continue
+        _plain(p)
+        rules = []
+        for r in _list(p, "Rules"):
+            if type(r) is not dict:
+                if isinstance(r, dict):
+                    raise _Irregular
+                continue
+            _plain(r)
+            rules.append(
+                RuleMatch(
+                    id=_s(r, "RuleId"),
+                    name=_s(r, "RuleName"),
+                    severity=_s(r, "Severity").lower(),
+                    mode=_s(r, "RuleMode"),
+                    actions=_strs(r, "Actions"),
+                    overridden_actions=_strs(r, "OverriddenActions"),
+                )
+            )
+            conditions = _obj(r, "ConditionsMatched")
+            if conditions:
+                for sit in _list(conditions, "SensitiveInformation"):
+                    _fast_sit(found, sit, sit_names)
+                for c in _list(conditions, "OtherConditions"):
+                    if type(c) is dict and _s(_plain(c), "Name").lower() in ("sensitivitylabels", "sensitivitylabel"):
+                        labels.extend(_strs(c, "Value"))
+        policies.append(PolicyMatch(id=_s(p, "PolicyId"), name=_s(p, "PolicyName"), rules=rules))
+    for m in _list(data, "PolicyMatchInfo"):
+        m = as_object(m)
+        if not m:
+            continue
+        _plain(m)
+        rule = RuleMatch(id=_s(m, "RuleId"), name=_s(m, "RuleName"), severity=_s(m, "Severity").lower())
+        policies.append(
+            PolicyMatch(id=_s(m, "PolicyId"), name=_s(m, "PolicyName"), rules=[rule] if rule.id or rule.name else [])
+        )
+    return policies
+
+
+def _fast_sit(found: dict[tuple[str, str], SensitiveType], sit: Any, sit_names: dict[str, str]) -> None:
+    s = sit if type(sit) is dict else as_object(sit)
+    if not s:
+        return
+    _plain(s)
+    sit_id = _sn(s, "SensitiveType", "SensitiveInfoTypeId", "SensitiveTypeId", "Id")
+    name = sit_names.get(sit_id) or _sn(s, "SensitiveInformationTypeName", "SensitiveInfoTypeName", "Name")
+    location = _s(s, "Location")
+    detections = _obj(s, "SensitiveInformationDetections", "SensitiveInformationDetectionsInfo")
+    values = []
+    for v in _list(detections, "DetectedValues") if detections else ():
+        if type(v) is dict:
+            _plain(v)
+            values.append(DetectedValue(name=_s(v, "Name"), value=_s(v, "Value")))
+        elif isinstance(v, dict):
+            raise _Irregular
+    key = (sit_id or name, location)
+    known = found.get(key)
+    if known is not None:
+        if not known.detected_values and values:
+            known.detected_values = values
+        return
+    found[key] = SensitiveType(
+        id=sit_id,
+        name=name,
+        count=_int(s, "Count", "SensitiveInfoTypeCount") or 0,
+        unique_count=_int(s, "UniqueCount") or 0,
+        confidence=_int(s, "Confidence", "ConfidenceLevel") or 0,
+        location=location,
+        detected_values=values,
+    )
+
+
+def _fast_override(data: dict[str, Any], operation: str) -> Override:
+    info = _obj(data, "ExceptionInfo")
+    if not info:
+        return Override(reason="Info") if operation.lower() == "dlpinfo" else Override()
+    return Override(
+        justification=_s(info, "Justification"),
+        false_positive=_bool(info, "FalsePositive"),
+        reason=_s(info, "Reason"),
+        rule_ids=_strs(info, "Rules"),
+    )
+
+
+def _fast_labels(data: dict[str, Any], sharepoint: dict[str, Any], condition_labels: list[str]) -> list[Label]:
+    ids = _strs(sharepoint, "SensitivityLabelIds", "SensitivityLabelId") if sharepoint else []
+    ids.extend(condition_labels)
+    label_data = _obj(data, "SensitivityLabelEventData")
+    names = {}
+    if label_data:
+        label_id = _s(label_data, "SensitivityLabelId")
+        if label_id:
+            ids.append(label_id)
+            names[label_id] = _sn(label_data, "SensitivityLabelName", "LabelName")
+    ids.extend(_strs(data, "SensitivityLabelId"))
+    if not ids:
+        return []
+    out: list[Label] = []
+    seen: set[str] = set()
+    for i in ids:
+        if i and i != _ZERO_GUID and i not in seen:
+            seen.add(i)
+            out.append(Label(id=i, name=names.get(i, "")))
+    return out
+
+
+def _fast_endpoint(data: dict[str, Any], enrichment: dict[str, Any]) -> tuple[Device, ObjectRef]:
+    path = _sn(data, "ObjectId", "TargetFilePath")
+    target = _s(data, "TargetDomain") or _s(data, "TargetPrinterName") or _s(data, "TargetFilePath")
+    if not target:
+        media = _obj(data, "RemovableMediaDeviceAttributes")
+        if media:
+            target = " ".join(
+                p for p in (_s(media, "Manufacturer"), _s(media, "Model"), _s(media, "SerialNumber")) if p
+            )
+        target = target or _s(data, "DestinationLocationType")
+    device = Device(
+        name=_s(data, "DeviceName"),
+        id=_sn(data, "MDATPDeviceId", "DeviceId"),
+        platform=_s(data, "Platform"),
+        application=_s(data, "Application"),
+        target=target,
+    )
+    target_object = ObjectRef(
+        type="file",
+        name=_basename(path),
+        path=path,
+        size=_int(data, "FileSize"),
+        sha1=_sn(data, "Sha1", "SHA1"),
+        sha256=_sn(data, "Sha256", "SHA256"),
+    )
+    enforcement = _s(data, "EnforcementMode")
+    if enforcement:
+        enrichment["enforcement_mode"] = enforcement
+    origin = _s(data, "OriginatingDomain")
+    if origin:
+        enrichment["originating_domain"] = origin
+    return device, target_object
