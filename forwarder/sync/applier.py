@@ -33,7 +33,7 @@ from forwarder.schema import epoch_seconds
 from forwarder.sync import inbox
 from forwarder.sync.change import StatusChange
 from forwarder.sync.defender import PREFIX, DefenderIncidents
-from forwarder.sync.peer import SyncRejected, TicketPeer, defender_values, same
+from forwarder.sync.peer import SyncRejected, TicketPeer, canonical_values, defender_values, same
 from forwarder.sync.reconcile import DEFENDER, Plan, next_shadow, plan
 
 log = logging.getLogger("dlpfwd.sync")
@@ -143,6 +143,8 @@ class Applier:
                     inbox.finish(self.store, item, inbox.SKIPPED, "nothing synced changed", counts=result.counts())
                 return result
             base = shadow if shadow.get("defender") else (self.peer.baseline(change.incident_id) or {})
+            if base and base is not shadow:
+                base = {**base, "defender": canonical_values(base.get("defender", {}))}
             decided = plan(change, defender, ticket, base, self.peer.to_defender, self.peer.to_ticket, self.ticket_wins)
             comment = self._comment(change, shadow, incident)
             for c in decided.conflicts:

@@ -37,7 +37,7 @@ from forwarder.sync import inbox
 from forwarder.sync.applier import Applier, PassResult, is_echo, unchanged
 from forwarder.sync.change import StatusChange
 from forwarder.sync.defender import DefenderIncidents
-from forwarder.sync.peer import TicketPeer
+from forwarder.sync.peer import TicketPeer, canonical_values
 
 log = logging.getLogger("dlpfwd.sync")
 OBSERVED = "observed:"
@@ -216,6 +216,10 @@ class SyncEngine:
                 continue
             incident = key[len(OBSERVED) :]
             cls, _, det = str(values.get("classification", "")).partition("/")
+            # the event schema spells four determinations as the update page does (clean...):
+            # compare and store them in the Graph v1.0 spelling, as the live incident shows them
+            values = canonical_values(values)
+            cls, _, det = values["classification"].partition("/")
             change = StatusChange(
                 incident,
                 "defender",

@@ -93,6 +93,17 @@ def defender_values(incident: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def canonical_values(values: dict[str, str]) -> dict[str, str]:
+    """Group values with the determination in the Graph v1.0 spelling (the event schema uses the
+    update page's older spellings: clean, compromisedUser, insufficientData, confirmedUserActivity)."""
+    from forwarder.correlation.incidents import DETERMINATION_ALIASES
+
+    cls, sep, det = values.get("classification", "").partition("/")
+    if not sep:
+        return dict(values)
+    return {**values, "classification": f"{cls}/{DETERMINATION_ALIASES.get(det.lower(), det)}"}
+
+
 def same(group: str, a: str | None, b: str | None) -> bool:
     """Whether two values of ``group`` agree (assignees compare case-insensitively)."""
     if a is None or b is None:

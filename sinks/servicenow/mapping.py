@@ -316,6 +316,7 @@ class EventView:
         rows = [
             ("Severity", e.severity),
             ("Status", e.status),
+            ("Classification", _classification(e.classification, e.determination)),
             ("Workload", e.workload),
             ("Operation", e.operation),
             ("Time", time),
@@ -364,6 +365,13 @@ def incident_id(event: DlpEvent) -> str:
             return event.related.incident_ids[0]
         return event.id.partition(":")[2] if event.id.startswith("incident:") else event.id
     return event.related.incident_ids[0] if event.related.incident_ids else ""
+
+
+def _classification(classification: str, determination: str) -> str:
+    """'truePositive (maliciousUserActivity)'; '' while Defender has none."""
+    if not classification or classification == "unknown":
+        return ""
+    return f"{classification} ({determination})" if determination and determination != "unknown" else classification
 
 
 def _cap(text: str, limit: int) -> str:

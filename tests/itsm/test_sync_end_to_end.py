@@ -232,6 +232,10 @@ def test_resolving_the_ticket_resolves_the_incident_within_one_pass(deployment, 
     assert (incident["classification"], incident["determination"]) == ("falsePositive", "notMalicious")
     comments = [c["comment"] for c in incident.get("comments", [])]
     assert len(comments) == 1 and "benign" in comments[0] and comments[0].startswith("dlpfwd:")
+    # the sink's own refresh of the ticket shows the new Defender status and classification
+    shown = "Classification: falsePositive ("  # the event schema spells the determination as the docs do
+    deployment.poll_until(lambda: shown in ticket_of(sn_app, ident)["description"])
+    assert "Status: resolved" in ticket_of(sn_app, ident)["description"]
 
 
 def test_reassigning_in_defender_updates_the_ticket_and_writes_stop(deployment, sn_app, tenant) -> None:
