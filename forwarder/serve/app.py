@@ -179,6 +179,6 @@ class StatusEndpoint:
 
 
 def _clean(value: str) -> str:
-    """One log token: no spaces or control characters (ids and reasons are safe otherwise)."""
-    text = "".join(c if "\x21" <= c <= "\x7e" else "_" for c in value)
-    return text[:200]
+    """One log token: control characters dropped, quoted when it has spaces, at most 200 characters."""
+    text = "".join(c if c.isprintable() else "?" for c in value)[:200]
+    return '"' + text.replace('"', "'") + '"' if " " in text else text

@@ -69,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             print(redact(f"dlpfwd serve: cannot start: {type(exc).__name__}: {exc}"), file=sys.stderr)
             return EXIT_FAILED
+        _warn_without_applier(config)
         stop = threading.Event()
         previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -78,7 +79,6 @@ def _serve(args: argparse.Namespace) -> int:
             if args.insecure_plain_http:
                 log.warning("serving plain HTTP (--insecure-plain-http): for local tests only")
             log.info("state %s; SIGTERM or Ctrl-C stops it", config.forwarder.state_dir)
-            _warn_without_applier(config)
             stop.wait()
         finally:
             server.stop()
@@ -115,12 +115,8 @@ def _health(settings: Any, plain: bool) -> int:
 
 def _warn_without_applier(config: Any) -> None:
     """Accepted changes are applied by the status sync of a servicenow sink; say so when none is on."""
-    try:
-        from forwarder.sync.loop import sync_sinks
-    except ImportError:  # the sync package is not installed
-        enabled: list[Any] = []
-    else:
-        enabled = sync_sinks(config)
+    # as forwarder.sync.loop.sync_sinks, without importing the sync's Graph and ServiceNow clients
+    enabled = [s for s in config.sinks if getattr(getattr(s.settings, "sync", None), "enabled", False)]
     if not enabled:
         log.warning(
             "no sink has [sinks.sync] enabled: accepted changes wait in the inbox until the status sync "

@@ -64,7 +64,7 @@ def serving(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], 
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        proc.wait(timeout=60)
 
 
 def test_serve_process_accepts_a_signed_change_and_stops_on_sigterm(tmp_path, certs):
@@ -85,7 +85,7 @@ def test_serve_process_accepts_a_signed_change_and_stops_on_sigterm(tmp_path, ce
         healthy = subprocess.run(probe, env=env(), capture_output=True, text=True, timeout=60)
         assert healthy.returncode == 0 and "ok" in healthy.stdout, healthy.stderr
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0
         assert proc.stderr is not None
         rest = proc.stderr.read()
     assert HMAC_KEY not in rest and BEARER not in rest and "wrong-token" not in rest
@@ -118,7 +118,7 @@ def test_insecure_plain_http_must_be_asked_for_explicitly(tmp_path):
         with httpx.Client(base_url=url) as client:
             assert post_bearer(client, change()).status_code == 202
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0
         assert proc.stderr is not None
         assert "local tests only" in proc.stderr.read()
 
