@@ -82,6 +82,13 @@ def needs(config: Any) -> list[Need]:
             feature = f"correlation write-back via {name}"
             out.add(Need(*GRAPH, "SecurityAlert.ReadWrite.All", f"{feature}: alert comments", name))
             out.add(Need(*GRAPH, "SecurityIncident.ReadWrite.All", f"{feature}: incident tags", name))
+    from forwarder.sync.loop import sync_sinks  # the two-way status sync writes incidents
+
+    graphs = [so.name for so in config.sources if so.type == "graph_security"]
+    for sc in sync_sinks(config):
+        name = sc.settings.sync.source or (graphs[0] if len(graphs) == 1 else "")
+        feature = f"status sync of sink {sc.name}: incident status, classification, assignee, comments"
+        out.add(Need(*GRAPH, "SecurityIncident.ReadWrite.All", feature, name))
     return sorted(out, key=lambda n: (n.resource, n.permission, n.feature))
 
 

@@ -139,3 +139,15 @@ def test_mapping_problems_and_correlation_ids() -> None:
     assert "sinks.sn.sync.close_codes.X:" in found
     assert incident_of("dlpfwd:t1:incident:42") == "42" and incident_of("dlpfwd:t1:alert:a1") == ""
     assert mapping_problems(P.settings, "sinks.sn") == []
+
+
+def test_dlpfwd_permissions_lists_what_the_sync_needs() -> None:
+    from types import SimpleNamespace as NS
+
+    from forwarder.correlation.permissions import needs
+
+    source = NS(name="g", type="graph_security", options=NS(enabled=True), settings=NS(alerts=True, incidents=True))
+    sink = NS(name="snow", settings=NS(sync=NS(enabled=True, source="")))
+    wanted = needs(NS(sources=[source], sinks=[sink], correlation=None))
+    sync = [n for n in wanted if "status sync of sink snow" in n.feature]
+    assert [(n.permission, n.source) for n in sync] == [("SecurityIncident.ReadWrite.All", "g")]
