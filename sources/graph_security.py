@@ -171,6 +171,10 @@ class GraphSecuritySource(ApiSource):
         tracker = BackfillProgress(total)
         for done, (a, b) in enumerate(windows(start, end, size), 1):
             window_seen: dict[str, str] = {}
+            # One ledger unit per window, carried by its records: items listed on its pages,
+            # records fetched (new, kept) and parsed (JSON objects), as for content blobs.
+            unit_id = f"graph:{stream}:{iso(a)}"
+            listed = fetched = parsed = 0
             params = self._params(stream, a, b)
             path = "security/alerts_v2" if stream == "alerts" else "security/incidents"
             permission = ALERTS_PERMISSION if stream == "alerts" else INCIDENTS_PERMISSION
@@ -179,9 +183,11 @@ class GraphSecuritySource(ApiSource):
             for page in self._pages(path, params, what, permission, stream):
                 page_no += 1
                 records: list[RawRecord] = []
+                listed += len(page)
                 for item in page:
                     if not isinstance(item, dict):
-                        records.append(RawRecord(_kind(stream), None, repr(item).encode()[:65536], ""))
+                        records.append(RawRecord(_kind(stream), None, repr(item).encode()[:65536], unit_id))
+                        fetched += 1
                         continue
                     item_id = str(item.get("id", ""))
                     updated = iso_utc(str(item.get("lastUpdateDateTime") or item.get("createdDateTime") or ""))
@@ -192,7 +198,9 @@ class GraphSecuritySource(ApiSource):
                         continue
                     if item_id:
                         window_seen[item_id] = updated
-                    records.append(RawRecord(_kind(stream), item, None, f"graph:{stream}:{iso(a)}"))
+                    records.append(RawRecord(_kind(stream), item, None, unit_id))
+                    fetched += 1
+                    parsed += 1
                 if records:
                     tracker.add(len(records))
                     self.context.count(f"{stream}_read", len(records))
@@ -204,10 +212,12 @@ class GraphSecuritySource(ApiSource):
             pos["since"] = iso(b)
             pos["seen"] = seen
             unit = WorkUnit(
-                id=f"graph:{self.name}:{stream}:{iso(a)}",
+                id=unit_id,
                 kind=f"graph_{stream}_window",
                 status="fetched",
-                fetched=len(window_seen),
+                listed=listed,
+                fetched=fetched,
+                parsed=parsed,
                 created=iso(a),
                 detail=f"{page_no} pages to {iso(b)}",
             )

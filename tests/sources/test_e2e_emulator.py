@@ -252,7 +252,14 @@ overlap = 600
             for _ in range(3):  # polling again and again brings nothing new (no 287 copies)
                 emu.clock.advance(minutes=1)
                 assert fw.run_once().ok
+            rows = [r for r in fw.store.ledger(0) if r.source == "graph"]
     events = delivered(tmp_path)
+    # Each page window is one ledger unit carrying its records: what its pages listed, what
+    # was fetched and parsed, and what was spooled, on the same row.
+    report = build_report(rows, since=0).sources["graph"]
+    assert report.parsed == report.fetched == report.spooled + report.duplicates == len(events)
+    assert report.listed >= report.fetched > 0
+    assert all(r.kind.startswith("graph_") and r.status == "fetched" for r in rows)
     versions = [e for e in events if e["id"] == f"alert:{alert_id}"]
     assert len(versions) == 2
     assert versions[-1]["status"] == "resolved" and versions[-1]["classification"] == "truePositive"

@@ -217,3 +217,34 @@ def test_partial_206_is_asked_again_not_taken_as_complete():
     src, ctx, sleeps = make(g, recorder=Recorder(handler), incidents=False)
     records, _ = drain(src.poll(None), ctx)
     assert sorted(r.data["id"] for r in records) == ["a1", "a2"] and len(sleeps) == 1
+
+
+def test_window_unit_counts_listed_fetched_parsed_and_its_records_carry_it():
+    """The completeness report read "listed 0, fetched 41, parsed 0" for Graph page windows:
+    the window's ledger unit must count what its pages listed, what was fetched (new, kept)
+    and parsed, and its records must name that same unit."""
+    g = FakeGraph(NOW)
+    g.alerts = [alert(i, NOW - dt.timedelta(hours=5 - i)) for i in range(5)]
+    g.alerts.append(alert(5, NOW - dt.timedelta(minutes=5)))
+    src, ctx, _ = make(g, incidents=False)
+    batches = list(src.poll(None))
+    units = {u.id: u for b in batches for u in b.units}
+    records = [r for b in batches for r in b.records]
+    assert len(records) == 6
+    assert {r.unit for r in records} <= set(units)
+    by_unit = {uid: [r for r in records if r.unit == uid] for uid in units}
+    for uid, unit in units.items():
+        assert unit.kind == "graph_alerts_window" and unit.status == "fetched"
+        assert unit.listed == unit.fetched == unit.parsed == len(by_unit[uid])
+    assert sum(u.listed for u in units.values()) == 6
+    cursor = [b.cursor for b in batches if b.cursor is not None][-1]
+    # Next poll: a5 is re-listed by the overlap and skipped (listed, not fetched); a7 is new.
+    g.now = NOW + dt.timedelta(minutes=30)
+    g.alerts.append(alert(7, NOW - dt.timedelta(minutes=3)))
+    batches = list(src.poll(cursor))
+    units2 = [u for b in batches for u in b.units]
+    records2 = [r for b in batches for r in b.records]
+    assert [r.data["id"] for r in records2] == ["a7"]
+    [unit] = [u for u in units2 if u.listed]
+    assert (unit.listed, unit.fetched, unit.parsed) == (2, 1, 1)
+    assert records2[0].unit == unit.id
