@@ -209,3 +209,11 @@ def test_conf_spec_and_ui_describe_the_same_parameters():
         assert f'"{param}"' in script, param
     meta = conf("metadata/default.meta")
     assert meta["alert_actions/dlpfwd_status"]["export"] == "system"
+
+
+def test_action_script_parses_as_python_3_9_and_app_conf_has_no_forbidden_trigger():
+    import ast
+
+    ast.parse(SCRIPT.read_text(encoding="utf-8"), feature_version=(3, 9))  # Splunk 9.x / 10.0-10.1 Python
+    # AppInspect fails a [triggers] reload entry for a Splunk-defined conf such as alert_actions
+    assert "reload.alert_actions" not in conf("default/app.conf").get("triggers", {})
