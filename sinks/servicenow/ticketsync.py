@@ -371,7 +371,11 @@ class ServiceNowPeer:
         rows, _ = self._call(
             "GET",
             "sys_user",
-            {"sysparm_query": f"{column}={who}", "sysparm_fields": f"sys_id,{column}", "sysparm_limit": "2"},
+            {  # UPNs are case-insensitive; the stored address is usually lower case
+                "sysparm_query": f"{column}={who}" + (f"^OR{column}={who.lower()}" if who != who.lower() else ""),
+                "sysparm_fields": f"sys_id,{column}",
+                "sysparm_limit": "2",
+            },
         )
         for row in rows if isinstance(rows, list) else []:
             if isinstance(row, dict) and _value(row.get(column)).casefold() == who.casefold():
