@@ -417,6 +417,10 @@ class ManagementActivitySource(ApiSource):
     def _list(self, ct: str, a: dt.datetime, b: dt.datetime) -> Generator[list[dict[str, Any]], None, None]:
         """Yield the content entries of ``[a, b)`` page by page, following NextPageUri."""
         api = self._api()
+        if _api_time(b) <= _api_time(a):
+            # The API counts whole seconds: a window inside one second (the sliver a range of
+            # relative times leaves at its end) would read as [S, S) and fail with AF20055.
+            b = a.replace(microsecond=0) + dt.timedelta(seconds=1)
         params: dict[str, str] | None = {"contentType": ct, "startTime": _api_time(a), "endTime": _api_time(b)}
         url = "subscriptions/content"
         restarted = False

@@ -298,12 +298,22 @@ def _install_signal_handlers(stop: threading.Event, deadline: float) -> None:
 # --------------------------------------------------------------------------- backfill
 
 
+class RelativeTime(dt.datetime):
+    """A time given relative to now (``7d``), remembering how it was written (``.text``)."""
+
+    text: str
+
+
 def parse_when(text: str) -> dt.datetime:
-    """An ISO 8601 time (naive = UTC), or a relative ``7d`` / ``12h`` / ``30m`` before now."""
+    """An ISO 8601 time (naive = UTC), or a relative ``7d`` / ``12h`` / ``30m`` before now
+    (then a :class:`RelativeTime`)."""
     text = text.strip()
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if text and text[-1] in units and text[:-1].isdigit():
-        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        relative = RelativeTime.fromtimestamp(when.timestamp(), dt.UTC)
+        relative.text = text
+        return relative
     from forwarder.schema import parse_time
 
     parsed = parse_time(text)
@@ -381,10 +391,13 @@ def _backfill(args: argparse.Namespace) -> int:
     except ImportError as exc:
         _err(f"dlpfwd backfill: the runtime is not available ({exc})")
         return EXIT_UNDELIVERED
+    since, until, remembered = _resume_range(fw, args, until)
     progress = Progress()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops a backfill like Ctrl-C
     try:
-        result = fw.backfill(args.source, args.since, until, sink=args.sink, progress=progress)
+        result = fw.backfill(args.source, since, until, sink=args.sink, progress=progress)
+        if remembered is not None and _result_ok(result):
+            fw.store.kv(_RANGES).delete(remembered)  # done: the same command line starts afresh next time
     except KeyboardInterrupt:
         progress.finish()
         _err(
@@ -398,6 +411,46 @@ def _backfill(args: argparse.Namespace) -> int:
         fw.close()
     _print_result(result)
     return EXIT_OK if _result_ok(result) else EXIT_UNDELIVERED
+
+
+#: State namespace: command line of an unfinished backfill with relative times -> its resolved range.
+_RANGES = "backfill:ranges"
+
+
+def _resume_range(fw: Any, args: argparse.Namespace, until: dt.datetime) -> tuple[dt.datetime, dt.datetime, str | None]:
+    """The range to backfill, stable across reruns of the same command line.
+
+    The backfill's resume key is its resolved range, so a relative ``--since 7d`` (or a
+    missing ``--until``: now) would make every rerun a new backfill. Such a range is resolved
+    once and remembered under the command line (source, sink, ``--since``, ``--until`` as
+    written) until that backfill completes; a rerun of the same command continues it.
+    Returns (since, until, the remembered key or ``None`` for absolute ranges)."""
+    from forwarder.schema import iso_utc, parse_time
+
+    since = args.since
+    store = getattr(fw, "store", None)
+    relative = isinstance(since, RelativeTime) or args.until is None or isinstance(args.until, RelativeTime)
+    if not relative or store is None:
+        return since, until, None
+
+    def written(value: dt.datetime | None, default: str) -> str:
+        if value is None:
+            return default
+        return value.text if isinstance(value, RelativeTime) else iso_utc(value)
+
+    key = orjson.dumps([args.source, args.sink or "", written(since, ""), written(args.until, "now")]).decode()
+    ranges = store.kv(_RANGES)
+    known = ranges.get(key)
+    if isinstance(known, dict):
+        first, last = parse_time(str(known.get("since", ""))), parse_time(str(known.get("until", "")))
+        if first is not None and last is not None and first < last:
+            _err(
+                f"dlpfwd backfill: continuing the unfinished backfill of {iso_utc(first)}..{iso_utc(last)} "
+                f"(this command's relative times, as resolved when it first ran)"
+            )
+            return first, last, key
+    ranges.put(key, {"since": iso_utc(since), "until": iso_utc(until)})
+    return since, until, key
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -80,7 +80,7 @@ class FakeManagementApi:
             if self.subscriptions.get(ct) != "enabled":
                 return error(400, "AF20022", "No subscription found for the specified content type", headers)
             start, end = parse(params["startTime"]), parse(params["endTime"])
-            if end - start > dt.timedelta(hours=24) or start < self.now - dt.timedelta(days=7):
+            if end - start > dt.timedelta(hours=24) or start < self.now - dt.timedelta(days=7) or end <= start:
                 self.af20055 += 1
                 return error(400, "AF20055", "Start time and end time must both be specified...", headers)
             listed = [b for b in self.blobs if start <= b[1] < end]
@@ -429,3 +429,17 @@ def test_one_failing_content_type_does_not_starve_the_others():
         for batch in src.poll(None):
             got.extend(r.data["Id"] for r in batch.records)
     assert got == ["endpoint-1"]
+
+
+def test_a_window_inside_one_second_is_listed_as_that_second_not_as_an_empty_range():
+    """A range of relative times (``--since 2d``, until now) leaves a last window shorter than a
+    second; the API counts whole seconds, so [S.7, S.9) must not be sent as [S, S) (AF20055)."""
+    api = FakeManagementApi(NOW)
+    until = NOW - dt.timedelta(milliseconds=100)
+    since = until - dt.timedelta(hours=12, milliseconds=200)
+    api.add("early", since + dt.timedelta(hours=1), [rec(1)])
+    api.add("last", until - dt.timedelta(milliseconds=150), [rec(2)])
+    src, _, _, _ = make(api, window_hours=12)
+    records, cursor = drain(src.backfill(since, until, None))
+    assert sorted(r.data["Id"] for r in records) == ["rec-1", "rec-2"]
+    assert api.af20055 == 0 and cursor is not None
