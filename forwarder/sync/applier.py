@@ -146,7 +146,7 @@ class Applier:
             if base and base is not shadow:
                 base = {**base, "defender": canonical_values(base.get("defender", {}))}
             decided = plan(change, defender, ticket, base, self.peer.to_defender, self.peer.to_ticket, self.ticket_wins)
-            comment = self._comment(change, shadow, incident)
+            comment = self._comment(change, shadow, incident, view.label if view is not None else change.reference)
             for c in decided.conflicts:
                 result.conflicts += 1
                 log.warning(
@@ -189,7 +189,7 @@ class Applier:
 
     # ------------------------------------------------------------------ helpers
 
-    def _comment(self, change: StatusChange, shadow: dict[str, Any], incident: dict[str, Any]) -> str:
+    def _comment(self, change: StatusChange, shadow: dict[str, Any], incident: dict[str, Any], label: str) -> str:
         """The comment to post for ``change`` ('' when none or already there)."""
         seen = set(shadow.get("notes", []))
         notes = [n for n in change.notes if n.get("id") not in seen]
@@ -202,7 +202,7 @@ class Applier:
             lines.append(f"Work note{who}{when}: {n.get('text', '')}")
         if not lines:
             return ""
-        where = f"ServiceNow ticket {change.reference}" if change.origin == "servicenow" else change.origin
+        where = f"ServiceNow ticket {label}" if change.origin == "servicenow" else f"{change.origin} request"
         text = f"{PREFIX} from {where}" + (f" ({change.author})" if change.author else "") + "\n"
         text += "\n".join(lines) + "\n" + marker(change)
         mark = marker(change)

@@ -232,6 +232,7 @@ def test_resolving_the_ticket_resolves_the_incident_within_one_pass(deployment, 
     assert (incident["classification"], incident["determination"]) == ("falsePositive", "notMalicious")
     comments = [c["comment"] for c in incident.get("comments", [])]
     assert len(comments) == 1 and "benign" in comments[0] and comments[0].startswith("dlpfwd:")
+    assert f"ServiceNow ticket {ticket['number']}" in comments[0] and "by analyst" in comments[0]
     # the sink's own refresh of the ticket shows the new Defender status and classification
     shown = "Classification: falsePositive ("  # the event schema spells the determination as the docs do
     deployment.poll_until(lambda: shown in ticket_of(sn_app, ident)["description"])
