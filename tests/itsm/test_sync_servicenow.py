@@ -111,3 +111,44 @@ def test_reference_fields_render_with_links_and_dot_walk(server, app: ServiceNow
             params={"sysparm_fields": "assigned_to", "sysparm_exclude_reference_link": "true"},
         )
         assert plain.json()["result"] == {"assigned_to": carol}
+
+
+def test_run_records_a_sync_that_cannot_start(tmp_path, server, app: ServiceNowApp) -> None:
+    import threading
+
+    from forwarder.cli.state_commands import health_problems
+    from forwarder.config import load_config
+    from forwarder.plugins import PluginHost
+    from forwarder.runtime import Forwarder
+
+    records = tmp_path / "records.jsonl"
+    records.touch()
+    text = f'''
+[forwarder]
+state_dir = "{tmp_path / "state"}"
+[[sources]]
+name = "drill"
+type = "sample"
+path = "{records}"
+[[sinks]]
+name = "snow"
+type = "servicenow"
+instance_url = "{server.url}"
+username = "dlpfwd"
+password = "pa55word"
+[sinks.http]
+ca_bundle = "{server.ca_file}"
+[sinks.sync]
+enabled = true
+'''
+    host = PluginHost().load()
+    fw = Forwarder(load_config(text, host), host)
+    try:
+        stop = threading.Event()
+        stop.set()  # start everything, then shut down at once
+        fw.run(stop)
+        stopped = fw.store.stopped()
+        assert "sync:snow" in stopped and "sinks.snow.sync.source" in stopped["sync:snow"]["reason"]
+        assert any(p.startswith("sync sync:snow: stopped") for p in health_problems(fw.store))
+    finally:
+        fw.close()
