@@ -149,6 +149,7 @@ enabled = true
         fw.run(stop)
         stopped = fw.store.stopped()
         assert "sync:snow" in stopped and "sinks.snow.sync.source" in stopped["sync:snow"]["reason"]
-        assert any(p.startswith("sync sync:snow: stopped") for p in health_problems(fw.store))
+        store: Any = fw.store
+        assert any(p.startswith("sync sync:snow: stopped") for p in health_problems(store))
     finally:
         fw.close()
