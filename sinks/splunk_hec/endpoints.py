@@ -40,6 +40,7 @@ class Endpoint:
         self.channel_refusals = 0  # consecutive code-11 answers to sends
         self.down_until = 0.0
         self.last_error = ""
+        self._urls: dict[str, httpx.URL] = {}
 
     def new_channel(self) -> str:
         """Start a new data channel (after the server forgot ours: code 11)."""
@@ -53,8 +54,11 @@ class Endpoint:
         if self.use_channel:
             headers["X-Splunk-Request-Channel"] = self.channel
         headers.update(extra or {})
+        url = self._urls.get(path)
+        if url is None:  # parsed once per path: httpx re-parses a str URL on every request
+            url = self._urls[path] = httpx.URL(self.url + path)
         with map_exceptions(f"HEC {self.url}{path}"):
-            return self.client.post(self.url + path, content=body, headers=headers)
+            return self.client.post(url, content=body, headers=headers)
 
     def get(self, path: str) -> httpx.Response:
         with map_exceptions(f"HEC {self.url}{path}"):
