@@ -317,7 +317,7 @@ class Drainer:
         rows = rows[:limit]
         size = 0
         for i, r in enumerate(rows):
-            size += len(r.payload)
+            size += r.size
             if size > self.max_bytes and i > 0:
                 rows = rows[:i]
                 break
@@ -363,7 +363,7 @@ class Drainer:
                 "sink %s: batch of %d event(s), %d bytes: delivered %d, pending %d, retry %d, rejected %d%s",
                 self.name,
                 len(rows),
-                sum(len(r.payload) for r in rows),
+                sum(r.size for r in rows),
                 len(outcome.delivered),
                 len(outcome.pending),
                 len(rows) - len(set(outcome.delivered) | set(outcome.pending) | set(outcome.rejected)),

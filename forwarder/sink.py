@@ -76,6 +76,17 @@ class Entry:
             self._event = from_dict(self.data)
         return self._event
 
+    @property
+    def size(self) -> int:
+        """Length of the payload in bytes (without copying it out of a spool segment)."""
+        return len(self.payload)
+
+    def payload_view(self) -> memoryview:
+        """The payload as a read-only view, without copying it: entries read from the spool
+        share their segment's buffer, and ``payload`` makes a copy of its part the first time
+        it is asked for. For sinks that only join payloads (``b"\\n".join(views)``)."""
+        return memoryview(self.payload)
+
     def __repr__(self) -> str:
         return f"Entry(id={self.id}, {len(self.payload)} bytes, attempts={self.attempts})"
 

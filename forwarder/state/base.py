@@ -18,20 +18,72 @@ from typing import Any, Protocol
 
 from forwarder.sink import Entry
 
+_PAYLOAD: Any = Entry.__dict__["payload"]  # Entry's slot; SpoolRow wraps it in a lazy property
+
 
 class SpoolRow(Entry):
     """One spooled entry as read back: an :class:`forwarder.sink.Entry` (handed to the sink as
-    is) that also knows its ledger unit reference."""
+    is) that also knows its ledger unit reference.
 
-    __slots__ = ("unit",)
+    Rows read from a spool segment (:meth:`in_segment`) keep a reference to the segment's
+    buffer and copy their own bytes out only when ``payload`` is first asked for: a sink that
+    joins :meth:`payload_view` s (the file sink) never copies each event."""
+
+    __slots__ = ("unit", "_size", "_buf", "_start")
+    unit: int
+    _size: int
+    _buf: bytes | None
+    _start: int
 
     def __init__(self, id: int, payload: bytes, unit: int = 0, attempts: int = 0) -> None:
         self.id = id
-        self.payload = payload
+        _PAYLOAD.__set__(self, payload)
         self.attempts = attempts
         self._data = None
         self._event = None
         self.unit = unit
+        self._size = len(payload)
+        self._buf = None
+        self._start = 0
+
+    @classmethod
+    def in_segment(cls, id: int, buf: bytes, start: int, end: int, unit: int, attempts: int) -> SpoolRow:
+        """The entry ``buf[start:end]`` of a segment, not copied yet."""
+        row = cls.__new__(cls)
+        row.id = id
+        row.attempts = attempts
+        row._data = None
+        row._event = None
+        row.unit = unit
+        row._size = end - start
+        row._buf = buf
+        row._start = start
+        return row
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def payload(self) -> bytes:
+        try:
+            value: bytes = _PAYLOAD.__get__(self, SpoolRow)
+        except AttributeError:
+            assert self._buf is not None
+            value = self._buf[self._start : self._start + self._size]
+            _PAYLOAD.__set__(self, value)
+        return value
+
+    @payload.setter
+    def payload(self, value: bytes) -> None:
+        _PAYLOAD.__set__(self, value)
+        self._size = len(value)
+        self._buf = None
+
+    def payload_view(self) -> memoryview:
+        if self._buf is None:
+            return memoryview(self.payload)
+        return memoryview(self._buf)[self._start : self._start + self._size]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SpoolRow):

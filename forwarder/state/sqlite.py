@@ -289,7 +289,7 @@ class _SqliteTransaction:
             elif newly:
                 self.db.execute(update, (bytes(bitmap), seg))
         if fresh:
-            self.store._depth_add(sink, -len(fresh), -sum(len(r.payload) for r in fresh))
+            self.store._depth_add(sink, -len(fresh), -sum(r.size for r in fresh))
         return fresh
 
     def drop_oldest(self, sink: str, max_events: int, max_bytes: int) -> int:
@@ -409,9 +409,8 @@ class HotSegments:
                 n, offsets, units, body, first = self._segs[seg]
                 last = min(n, first + limit - len(out))
                 base = segments.entry_id(seg, 0)
-                out.extend(
-                    SpoolRow(base + i, body[offsets[i] : offsets[i + 1]], units[i], 0) for i in range(first, last)
-                )
+                row = SpoolRow.in_segment
+                out.extend([row(base + i, body, offsets[i], offsets[i + 1], units[i], 0) for i in range(first, last)])
                 after = base + last - 1
                 if last >= n:
                     self._segs.pop(seg)
@@ -602,6 +601,7 @@ class SqliteStateStore:
         out: list[SpoolRow] = []
         append = out.append
         is_done = segments.is_done
+        row = SpoolRow.in_segment
         cursor = self._reader().execute(sql, (first_segment,))
         try:
             for seg, n, attempts, done, lens_blob, units_blob, body in cursor:
@@ -611,14 +611,12 @@ class SqliteStateStore:
                 last = min(n, first + limit - len(out))
                 if done is None:
                     for i in range(first, last):
-                        start = offsets[i]
-                        append(SpoolRow(base + i, body[start : offsets[i + 1]], units[i], attempts))
+                        append(row(base + i, body, offsets[i], offsets[i + 1], units[i], attempts))
                 else:
                     for i in range(first, n):
                         if is_done(done, i):
                             continue
-                        start = offsets[i]
-                        append(SpoolRow(base + i, body[start : offsets[i + 1]], units[i], attempts))
+                        append(row(base + i, body, offsets[i], offsets[i + 1], units[i], attempts))
                         if len(out) >= limit:
                             break
                 if len(out) >= limit:

@@ -120,3 +120,18 @@ def test_memory_held_for_unread_segments_is_bounded(tmp_path: Path) -> None:
         pos = batch[-1].id
     assert len(total) == 400
     store.close()
+
+
+def test_entries_share_their_segment_until_a_sink_asks_for_the_payload(tmp_path: Path) -> None:
+    store = SqliteStateStore(str(tmp_path))
+    store.register_sink("s")
+    append(store, 3, "a")
+    rows = store.read_spool("s", 0, 10)
+    assert [r.size for r in rows] == [len(b'{"e":"a-0"}')] * 3
+    assert [bytes(r.payload_view()) for r in rows] == [f'{{"e":"a-{i}"}}'.encode() for i in range(3)]
+    first = rows[1].payload
+    assert first == b'{"e":"a-1"}' and rows[1].payload is first  # copied once, then kept
+    assert rows[2].data == {"e": "a-2"} and rows[2].event.id == ""
+    rows[0].payload = b'{"e":"changed"}'
+    assert rows[0].size == len(b'{"e":"changed"}') and bytes(rows[0].payload_view()) == b'{"e":"changed"}'
+    store.close()
