@@ -4,7 +4,7 @@
 2. Vendors dlpfwd and its runtime dependencies (and splunk-sdk) into ``bin/lib`` with
    ``pip install --target`` -- for the heavy forwarder's Python: pass ``--python-version`` and
    ``--platform`` (e.g. ``3.11`` and ``manylinux2014_x86_64``) when building on another machine,
-   because orjson and cryptography are binary wheels.
+   because orjson, msgspec, cryptography and isal are binary wheels.
 3. Stamps dlpfwd's version into ``default/app.conf`` and writes ``TA-dlpfwd-<version>.tgz``.
 
 Vendored code is never committed: ``bin/lib`` exists only in the build output.
