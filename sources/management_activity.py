@@ -37,6 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 
 from forwarder.api import ApiClient, RequestBudget, api_error
@@ -70,6 +71,7 @@ DLP_PERMISSION = "ActivityFeed.ReadDlp"
 _DONE = ("fetched", "expired")
 _GONE_CODES = ("AF20050", "AF20051", "AF20052")
 _WINDOW_CODES = ("AF20030", "AF20055")
+_READ = httpx.ByteStream(b"")  # the stream of a response whose body was read (see _download)
 
 
 @dataclass
@@ -573,7 +575,13 @@ class ManagementActivitySource(ApiSource):
             api.raise_for(response, what, READ_PERMISSION)
         # Bytes, not parsed records: a blob in flight costs its size, not ten times that as
         # Python objects. The consumer parses one blob at a time.
-        return "ok", response.content
+        content = response.content
+        # httpx keeps a response in a reference cycle (response.stream -> response) that only
+        # the cyclic garbage collector frees, and the blob's bytes with it, possibly long after
+        # they were used. The stream is read and closed: detach it so the bytes go with the
+        # last reference to them.
+        response.stream = _READ
+        return "ok", content
 
     def _batches(self, ct: str, unit_id: str, entry: dict[str, Any], payload: Any) -> Iterator[SourceBatch]:
         keep = set(self.settings.record_types) if ct != "DLP.All" and self.settings.record_types else None

@@ -443,3 +443,25 @@ def test_a_window_inside_one_second_is_listed_as_that_second_not_as_an_empty_ran
     records, cursor = drain(src.backfill(since, until, None))
     assert sorted(r.data["Id"] for r in records) == ["rec-1", "rec-2"]
     assert api.af20055 == 0 and cursor is not None
+
+
+def test_a_downloaded_blob_is_not_kept_alive_by_its_http_response():
+    """httpx keeps each response in a reference cycle; a blob's bytes held by it would live
+    until the cyclic garbage collector runs (hundreds of 0.5 MB blobs when it runs rarely)."""
+    import gc
+    import sys
+
+    api = FakeManagementApi(NOW)
+    api.add("c1", NOW - dt.timedelta(hours=1), [rec(i) for i in range(50)])
+    src, _, _, _ = make(api)
+    src.connect()
+    entry = {"contentId": "c1", "contentUri": f"{MANAGE}{ROOT}/audit/c1"}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        outcome, content = src._download("DLP.All", entry)
+        assert outcome == "ok" and orjson.loads(content)[0]["Id"] == "rec-0"
+        assert sys.getrefcount(content) == 2  # this test's name for it, and getrefcount's argument
+    finally:
+        if enabled:
+            gc.enable()
