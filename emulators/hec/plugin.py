@@ -19,31 +19,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from emulators.hec.app import DEFAULT_TOKEN
 
     # host/port/TLS/state flags are spelled as the tenant emulator's (dest "bind": the CLI keeps
-    # its plugin host in args.host); --cert-dir and --plain-http are the older spellings
+    # its plugin host in args.host); --plain-http and --cert-dir, the older names, still parse
     parser.add_argument(
         "--host", dest="bind", metavar="ADDRESS", default="127.0.0.1", help="address to listen on (loopback)"
     )
     parser.add_argument("--port", type=int, default=8088, help="port (0: a free one; default 8088)")
-    parser.add_argument("--http", "--plain-http", dest="http", action="store_true", help="plain HTTP instead of HTTPS")
+    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
     parser.add_argument(
-        "--state-dir",
-        "--cert-dir",
-        dest="state_dir",
-        metavar="DIR",
-        default="./dlpfwd-hec-emulator",
-        help="where the TLS CA and certificate are kept",
+        "--state-dir", metavar="DIR", default="./dlpfwd-hec-emulator", help="where the TLS CA and certificate are kept"
     )
+    parser.add_argument("--plain-http", dest="http", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cert-dir", dest="state_dir", help=argparse.SUPPRESS)
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the HEC token to accept (a GUID)")
     parser.add_argument("--index", action="append", default=[], help="allowed index (repeat; default: any)")
-    parser.add_argument("--default-index", default="main", help="the token's default index")
+    parser.add_argument("--default-index", default="main", metavar="NAME", help="the token's default index")
     parser.add_argument("--ack", action="store_true", help="enable indexer acknowledgement (useACK) on the token")
-    parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds before an ack turns true")
-    parser.add_argument("--max-content-length", type=int, default=800 * 1024 * 1024, help="413 above this many bytes")
-    parser.add_argument("--busy-rate", type=float, default=0.0, help="fraction of requests answered 503 'busy'")
-    parser.add_argument("--drop-acks", action="store_true", help="acks never turn true (senders must re-send)")
-    parser.add_argument("--indexer-delay", type=float, default=0.0, help="seconds before answering each send")
+    parser.add_argument("--ack-delay", type=float, default=0.0, metavar="S", help="seconds before an ack turns true")
     parser.add_argument(
-        "--record-limit", type=int, default=100_000, help="keep the latest N indexed events for /_emulator/indexed"
+        "--max-content-length", type=int, default=800 * 1024 * 1024, metavar="BYTES", help="413 above this size"
+    )
+    parser.add_argument("--busy-rate", type=float, default=0.0, metavar="P", help="share of requests answered 503")
+    parser.add_argument("--drop-acks", action="store_true", help="acks never turn true (senders must re-send)")
+    parser.add_argument("--indexer-delay", type=float, default=0.0, metavar="S", help="seconds before each answer")
+    parser.add_argument(
+        "--record-limit", type=int, default=100_000, metavar="N", help="keep the latest N events (/_emulator/indexed)"
     )
 
 

@@ -32,21 +32,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--host", dest="bind", default="127.0.0.1", metavar="ADDRESS", help="loopback address to listen on"
     )
     parser.add_argument("--port", type=int, default=0, metavar="PORT", help="port (0: a free one)")
-    parser.add_argument(
-        "--http",
-        "--no-tls",
-        dest="http",
-        action="store_true",
-        help="plain HTTP instead of HTTPS (the sink requires https)",
-    )
+    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS (the sink requires https)")
     parser.add_argument(
         "--state-dir",
-        "--cert-dir",
-        dest="state_dir",
         default="./logs-ingestion-emulator",
         metavar="DIR",
         help="where the TLS CA and certificate are kept",
     )
+    parser.add_argument("--no-tls", dest="http", action="store_true", help=argparse.SUPPRESS)  # older names
+    parser.add_argument("--cert-dir", dest="state_dir", help=argparse.SUPPRESS)
     parser.add_argument("--dcr", default=DEFAULT_DCR, metavar="ID", help="DCR immutable id to serve")
     parser.add_argument("--stream", default="Custom-PurviewDLP_CL", metavar="NAME", help="stream declared in the DCR")
     parser.add_argument(
