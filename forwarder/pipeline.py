@@ -347,26 +347,32 @@ class Pipeline:
         counts: BatchCounts,
     ) -> None:
         """The one transaction of a batch: dedup, spool appends, quarantine, ledger, cursor."""
+        unit_ids = sorted({p[1] for p in prepared} | {b[0] for b in bad})  # pure Python: before the lock
+        use_dedup = dedup and self.dedup_window > 0 and bool(prepared)
+        keys = [p[0] for p in prepared] if use_dedup else []
+        if not all(keys):
+            keys = [k for k in keys if k]
         with self.store.transaction() as tx:
-            unit_ids = {p[1] for p in prepared} | {b[0] for b in bad}
             if batch.units:
                 tx.record_units(name, batch.units, now)
-            refs = tx.unit_refs(name, sorted(unit_ids), now) if unit_ids else {}
+            refs = tx.unit_refs(name, unit_ids, now) if unit_ids else {}
             dup_units: Counter[str] = Counter()
-            if dedup and self.dedup_window > 0 and prepared:
-                keys = [p[0] for p in prepared if p[0]]
+            if use_dedup:
                 seen = tx.seen_keys(keys, now - self.dedup_window) if keys else set()
                 kept: list[Prepared] = []
                 fresh: list[str] = []
-                for p in prepared:
-                    key = p[0]
-                    if key:
-                        if key in seen:
-                            dup_units[p[1]] += 1
-                            continue
-                        seen.add(key)
-                        fresh.append(key)
-                    kept.append(p)
+                if not seen and len(set(keys)) == len(keys):
+                    kept, fresh = prepared, keys  # the common case: nothing seen before, no key twice
+                else:
+                    for p in prepared:
+                        key = p[0]
+                        if key:
+                            if key in seen:
+                                dup_units[p[1]] += 1
+                                continue
+                            seen.add(key)
+                            fresh.append(key)
+                        kept.append(p)
                 if fresh:
                     tx.remember_keys(fresh, now)
                 counts.duplicates = len(prepared) - len(kept)

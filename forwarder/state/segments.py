@@ -31,9 +31,9 @@ def split_id(entry: int) -> tuple[int, int]:
 
 def encode(rows: Sequence[tuple[bytes, int]]) -> tuple[bytes, bytes, bytes, int]:
     """``(lens, units, body, bytes)`` of ``(payload, unit)`` rows."""
-    payloads = [p for p, _ in rows]
+    payloads = [r[0] for r in rows]
     lens = array("I", map(len, payloads))
-    units = array("q", (u for _, u in rows))
+    units = array("q", [r[1] for r in rows])
     body = b"".join(payloads)
     return lens.tobytes(), units.tobytes(), body, len(body)
 

@@ -250,7 +250,7 @@ class _SqliteTransaction:
                 self.hot.append((sink, seg, lens, units, body))
             total += size
         self.store._depth_add(sink, len(rows), total)
-        self.add_sink_unit_counts(sink, "spooled", Counter(u for _, u in rows))
+        self.add_sink_unit_counts(sink, "spooled", Counter([r[1] for r in rows]))
         return len(rows)
 
     def settle_rows(self, sink: str, rows: Sequence[SpoolRow]) -> list[SpoolRow]:
