@@ -33,6 +33,11 @@ KEY = "correlation"
 _PORTAL = "https://security.microsoft.com"
 
 
+def _names(incidents: Any) -> list[str]:
+    """Incident ids in their documented order: by length, then text (numeric ids numerically)."""
+    return sorted(incidents, key=lambda s: (len(s), s))
+
+
 def _incident_url(incident: str, tenant: str) -> str:
     return f"{_PORTAL}/incidents/{incident}" + (f"?tid={tenant}" if tenant else "")
 
@@ -50,6 +55,24 @@ def dlpfwd_enrich_events(events: list[DlpEvent], context: Any) -> None:
         if links is None or info is None:
             continue  # not indexed (incidents, correlation events, events without id or time)
         dlp_side = info["side"] == SIDE_DLP
+        if not links:  # most events: nothing linked, only their own incidents and entities
+            own = _names(info["incidents"])
+            prior = [i for i in result.prior.get(ev.id, []) if i not in own]
+            ev.enrichment[KEY] = {
+                "status": "ok",
+                "related_alerts": [],
+                "related_events": [],
+                "related_count": 0,
+                "incidents": own,
+                "prior_incidents": {"count": len(prior), "ids": prior},
+                "entities": {
+                    "users": list(info["users"]),
+                    "devices": list(info["devices"]),
+                    "files": list(info["files"]),
+                },
+                "links": {"alerts": [], "incidents": [_incident_url(i, ev.tenant_id) for i in own]},
+            }
+            continue
         related: list[dict[str, Any]] = []
         incidents = set(info["incidents"])
         users, devices, files = set(info["users"]), set(info["devices"]), set(info["files"])
@@ -73,7 +96,7 @@ def dlpfwd_enrich_events(events: list[DlpEvent], context: Any) -> None:
                         "service_source": other["service_source"],
                         "time": other["time"],
                         "reasons": list(link.reasons),
-                        "incidents": other["incidents"],
+                        "incidents": list(other["incidents"]),  # a copy: summaries are shared between batches
                         "url": other["alert_url"],
                     }
                 )
@@ -85,13 +108,13 @@ def dlpfwd_enrich_events(events: list[DlpEvent], context: Any) -> None:
                         "title": other["title"],
                         "severity": other["severity"],
                         "time": other["time"],
-                        "policies": other["policies"],
+                        "policies": list(other["policies"]),
                         "reasons": list(link.reasons),
                     }
                 )
         related.sort(key=lambda r: (r["time"], r["id"]))
         prior = [i for i in result.prior.get(ev.id, []) if i not in incidents]  # not the ones it is part of
-        ordered_incidents = sorted(incidents, key=lambda s: (len(s), s))
+        ordered_incidents = _names(incidents)
         ev.enrichment[KEY] = {
             "status": "ok",
             "related_alerts": related[:limit] if dlp_side else [],
