@@ -170,6 +170,11 @@ def _state(args: argparse.Namespace) -> int:
             f"source {name}: last poll {s['last_poll']}; read {s.get('read', 0)}, spooled {s.get('spooled', 0)}, "
             f"duplicates dropped {s.get('duplicates', 0)}, quarantined {s.get('quarantined', 0)} "
             f"({s['quarantined_now']} kept)"
+            + (
+                f", non-DLP alerts indexed for correlation only (not forwarded) {s['correlation_only']}"
+                if s.get("correlation_only")
+                else ""
+            )
         )
         if s.get("stopped"):
             _out(f"  STOPPED since {s['stopped']['since']}: {s['stopped']['reason']}")

@@ -10,6 +10,7 @@ non-DLP alerts must be counted as read for correlation only and never delivered.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from emulators.tenant import EmulatorConfig, TenantEmulator
 from emulators.tenant.generator import Dataset
 from emulators.tenant.truth import ExpectedLink
+from forwarder.cli import main
 from forwarder.correlation.index import DB_NAME, CorrelationIndex
 from forwarder.correlation.settings import CorrelationSettings
 from forwarder.runtime import Forwarder
@@ -99,7 +101,9 @@ def _indexed(state_dir: Path) -> set[str]:
         db.close()
 
 
-def test_links_found_end_to_end_equal_the_ground_truth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_links_found_end_to_end_equal_the_ground_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     tolerate_advanced_clock(monkeypatch)
     probe = Dataset(_config(), PROBE_ANCHOR, "probe")
     probe_truth = probe.expected_links()
@@ -172,3 +176,10 @@ start_days = 1
     assert non_dlp <= indexed_first | _indexed(state)
     withheld = totals["graph"]["correlation_only"]
     assert withheld >= len(non_dlp) and withheld_metric == withheld
+    config_file = tmp_path / "dlpfwd.toml"
+    config_file.write_text(text)
+    assert main(["--config", str(config_file), "state", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["sources"]["graph"]["correlation_only"] == withheld
+    assert main(["--config", str(config_file), "state"]) == 0
+    assert f"non-DLP alerts indexed for correlation only (not forwarded) {withheld}" in capsys.readouterr().out
