@@ -1,7 +1,10 @@
 """``dlpfwd serve``: run the inbound status-change endpoint until SIGTERM or Ctrl-C.
 
-Reads ``[serve]`` and ``[forwarder] state_dir`` of the configuration; the TLS certificate is
-required unless ``--insecure-plain-http`` (local tests only). ``--bind`` / ``--port``
+Reads ``[serve]``, ``[forwarder] state_dir`` and the sources and sinks of the configuration;
+the TLS certificate is required unless ``--insecure-plain-http`` (local tests only). Without a
+sync-enabled servicenow sink it applies the accepted changes to Defender XDR itself
+(:mod:`forwarder.serve.worker`, with the graph_security source of ``[serve] source``); with
+one, that sink's status sync (``dlpfwd run`` / ``dlpfwd sync``) applies them. ``--bind`` / ``--port``
 override the configuration; ``--health`` only asks the running endpoint's ``/healthz``.
 Exit codes: 0 stopped by a signal (``--health``: healthy), 2 configuration error (each
 problem with its key path), 1 the endpoint could not start (port in use, unreadable key) or
@@ -44,7 +47,9 @@ def _serve(args: argparse.Namespace) -> int:
     from forwarder.errors import ConfigError
     from forwarder.logs import redact, setup_logging
     from forwarder.serve import build_server, problems
+    from forwarder.serve.inbox import sync_enqueue
     from forwarder.serve.settings import ServeSettings
+    from forwarder.serve.worker import ServeWorker
     from forwarder.state import open_store
 
     config = load_config(args.config, args.host)
@@ -60,22 +65,32 @@ def _serve(args: argparse.Namespace) -> int:
     if args.health:
         return _health(settings, args.insecure_plain_http)
     found = problems(settings, insecure=args.insecure_plain_http)
+    found += _applier_problems(config)
     if found:
         raise ConfigError(found)
     store = open_store(config.forwarder.state_dir)
+    worker: ServeWorker | None = None
     try:
+        worker = running = ServeWorker(store, settings, _applier(config, store))
+
+        def enqueue(store: Any, change: Any) -> Any:
+            added = sync_enqueue(store, change)
+            running.wake()
+            return added
+
         try:
-            server = build_server(settings, store, insecure_plain_http=args.insecure_plain_http)
+            server = build_server(settings, store, insecure_plain_http=args.insecure_plain_http, enqueue=enqueue)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             print(redact(f"dlpfwd serve: cannot start: {type(exc).__name__}: {exc}"), file=sys.stderr)
             return EXIT_FAILED
-        _warn_without_applier(config)
         stop = threading.Event()
         previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             server.start()
             # One line on stderr whatever the log level: scripts and tests read the URL from it.
             print(f"dlpfwd serve: listening on {server.url}", file=sys.stderr, flush=True)
+            _say_who_applies(config)
+            worker.start()
             if args.insecure_plain_http:
                 log.warning("serving plain HTTP (--insecure-plain-http): for local tests only")
             log.info("state %s; SIGTERM or Ctrl-C stops it", config.forwarder.state_dir)
@@ -87,6 +102,10 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("dlpfwd serve stopped")
         return EXIT_OK
     finally:
+        if worker is not None:
+            worker.stop()
+            if worker.applier is not None:
+                worker.applier.close()
         store.close()
 
 
@@ -113,15 +132,37 @@ def _health(settings: Any, plain: bool) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _warn_without_applier(config: Any) -> None:
-    """Accepted changes are applied by the status sync of a servicenow sink; say so when none is on."""
-    # as forwarder.sync.loop.sync_sinks, without importing the sync's Graph and ServiceNow clients
-    enabled = [s for s in config.sinks if getattr(getattr(s.settings, "sync", None), "enabled", False)]
-    if not enabled:
-        log.warning(
-            "no sink has [sinks.sync] enabled: accepted changes wait in the inbox until the status sync "
-            "(dlpfwd run or dlpfwd sync with a sync-enabled servicenow sink) applies them"
-        )
+def _applier_problems(config: Any) -> list[str]:
+    """Why the accepted changes could not be applied (``serve.source``), when serve applies them."""
+    from forwarder.errors import ConfigError
+    from forwarder.sync.inbound import applies_inbound, serve_source
+
+    if not applies_inbound(config):
+        return []
+    try:
+        serve_source(config)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
+
+
+def _applier(config: Any, store: Any) -> Any:
+    """The :class:`forwarder.sync.inbound.InboundApplier` when serve applies, else None."""
+    from forwarder.sync.inbound import InboundApplier, applies_inbound
+
+    return InboundApplier.build(config, store) if applies_inbound(config) else None
+
+
+def _say_who_applies(config: Any) -> None:
+    """One line naming what applies the accepted changes (docs/itsm.md, "How accepted changes are applied")."""
+    from forwarder.sync.inbound import applies_inbound, serve_source
+    from forwarder.sync.loop import sync_sinks
+
+    if applies_inbound(config):
+        log.info("accepted changes are applied to Defender XDR with source %s's app", serve_source(config).name)
+    else:
+        names = ", ".join(s.name for s in sync_sinks(config))
+        log.info("accepted changes are applied by the status sync of sink %s (dlpfwd run or dlpfwd sync)", names)
 
 
 @hookimpl

@@ -9,6 +9,11 @@ request) is accepted without touching the inbox; the same id with other content 
 a repeat the inbox recognises (same origin ``inbound``, reference = changeId, version =
 timestamp) and the id is then remembered. Submissions are serialised in the process, so two
 identical concurrent requests enqueue once.
+
+Remembered ids are forgotten ``[serve] change_id_retention`` seconds (7 days) after they were
+accepted (:func:`purge_change_ids`, run by ``dlpfwd serve`` every hour), so the namespace does
+not grow for ever. The retention is longer than the replay window, so a signed request can
+never be replayed after its id is forgotten; an id reused after that is a new change.
 """
 
 from __future__ import annotations
@@ -92,13 +97,13 @@ class StoreInbox:
                 if seen.get("digest") != digest:
                     raise ChangeIdReused(change.change_id)
                 return False
-            self._enqueue(self.store, change)  # a repeat after a crash here is ignored by the inbox
+            added = self._enqueue(self.store, change)  # a repeat after a crash here is ignored by the inbox
             self.store.kv_put(
                 SEEN_NAMESPACE,
                 change.change_id,
                 {"digest": digest, "incident": change.incident_id, "time": time.time()},
             )
-            return True
+            return added is not False  # False: the inbox held it (its id was forgotten, or a crash)
 
     def healthy(self) -> bool:
         try:
@@ -106,3 +111,31 @@ class StoreInbox:
         except Exception:  # noqa: BLE001 - any store failure means unhealthy
             return False
         return True
+
+
+def purge_change_ids(store: Any, retention: float, now: float | None = None, batch: int = 1000) -> int:
+    """Forget the change ids accepted more than ``retention`` seconds before ``now``; returns
+    how many. Entries without a readable time are forgotten too (they cannot be aged)."""
+    import orjson
+
+    before = (time.time() if now is None else now) - retention
+    removed, after = 0, ""
+    while True:
+        with store.transaction() as tx:
+            rows = tx.db.execute(
+                "SELECT key, value FROM kv WHERE ns = ? AND key > ? ORDER BY key LIMIT ?",
+                (SEEN_NAMESPACE, after, batch),
+            ).fetchall()
+            old = []
+            for key, raw in rows:
+                try:
+                    when = float(orjson.loads(raw).get("time", 0.0))
+                except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                    when = 0.0
+                if when < before:
+                    old.append((SEEN_NAMESPACE, key))
+            tx.db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", old)
+        removed += len(old)
+        if len(rows) < batch:
+            return removed
+        after = rows[-1][0]

@@ -44,6 +44,19 @@ class ServeSettings:
     request_timeout: float = setting(
         10.0, doc="seconds a client may take to send a request (slow clients are disconnected)", minimum=1
     )
+    source: str = setting(
+        "",
+        doc="graph_security source whose app applies accepted changes to Defender ('' = the only one); "
+        "not used when a servicenow sink has [sinks.sync] enabled (its sync applies them)",
+    )
+    apply_interval: float = setting(
+        10.0, doc="seconds between passes retrying deferred changes (an accepted change is applied at once)", minimum=1
+    )
+    change_id_retention: float = setting(
+        604800.0,
+        doc="seconds an accepted changeId is remembered for idempotency (7 days; more than replay_window)",
+        minimum=3600,
+    )
 
 
 def problems(settings: ServeSettings, insecure: bool = False, path: str = "serve") -> list[str]:
@@ -66,4 +79,6 @@ def problems(settings: ServeSettings, insecure: bool = False, path: str = "serve
             found.append(f"{path}.{name}: expected at least {MIN_SECRET_LENGTH} characters")
     if settings.hmac_previous_secret and not settings.hmac_secret:
         found.append(f"{path}.hmac_previous_secret: set only together with hmac_secret")
+    if settings.change_id_retention <= settings.replay_window:
+        found.append(f"{path}.change_id_retention: must be longer than replay_window ({settings.replay_window:g} s)")
     return found

@@ -97,18 +97,26 @@ def unchanged(change: StatusChange, shadow: dict[str, Any], side: dict[str, str]
 class Applier:
     """Applies due inbox changes through ``defender`` and ``peer``; see the module docstring."""
 
-    def __init__(self, store: Any, defender: DefenderIncidents | None, peer: TicketPeer, ticket_wins: set[str]) -> None:
+    def __init__(
+        self,
+        store: Any,
+        defender: DefenderIncidents | None,
+        peer: TicketPeer,
+        ticket_wins: set[str],
+        origins: tuple[str, ...] | None = None,
+    ) -> None:
         self.store = store
         self.defender = defender
         self.peer = peer
         self.ticket_wins = ticket_wins
+        self.origins = origins  # None: every origin; else only these (the rest stay pending)
 
     def run(self, dry_run: bool = False, limit: int = 100) -> PassResult:
         """Apply what is due (each incident's oldest pending change, repeatedly, up to ``limit``)."""
         total = PassResult()
         done: set[int] = set()
         for _ in range(limit):
-            items = [i for i in inbox.due(self.store, limit=limit) if i.id not in done]
+            items = [i for i in inbox.due(self.store, limit=limit, origins=self.origins) if i.id not in done]
             if not items:
                 break
             for item in items:

@@ -102,17 +102,24 @@ def enqueue_in(tx: Any, change: StatusChange, now: float | None = None) -> bool:
     return added
 
 
-def due(store: Any, now: float | None = None, limit: int = 100) -> list[InboxItem]:
+def due(
+    store: Any, now: float | None = None, limit: int = 100, origins: tuple[str, ...] | None = None
+) -> list[InboxItem]:
     """The oldest pending change of each incident whose retry time has come (changes of one
-    incident are applied in the order they were stored: a later one waits for an earlier one)."""
+    incident are applied in the order they were stored: a later one waits for an earlier one).
+    ``origins``: only changes of these origins (the others stay pending for another applier)."""
     now = time.time() if now is None else now
+    only = ""
+    if origins is not None:
+        only = " AND origin IN (" + ", ".join("?" for _ in origins) + ")"
     with transaction(store) as tx:
         rows = (
             _conn(tx)
             .execute(
-                """SELECT i.id, i.body, i.attempts, i.next_at FROM sync_inbox i
-               JOIN (SELECT min(id) AS id FROM sync_inbox WHERE state = 'pending' GROUP BY incident) f ON f.id = i.id
-               ORDER BY i.id""",
+                f"""SELECT i.id, i.body, i.attempts, i.next_at FROM sync_inbox i
+               JOIN (SELECT min(id) AS id FROM sync_inbox WHERE state = 'pending'{only} GROUP BY incident) f
+               ON f.id = i.id ORDER BY i.id""",  # noqa: S608 - only placeholders are formatted in
+                tuple(origins or ()),
             )
             .fetchall()
         )

@@ -5,10 +5,11 @@ and the ``[serve]`` table in the configuration loader."""
 from __future__ import annotations
 
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +30,25 @@ from .conftest import BEARER, HMAC_KEY, change, post_bearer, post_signed, trust
 DLPFWD = [sys.executable, "-m", "forwarder"]
 
 
+#: The graph_security source whose app applies accepted changes: nothing listens there, so the
+#: changes stay pending (deferred) and the tests can read them from the inbox.
+UNREACHABLE_GRAPH = """
+[[sources]]
+name = "graph"
+type = "graph_security"
+graph_url = "https://127.0.0.1:9"
+[sources.auth]
+tenant_id = "00000000-0000-0000-0000-000000000001"
+client_id = "00000000-0000-0000-0000-000000000002"
+client_secret = "not-used-in-these-tests-0123"
+authority = "https://127.0.0.1:9"
+"""
+
+
 def write_config(tmp_path: Path, serve: str) -> Path:
     path = tmp_path / "dlpfwd.toml"
-    path.write_text(f'[forwarder]\nstate_dir = "{tmp_path / "state"}"\n\n[serve]\n{serve}\n', encoding="utf-8")
+    text = f'[forwarder]\nstate_dir = "{tmp_path / "state"}"\n\n[serve]\n{serve}\n{UNREACHABLE_GRAPH}'
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -49,16 +66,31 @@ def serving(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], 
         text=True,
     )
     assert proc.stderr is not None
+    stream = proc.stderr
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_until_the_url() -> None:
+        # readline in a thread: select() on the pipe misses lines already in the text buffer
+        for line in stream:
+            lines.put(line)
+            if "listening on " in line:
+                return
+        lines.put("")  # the process ended
+
+    threading.Thread(target=read_until_the_url, daemon=True).start()
     url, seen = "", []
     deadline = time.monotonic() + 30
     try:
-        while not url and time.monotonic() < deadline and proc.poll() is None:
-            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-            if ready:
-                line = proc.stderr.readline()
-                seen.append(line)
-                if "listening on " in line:
-                    url = line.rsplit("listening on ", 1)[1].strip()
+        while not url and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if not line:
+                break
+            seen.append(line)
+            if "listening on " in line:
+                url = line.rsplit("listening on ", 1)[1].strip()
         assert url, "".join(seen)
         yield proc, url
     finally:
