@@ -181,7 +181,8 @@ class Transaction(Protocol):
     def add_totals(self, scope: str, counts: dict[str, int]) -> None: ...
 
     def beat(self, name: str, now: float) -> None:
-        """Record a successful poll (source) or delivery (sink) time."""
+        """Record a successful poll (source) or delivery (sink) time (a store may skip a beat
+        less than a second after the last one it recorded for ``name``)."""
         ...
 
 

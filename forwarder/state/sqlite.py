@@ -39,6 +39,7 @@ _CHUNK = 500  # SQL variables per IN (...) list
 PAGE_SIZE = 16384
 WAL_AUTOCHECKPOINT = 16000  # pages (256 MB): the writer's own safety net; see Checkpointer
 CHECKPOINT_INTERVAL = 0.5  # seconds between background checkpoints while there are commits
+BEAT_RESOLUTION = 1.0  # seconds: a heartbeat (last successful poll/delivery) is stored at most this often
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, sid INTEGER NOT NULL UNIQUE,
@@ -151,6 +152,7 @@ class _SqliteTransaction:
         self.db = store._db
         self.depth_changed: set[str] = set()
         self.hot: list[tuple[str, int, bytes, bytes, bytes]] = []  # segments appended: (sink, id, lens, units, body)
+        self.beats: dict[str, float] = {}  # heartbeats written, remembered once committed
 
     def seen_keys(self, keys: Sequence[str], since: float) -> set[str]:
         seen: set[str] = set()
@@ -271,8 +273,19 @@ class _SqliteTransaction:
         fresh: list[SpoolRow] = []
         get = f"SELECT n, done FROM spool_{sid} WHERE id = ?"  # noqa: S608
         delete = f"DELETE FROM spool_{sid} WHERE id = ?"  # noqa: S608
+        delete_whole = f"DELETE FROM spool_{sid} WHERE id = ? AND n = ? AND done IS NULL"  # noqa: S608
         update = f"UPDATE spool_{sid} SET done = ? WHERE id = ?"  # noqa: S608
         for seg, group in by_segment.items():
+            size = len(group)
+            first = segments.entry_id(seg, 0)
+            if (
+                group[0].id == first
+                and group[-1].id == first + size - 1
+                and len({r.id for r in group}) == size
+                and self.db.execute(delete_whole, (seg, size)).rowcount == 1
+            ):
+                fresh.extend(group)  # exactly the whole, untouched segment: one statement, the common case
+                continue
             found = self.db.execute(get, (seg,)).fetchone()
             if found is None:
                 continue  # dropped meanwhile (overflow = drop_oldest): already accounted for
@@ -343,11 +356,15 @@ class _SqliteTransaction:
             )
 
     def beat(self, name: str, now: float) -> None:
+        last = self.store._beats.get(name)
+        if last is not None and 0.0 <= now - last < BEAT_RESOLUTION:
+            return  # recorded less than a second ago: spare the statement and a WAL page
         self.db.execute(
             "INSERT INTO health (name, last_ok) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET last_ok = excluded.last_ok",
             (name, now),
         )
+        self.beats[name] = now
 
     def _flush_depths(self) -> None:
         # Relative updates: another process (``dlpfwd dead-letters replay``) may write too.
@@ -456,6 +473,7 @@ class SqliteStateStore:
         self._readers: list[sqlite3.Connection] = []
         self._unit_cache: dict[tuple[str, str], int] = {}
         self._pending_delta: dict[str, list[int]] = {}
+        self._beats: dict[str, float] = {}  # name -> last heartbeat this process committed
         self._checkpointer: Checkpointer | None = None
         self._closed = False
         with self._lock:
@@ -492,6 +510,7 @@ class SqliteStateStore:
                 self._db.execute("COMMIT")
                 for sink, seg, lens, units, body in tx.hot:
                     self._hot[sink].publish(seg, lens, units, body)
+                self._beats.update(tx.beats)
                 checkpointer = self._checkpointer
                 if checkpointer is None and not self._closed:
                     checkpointer = self._checkpointer = Checkpointer(self.path)
