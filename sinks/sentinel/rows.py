@@ -289,7 +289,7 @@ def _sensitive_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
     )
 
 
-def encode_row(payload: bytes) -> bytes | None:
+def encode_row(payload: bytes | memoryview) -> bytes | None:
     """The JSON of the row :func:`~sinks.sentinel.columns.to_row` makes of ``payload``, or None
     when the payload does not have the schema's shape (the caller then takes that path)."""
     try:

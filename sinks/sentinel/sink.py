@@ -203,8 +203,9 @@ class SentinelSink(Sink):
         limit = self.settings.max_request_bytes
         for entry in entries:
             # the common case: the row's JSON straight from the payload (not entry.data: nothing
-            # is kept alive per entry), when it has the schema's shape and fits a call
-            body: bytes | None = encode_row(entry.payload)
+            # is kept alive per entry; a view: no copy out of the spool's buffer), when it has
+            # the schema's shape and fits a call
+            body: bytes | None = encode_row(entry.payload_view())
             if body is not None and len(body) <= limit - 2:
                 yield Piece(entry.id, body)
                 continue

@@ -297,6 +297,18 @@ def _epoch(text: str) -> float | None:
     return parsed.timestamp()
 
 
+_WHITESPACE = frozenset(b" \t\r\n")
+
+
+def _stripped(payload: bytes | memoryview) -> bytes | memoryview:
+    """``payload`` without surrounding whitespace; a view is copied only when it has some."""
+    if isinstance(payload, memoryview):
+        if payload and payload[0] not in _WHITESPACE and payload[-1] not in _WHITESPACE:
+            return payload
+        return bytes(payload).strip()
+    return payload.strip()
+
+
 def _lookup(ev: Mapping[str, Any], dotted: str) -> Any:
     value: Any = ev
     for part in dotted.split("."):
@@ -399,9 +411,10 @@ class EnvelopeBuilder:
         cim = orjson.dumps(self.cim(ev))
         return b"".join((cim[:-1], b',"dlpfwd":', payload.strip(), b"}"))
 
-    def envelope(self, payload: bytes) -> bytes:
-        """The envelope of one spooled payload, decoding it once. Raises on a payload that is not
-        a JSON object."""
+    def envelope(self, payload: bytes | memoryview) -> bytes:
+        """The envelope of one spooled payload (bytes, or a view into the spool's buffer, spliced
+        in without a copy of its own), decoding it once. Raises on a payload that is not a JSON
+        object."""
         if not self.fields and self.cim is cim_fields:
             try:
                 ev = _DECODE_EVENT.decode(payload)
@@ -415,7 +428,7 @@ class EnvelopeBuilder:
                         if when is not None:
                             break
                 return self._join(ev.kind, ev.source, when, cim_fields_of(ev), payload)
-        return self.build(orjson.loads(payload), payload)
+        return self.build(orjson.loads(payload), bytes(payload))
 
     def build(self, ev: Mapping[str, Any], payload: bytes) -> bytes:
         """The envelope of one event: ``ev`` is the decoded ``payload`` (the spooled JSON object)."""
@@ -424,7 +437,9 @@ class EnvelopeBuilder:
             return b"".join((head, b',"event":', self.event_body(ev, payload), b"}"))
         return self._join(ev.get("kind"), ev.get("source"), self.event_time(ev), self.cim(ev), payload)
 
-    def _join(self, kind: Any, source: Any, when: float | None, cim: dict[str, Any], payload: bytes) -> bytes:
+    def _join(
+        self, kind: Any, source: Any, when: float | None, cim: dict[str, Any], payload: bytes | memoryview
+    ) -> bytes:
         # host/source/sourcetype/index depend only on (kind, source): serialize them once
         key = (kind, source)
         fixed = self._heads.get(key)
@@ -437,4 +452,4 @@ class EnvelopeBuilder:
             parts = (b'{"time":', orjson.dumps(when), b",", fixed, b',"event":', body[:-1], b',"dlpfwd":')
         else:
             parts = (b"{", fixed, b',"event":', body[:-1], b',"dlpfwd":')
-        return b"".join((*parts, payload.strip(), b"}}"))
+        return b"".join((*parts, _stripped(payload), b"}}"))

@@ -199,8 +199,9 @@ class HecSink(Sink):
         requests: list[list[tuple[Entry, bytes]]] = []
         for entry in entries:
             try:
-                # decode without caching on the entry: the host may keep entries while they are pending
-                envelope = self.envelopes.envelope(entry.payload)
+                # decode without caching on the entry (the host may keep entries while they are
+                # pending), from a view: no copy of the payload out of the spool's buffer
+                envelope = self.envelopes.envelope(entry.payload_view())
             except Exception as exc:  # noqa: BLE001 - one unreadable entry must not block the rest
                 outcome.rejected[entry.id] = f"cannot build a HEC envelope: {type(exc).__name__}: {exc}"
                 continue

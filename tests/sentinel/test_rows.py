@@ -107,3 +107,9 @@ def test_equal_to_to_row_on_generated_events(upn, severity, names, counts, recip
     body = encode_row(payload)
     assert body is not None
     assert orjson.loads(body) == reference(payload)
+
+
+def test_a_view_into_a_spool_buffer_encodes_like_bytes():
+    payload = to_json(event(1))
+    segment = b"[other rows]" + payload + b"[more]"
+    assert encode_row(memoryview(segment)[12 : 12 + len(payload)]) == encode_row(payload)

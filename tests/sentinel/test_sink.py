@@ -8,7 +8,7 @@ import socket
 import orjson
 
 from emulators.logs_ingestion.app import Fault
-from forwarder.schema import KIND_ALERT
+from forwarder.schema import KIND_ALERT, to_json
 from forwarder.sink import Entry
 from sinks.sentinel.columns import STREAM
 from tests.sentinel.helpers import APP, Issuer, ScriptedTokens, entries, event, make_sink
@@ -278,3 +278,20 @@ def test_several_bad_events_are_all_isolated(emulator, tokens):
     assert sorted(outcome.rejected) == [1, 18, 19, 64]
     assert len(outcome.delivered) == 60 and not outcome.retry
     assert len(emulator.app.all_rows(STREAM)) == 60
+
+
+def test_entries_read_from_a_spool_segment_are_delivered_from_views(emulator, tokens):
+    """The host's spool rows share their segment's buffer; the sink reads them through
+    payload_view() and must deliver the same rows as from bytes."""
+    from forwarder.state.base import SpoolRow
+
+    payloads = [to_json(event(i)) for i in range(5)]
+    segment = b"".join(payloads)
+    rows, start = [], 0
+    for i, p in enumerate(payloads):
+        rows.append(SpoolRow.in_segment(i + 1, segment, start, start + len(p), unit=0, attempts=0))
+        start += len(p)
+    sink = make_sink(emulator.url, emulator.ca_file, tokens)
+    outcome = sink.write_batch(rows)
+    assert sorted(outcome.delivered) == [1, 2, 3, 4, 5]
+    assert sorted(r["EventId"] for r in emulator.app.all_rows(STREAM)) == [f"evt-{i}" for i in range(5)]

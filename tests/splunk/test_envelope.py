@@ -223,3 +223,14 @@ def test_epoch_needs_no_rounding():
             assert when is not None and round(when, 6) == when, text
     assert _epoch("2026-11-23T10:00:00.25Z") == 1795428000.25
     assert _epoch("garbage") is None
+
+
+def test_envelope_from_a_view_into_a_spool_buffer_equals_from_bytes():
+    builder = EnvelopeBuilder(host="fwd01")
+    payload = to_json(make_event(1))
+    segment = b"[other rows]" + payload + b"[more]"
+    view = memoryview(segment)[12 : 12 + len(payload)]
+    assert builder.envelope(view) == builder.envelope(payload)
+    assert builder.envelope(memoryview(b" " + payload + b"\n")) == builder.envelope(payload)
+    odd = b'{"id":"z","severity":null}'  # the dict path
+    assert builder.envelope(memoryview(odd)) == builder.envelope(odd)
