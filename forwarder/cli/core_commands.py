@@ -130,6 +130,12 @@ def _check(args: argparse.Namespace) -> int:
     from forwarder.config import literal_secrets
 
     config = _load(args)
+    from forwarder.errors import ConfigError
+    from forwarder.sync.checks import startup_problems  # [serve] and [sinks.sync] start-up checks
+
+    found = startup_problems(config)
+    if found:
+        raise ConfigError(found)
     _out(f"configuration {args.config}: valid")
     _out(f"  sources: {', '.join(f'{s.name} ({s.type})' for s in config.sources) or '(none)'}")
     _out(f"  sinks:   {', '.join(f'{s.name} ({s.type})' for s in config.sinks) or '(none)'}")

@@ -59,6 +59,12 @@ class ServeSettings:
     )
 
 
+def configured(settings: ServeSettings | None) -> bool:
+    """Whether the configuration has a ``[serve]`` table that sets anything (the loader builds
+    the defaults when there is none): ``dlpfwd check`` checks the endpoint only then."""
+    return settings is not None and settings != ServeSettings()
+
+
 def problems(settings: ServeSettings, insecure: bool = False, path: str = "serve") -> list[str]:
     """Every reason ``settings`` cannot start the endpoint, each with its key path."""
     found: list[str] = []

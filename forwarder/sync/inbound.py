@@ -30,14 +30,14 @@ SOURCE_KEY = "serve.source"
 
 
 def applies_inbound(config: Any) -> bool:
-    """Whether ``dlpfwd serve`` applies what it accepts: ``[serve]`` is configured and no
-    servicenow sink has the sync on (that sync applies them otherwise, mirroring the ticket)."""
-    return getattr(config, "serve", None) is not None and not sync_sinks(config)
+    """Whether ``dlpfwd serve`` applies what it accepts: no servicenow sink has the sync on
+    (that sync applies them otherwise, mirroring the ticket)."""
+    return not sync_sinks(config)
 
 
 def serve_source(config: Any) -> Any:
     """The graph_security source whose app applies inbound changes (ConfigError naming ``serve.source``)."""
-    wanted = config.serve.source if config.serve is not None else ""
+    wanted = config.serve.source if getattr(config, "serve", None) is not None else ""
     graphs = [s for s in config.sources if s.type == "graph_security"]
     if wanted:
         found = [s for s in graphs if s.name == wanted]
