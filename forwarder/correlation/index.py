@@ -115,6 +115,38 @@ class BatchResult:
     to_announce: list[Link] = field(default_factory=list)  # late links not announced yet
 
 
+class KeyFilter:
+    """A Bloom filter of the key hashes stored for one side (1 MB, 3 bits a key): most keys of
+    a DLP event (its file's hashes, name and URL, its message id) have no partner at all, and
+    a key the filter has never seen needs no probe. No false negatives: every stored key is
+    added before the batch's probes; deleted keys leave their bits (an extra probe, never a
+    lost link), and the filter is rebuilt from the table after ``REBUILD_AFTER`` additions."""
+
+    BITS = 1 << 23
+    MASK = BITS - 1
+    REBUILD_AFTER = 2_000_000
+
+    def __init__(self) -> None:
+        self.bits = bytearray(self.BITS // 8)
+        self.added = 0
+
+    def add_all(self, hashes: Iterable[int]) -> None:
+        bits, mask = self.bits, self.MASK
+        n = 0
+        for h in hashes:
+            for i in (h & mask, (h >> 23) & mask, ((h >> 41) ^ (h >> 7)) & mask):
+                bits[i >> 3] |= 1 << (i & 7)
+            n += 1
+        self.added += n
+
+    def __contains__(self, h: int) -> bool:
+        bits, mask = self.bits, self.MASK
+        for i in (h & mask, (h >> 23) & mask, ((h >> 41) ^ (h >> 7)) & mask):
+            if not bits[i >> 3] & (1 << (i & 7)):
+                return False
+        return True
+
+
 def _day(t: float) -> int:
     """The day bucket of an event time: key rows are clustered by (side, day) so that a batch of
     recent events dirties a few pages of the key table, not one random page per key."""
@@ -193,6 +225,8 @@ class CorrelationIndex:
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
+        self._filters = self._load_filters(db)
+        self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
         # encoded summaries of recent items: bytes, so the garbage collector never scans them
         self._infos: LRUCache[str, bytes] = LRUCache(maxsize=20_000)
         # decoded summaries of the partners linked most recently (alerts linked to many events):
@@ -203,6 +237,13 @@ class CorrelationIndex:
         self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
 
     # ------------------------------------------------------------------ plumbing
+
+    def _load_filters(self, db: sqlite3.Connection) -> dict[int, KeyFilter]:
+        filters = {SIDE_DLP: KeyFilter(), SIDE_ALERT: KeyFilter()}
+        for side, f in filters.items():
+            f.add_all(h for (h,) in db.execute("SELECT k FROM keys WHERE side = ?", (side,)))
+            f.added = 0
+        return filters
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -270,6 +311,16 @@ class CorrelationIndex:
         if not entries:
             return result
         with self._tx() as db:
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another connection wrote: reload what is kept in memory
+                self._filters = self._load_filters(db)
+                self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
+                self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
+                self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+                self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
+                self._infos.clear()
+                self._decoded.clear()
+                self._data_version = version
             batch = int(self._meta.get("batch", 0)) + 1
             self._set_meta(db, "batch", batch)
             result.batch = batch
@@ -304,6 +355,7 @@ class CorrelationIndex:
                 hashes = [key_hash(k) for k in keys]
                 day = _day(t)
                 key_rows.extend((side, day, h, t, item) for h in hashes)
+                self._filters[side].add_all(hashes)
                 incidents = info["incidents"]
                 if incidents:
                     uinc_rows.extend(
@@ -345,12 +397,16 @@ class CorrelationIndex:
         spec = self._probe_spec
         for eid, (_ev, side, t, keys) in entries.items():
             other = SIDE_ALERT if side == SIDE_DLP else SIDE_DLP
+            filt = self._filters[other]
             for k in keys:
                 found = spec.get(k[: k.find(":")])
                 if found is None:
                     continue
                 reason, w = found
-                n, h = len(meta), key_hash(k)
+                h = key_hash(k)
+                if h not in filt:
+                    continue  # no event of the other side ever had this key
+                n = len(meta)
                 meta.append((eid, reason))
                 if w > 0:
                     lo, hi = t - w, t + w
@@ -497,7 +553,10 @@ class CorrelationIndex:
                 result.prior[eid] = sorted(found - own, key=lambda s: (len(s), s))
 
     def _bound(self, db: sqlite3.Connection) -> None:
-        """Expire events past the retention window, evict the oldest beyond max_items / max_links."""
+        """Expire events past the retention window, evict the oldest beyond max_items / max_links;
+        rebuild the key filters once they have taken many additions (deleted keys leave bits)."""
+        if any(f.added > KeyFilter.REBUILD_AFTER for f in self._filters.values()):
+            self._filters = self._load_filters(db)
         s = self.settings
         cutoff = self._meta.get("high_water", 0.0) - s.retention_days * 86400.0
         if cutoff > self._meta.get("expired_before", 0.0) + 60.0:

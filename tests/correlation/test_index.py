@@ -276,3 +276,22 @@ def test_state_survives_reopen(tmp_path: Path) -> None:
     assert [lk.late for lk in result.links["alert:a1"]] == [True]
     assert idx.stats()["items"] == 2
     idx.close()
+
+
+def test_key_filter_skips_probes_but_never_a_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Bloom filter of each side's keys: a partner indexed by another connection (another
+    process on the same state directory) is still found, and so is one after a rebuild."""
+    first = CorrelationIndex(str(tmp_path), settings())
+    second = CorrelationIndex(str(tmp_path), settings())  # its filters were loaded before d1 existed
+    first.index_batch([dlp("d1", "alice@contoso.com", 0)])
+    second.index_batch([alert("a1", "alice@contoso.com", 5)])
+    assert pairs(second)[("d1", "alert:a1")] == ("same_user:upn",)
+    first.index_batch([dlp("d2", "bob@contoso.com", 0), dlp("d3", "carol@contoso.com", 100)])
+    second.index_batch([alert("a2", "bob@contoso.com", -10)])
+    monkeypatch.setattr("forwarder.correlation.index.KeyFilter.REBUILD_AFTER", 0)  # rebuilt at every batch
+    first.index_batch([alert("a3", "carol@contoso.com", 110)])
+    found = pairs(first)
+    assert found[("d2", "alert:a2")] == ("same_user:upn",) and found[("d3", "alert:a3")] == ("same_user:upn",)
+    assert ("d1", "alert:a3") not in found
+    first.close()
+    second.close()
