@@ -188,3 +188,35 @@ def test_serve_refuses_to_start_when_the_applying_source_is_ambiguous(tmp_path, 
     )
     assert result.returncode == 2, result.stderr
     assert "serve.source: " in result.stderr and "name one of graph, graph1" in result.stderr
+
+
+def test_without_the_write_permission_applying_stops_and_health_says_so(tmp_path, tenant, certs):
+    from forwarder.cli.state_commands import health_problems
+    from forwarder.sync.inbound import STOPPED_KEY
+
+    tenant.emu.set_roles("https://graph.microsoft.com", ["SecurityIncident.Read.All", "SecurityAlert.Read.All"])
+    config = load_config(config_text(tmp_path, tenant, certs), PluginHost().load())
+    ident = sorted(tenant.emu.expected_incident_ids())[0]
+    store = open_store(config.forwarder.state_dir)
+    worker = ServeWorker(store, config.serve, InboundApplier.build(config, store))
+    endpoint = build_server(config.serve, store).start()
+    try:
+        with httpx.Client(base_url=endpoint.url, verify=trust(certs)) as client:
+            assert post_signed(client, resolve_body(ident)).status_code == 202
+            worker.start()
+            deadline = time.monotonic() + 30
+            while STOPPED_KEY not in store.stopped():
+                assert time.monotonic() < deadline, "the applying did not stop"
+                time.sleep(0.05)
+            assert "SecurityIncident.ReadWrite.All" in store.stopped()[STOPPED_KEY]["reason"]
+            assert any(p.startswith(f"sync {STOPPED_KEY}: stopped") for p in health_problems(store))
+            # the endpoint goes on accepting; the changes wait in the inbox
+            assert post_signed(client, change(incidentId=ident, status="active")).status_code == 202
+            assert inbox.stats(store)["pending"] >= 1
+        assert tenant.writes == []
+    finally:
+        endpoint.stop()
+        worker.stop()
+        assert worker.applier is not None
+        worker.applier.close()
+        store.close()
