@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -71,7 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
     store = open_store(config.forwarder.state_dir)
     worker: ServeWorker | None = None
     try:
-        worker = running = ServeWorker(store, settings, _applier(config, store))
+        lock = os.path.join(config.forwarder.state_dir, "serve-apply.lock")
+        worker = running = ServeWorker(store, settings, _applier(config, store), lock_path=lock)
 
         def enqueue(store: Any, change: Any) -> Any:
             added = sync_enqueue(store, change)

@@ -8,6 +8,10 @@ Each pass:
    process applies, the inbox rows settled longer than the inbox's retention;
 2. with an applier (:class:`forwarder.sync.inbound.InboundApplier`): apply what is due.
 
+Several ``dlpfwd serve`` processes on one state directory (replicas): only the one holding an
+exclusive lock on ``<state_dir>/serve-apply.lock`` applies; the others accept and take over
+when it exits (:meth:`ServeWorker.holds_lock`).
+
 A pass runs at once when a change is accepted (:meth:`ServeWorker.wake`), else every
 ``[serve] apply_interval`` seconds (deferred changes come due). Errors: RetriableError and any
 other failure -> logged, next pass later; FatalError (401/403: the app lacks
@@ -33,10 +37,13 @@ MAX_DELAY = 300.0
 class ServeWorker:
     """See the module docstring. ``applier`` None: housekeeping only (a ServiceNow sync applies)."""
 
-    def __init__(self, store: Any, settings: Any, applier: Any = None) -> None:
+    def __init__(self, store: Any, settings: Any, applier: Any = None, lock_path: str = "") -> None:
         self.store = store
         self.settings = settings
         self.applier = applier
+        self.lock_path = lock_path  # several serve processes on one state directory: one applies
+        self._lock: Any = None
+        self._waiting_logged = False
         self.interval = float(settings.apply_interval)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -57,6 +64,31 @@ class ServeWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._lock is not None and (self._thread is None or not self._thread.is_alive()):
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def holds_lock(self) -> bool:
+        """Whether this process may apply: it holds the exclusive lock on ``lock_path`` (taken
+        at the first pass that can; kept until :meth:`stop`). Another ``dlpfwd serve`` on the
+        same state directory holding it applies; this one accepts and tries again each pass."""
+        if not self.lock_path or self._lock is not None:
+            return True
+        import fcntl
+
+        handle = open(self.lock_path, "a+b")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            if not self._waiting_logged:
+                log.info("another dlpfwd serve applies the accepted changes of this state directory")
+                self._waiting_logged = True
+            return False
+        self._lock = handle
+        if self._waiting_logged:
+            log.info("this dlpfwd serve applies the accepted changes now")
+        return True
 
     def run(self) -> None:
         from forwarder.sync.inbound import STOPPED_KEY
@@ -70,7 +102,7 @@ class ServeWorker:
             delay = self.interval
             try:
                 self.housekeeping()
-                if applying:
+                if applying and self.holds_lock():
                     result = self.applier.run_once()
                     failures = 0
                     if result.counts():
