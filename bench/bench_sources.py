@@ -123,8 +123,9 @@ def baseline(d: dict[str, str]) -> tuple[int, float, int]:
     return records, spent, size
 
 
-def forwarder_child(info_path: str, out: str) -> None:
-    """Run in a child process: backfill everything into the file sink, print JSON figures."""
+def forwarder_child(info_path: str, out: str, extra: str = "") -> None:
+    """Run in a child process: backfill everything into the file sink, print JSON figures.
+    ``extra``: more TOML lines for the source (``--set``)."""
     sys.path.insert(0, str(ROOT))
     from forwarder.config import load_config
     from forwarder.plugins import PluginHost
@@ -141,6 +142,7 @@ management_url = "{d["url"]}"
 publisher_id = "{d["publisher_id"]}"
 requests_per_minute = 0
 resolve_sit_names = true
+{extra}
 [sources.auth]
 tenant_id = "{d["tenant_id"]}"
 client_id = "{d["client_id"]}"
@@ -186,7 +188,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--per-blob", type=int, default=200, help="records per content blob")
     parser.add_argument("--no-baseline", action="store_true", help="skip the orjson baseline (and cache warm-up)")
-    parser.add_argument("--child", nargs=2, metavar=("INFO", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="source setting, e.g. concurrency=2"
+    )
+    parser.add_argument("--child", nargs=3, metavar=("INFO", "OUT", "EXTRA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         forwarder_child(*args.child)
@@ -206,7 +211,7 @@ def main() -> None:
             out = os.path.join(tmp, "fwd")
             os.makedirs(out)
             child = subprocess.run(
-                [sys.executable, __file__, "--child", os.path.join(tmp, "info.json"), out],
+                [sys.executable, __file__, "--child", os.path.join(tmp, "info.json"), out, "\n".join(args.set)],
                 capture_output=True,
                 text=True,
                 cwd=ROOT,

@@ -121,6 +121,14 @@ class SensitiveValuePolicy:
             self._scrub(record, 0)
             return
         places = _detection_lists(record)
+        if not places:  # nothing set aside: the record is the rest
+            try:
+                rest = orjson.dumps(record).lower()
+            except orjson.JSONEncodeError:
+                rest = b"detectedvalue"
+            if _has_marker(rest):
+                self._scrub(record, 0)
+            return
         saved = [(container, key, container[key]) for container, key, _ in places]
         try:
             for container, key, _ in places:
@@ -134,8 +142,11 @@ class SensitiveValuePolicy:
         if _has_marker(rest):
             self._scrub(record, 0)
             return
+        drop = self.mode == "drop"
         for (_, _, value), (_, _, depth) in zip(saved, places, strict=True):
-            if isinstance(value, dict | list):
+            if drop and type(value) is dict and _plain_detections(value):
+                value["DetectedValues"] = []  # all the walk would change
+            elif isinstance(value, dict | list):
                 self._scrub(value, depth)
 
     def _scrub(self, node: Any, depth: int) -> None:
@@ -253,6 +264,12 @@ def _detection_lists(record: dict[str, Any]) -> list[tuple[dict[str, Any], str, 
     if type(record.get("SensitiveInfoTypeData")) in (list, dict):
         found.append((record, "SensitiveInfoTypeData", _ENDPOINT_LIST_DEPTH))
     return found
+
+
+def _plain_detections(value: dict[str, Any]) -> bool:
+    """``value`` is ``{"DetectedValues": [...], "ResultsTruncated": bool}`` as DLP records send it,
+    which the walk in drop mode only changes by emptying the list."""
+    return len(value) == 2 and type(value.get("DetectedValues")) is list and type(value.get("ResultsTruncated")) is bool
 
 
 def _inside_detection(node: dict[str, Any]) -> bool:

@@ -98,7 +98,7 @@ class ManagementActivitySettings:
     relist_hours: float = setting(6.0, doc="hours behind the cursor re-listed each poll for late blobs", minimum=0)
     concurrency: int = setting(4, doc="parallel blob downloads", minimum=1, maximum=32)
     in_flight: int = setting(6, doc="most blobs downloaded ahead of the pipeline (kept as bytes)", minimum=1)
-    batch_records: int = setting(500, doc="most records per batch handed to the pipeline", minimum=1)
+    batch_records: int = setting(100, doc="most records per batch handed to the pipeline", minimum=1)
     requests_per_minute: float = setting(1800.0, doc="request budget of this instance (0: unlimited)", minimum=0)
     resolve_sit_names: bool = setting(True, doc="load SIT names from resources/dlpSensitiveTypes")
     language: str = setting("en-US", doc="Accept-Language for SIT names (one language)")
