@@ -385,9 +385,14 @@ class HotSegments:
     another process lies between them), and the reader must be positioned exactly at the end
     of what was served before it. A segment is served once, in order; a reader that moves
     back (a retry) or elsewhere reads from the database, which drops the segments it passes.
+
+    It keeps nothing until a reader has read once, and when it is full and no reader came for
+    :attr:`IDLE_SECONDS` (a sink that is down), it lets go of everything until a reader reads
+    again: a backlog spooled while nothing drains costs no memory here.
     """
 
     MAX_BYTES = 16 * 1024 * 1024  # per sink; when full, newer segments are read from the database
+    IDLE_SECONDS = 5.0  # full and not read for this long: the reader is gone (sink down), let go
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -397,6 +402,8 @@ class HotSegments:
         self._tail: tuple[int, int] | None = None  # (id, n) of the last segment appended here
         self._read_upto = 0  # the last segment a reader got from the database
         self._bytes = 0
+        self._last_read = time.monotonic()  # the last call of take(): a reader is alive
+        self._idle = True  # no reader yet, or full and none for IDLE_SECONDS: keep nothing
 
     def publish(self, seg: int, lens_blob: bytes, units_blob: bytes, body: bytes) -> None:
         offsets, lens, units = segments.decode(lens_blob, units_blob, b"")
@@ -407,9 +414,17 @@ class HotSegments:
                 # Another writer's segment may lie before it, or a reader already got it from the
                 # database (it committed before this call): the database decides.
                 return
+            if self._idle:
+                return
             if self._bytes + len(body) > self.MAX_BYTES:
                 # Full: keep the older segments, which a lagging reader needs first; this one
-                # will be read from the database.
+                # will be read from the database. No reader for a while (the sink is down):
+                # let go of everything until one reads again.
+                if time.monotonic() - self._last_read > self.IDLE_SECONDS:
+                    self._idle = True
+                    self._segs.clear()
+                    self._by_pos.clear()
+                    self._bytes = 0
                 return
             self._segs[seg] = [n, offsets, units, body, 0]
             self._by_pos[segments.entry_id(tail[0], tail[1] - 1)] = seg
@@ -419,6 +434,8 @@ class HotSegments:
         """Entries right after ``after`` served from memory (up to ``limit``), or ``[]``."""
         out: list[SpoolRow] = []
         with self._lock:
+            self._last_read = time.monotonic()
+            self._idle = False
             while len(out) < limit:
                 seg = self._by_pos.pop(after, None)
                 if seg is None:

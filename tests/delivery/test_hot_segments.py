@@ -104,21 +104,40 @@ def test_drop_oldest_and_rollback_forget_what_is_in_memory(tmp_path: Path) -> No
     store.close()
 
 
-def test_memory_held_for_unread_segments_is_bounded(tmp_path: Path) -> None:
+def test_memory_held_for_unread_segments_is_bounded_and_let_go_without_a_reader(tmp_path: Path) -> None:
+    """Also: nothing is kept before a reader ever read (a backlog spooled while the sink is down)."""
     store = SqliteStateStore(str(tmp_path))
     store.register_sink("s")
     hot = store._hot["s"]
     hot.MAX_BYTES = 64 * 1024
-    for k in range(40):  # a sink that is down: nothing reads
+    hot.IDLE_SECONDS = 0.0
+    assert store.read_spool("s", 0, 10) == []  # a reader came once
+    peak = 0
+    for _ in range(40):  # a sink that is down: nothing reads
         with store.transaction() as tx:
             tx.append("s", [(b"{" + b"x" * 1000 + b"}", 7)] * 10, 1.0)
-    assert hot._bytes <= 64 * 1024
+        peak = max(peak, hot._bytes)
+    assert 0 < peak <= 64 * 1024
+    assert hot._bytes == 0  # full with no reader since: everything let go
     total = []
     pos = 0
     while batch := store.read_spool("s", pos, 25):
         total.extend(batch)
         pos = batch[-1].id
     assert len(total) == 400
+    append(store, 2, "back")  # the reader is back: segments are kept again
+    append(store, 2, "again")
+    assert hot._bytes > 0
+    assert [r.payload for r in store.read_spool("s", pos, 10)][:2] == [b'{"e":"back-0"}', b'{"e":"back-1"}']
+    store.close()
+
+
+def test_nothing_is_kept_before_a_reader_came(tmp_path: Path) -> None:
+    store = SqliteStateStore(str(tmp_path))
+    store.register_sink("s")
+    for _ in range(5):
+        append(store, 10, "x")
+    assert store._hot["s"]._bytes == 0
     store.close()
 
 
