@@ -584,6 +584,8 @@ def _obj(d: dict[str, Any], *names: str) -> dict[str, Any]:
             v = d.get(name)
             if v is not None:
                 break
+    if v is None:
+        return {}
     if type(v) is not dict:
         v = as_object(v)
     if v and not v.keys().isdisjoint(_ODD):
@@ -787,8 +789,12 @@ def _fast_sit(found: dict[tuple[str, str], SensitiveType], sit: Any, sit_names: 
     values = []
     for v in _list(detections, "DetectedValues") if detections else ():
         if type(v) is dict:
-            _plain(v)
-            values.append(DetectedValue(name=_s(v, "Name"), value=_s(v, "Value")))
+            dv_name, dv_value = v.get("Name"), v.get("Value")
+            if len(v) == 2 and type(dv_name) is str and type(dv_value) is str:  # {"Name", "Value"}: plain
+                values.append(DetectedValue(dv_name, dv_value))
+            else:
+                _plain(v)
+                values.append(DetectedValue(name=_s(v, "Name"), value=_s(v, "Value")))
         elif isinstance(v, dict):
             raise _Irregular
     key = (sit_id or name, location)
