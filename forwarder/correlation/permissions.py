@@ -89,6 +89,12 @@ def needs(config: Any) -> list[Need]:
         name = sc.settings.sync.source or (graphs[0] if len(graphs) == 1 else "")
         feature = f"status sync of sink {sc.name}: incident status, classification, assignee, comments"
         out.add(Need(*GRAPH, "SecurityIncident.ReadWrite.All", feature, name))
+    from forwarder.serve.settings import configured  # without a sync, dlpfwd serve writes incidents
+
+    if configured(getattr(config, "serve", None)) and not sync_sinks(config):
+        name = config.serve.source or (graphs[0] if len(graphs) == 1 else "")
+        feature = "dlpfwd serve: inbound status changes applied to incidents"
+        out.add(Need(*GRAPH, "SecurityIncident.ReadWrite.All", feature, name))
     return sorted(out, key=lambda n: (n.resource, n.permission, n.feature))
 
 

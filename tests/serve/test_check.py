@@ -117,3 +117,16 @@ def test_with_a_sync_sink_serve_needs_no_applying_source_of_its_own(tmp_path, ce
     text = two + SNOW.format(source='source = "graph"')
     code, _, err = check(capsys, monkeypatch, write(tmp_path, tls(certs) + SECRET, text))
     assert code == 0, err
+
+
+def test_permissions_name_the_write_permission_of_the_applying_source(tmp_path, certs):
+    from forwarder.config import load_config
+    from forwarder.correlation.permissions import needs
+    from forwarder.plugins import PluginHost
+
+    host = PluginHost().load()
+    text = write(tmp_path, tls(certs) + 'bearer_token = "literal-token-0123456789"').read_text(encoding="utf-8")
+    wanted = [(n.permission, n.source) for n in needs(load_config(text, host)) if "dlpfwd serve" in n.feature]
+    assert wanted == [("SecurityIncident.ReadWrite.All", "graph")]
+    with_sync = text + SNOW.format(source="")
+    assert not [n for n in needs(load_config(with_sync, host)) if "dlpfwd serve" in n.feature]
