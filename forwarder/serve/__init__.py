@@ -1,12 +1,13 @@
 """``dlpfwd serve``: the inbound HTTPS endpoint that accepts Defender XDR incident status changes
 from anything (a SOAR, a Splunk alert action, a script) and stores them durably in the
-status-sync inbox, from which the applier writes them to Defender.
+status-sync inbox, from which an applier writes them to Defender.
 
 Modules: :mod:`~forwarder.serve.settings` (``[serve]``), :mod:`~forwarder.serve.request` (the
 JSON schema), :mod:`~forwarder.serve.auth` (HMAC signature or bearer token),
 :mod:`~forwarder.serve.inbox` (durable hand-off, idempotency), :mod:`~forwarder.serve.app`
-(the checks and answers), :mod:`~forwarder.serve.server` (HTTPS), :mod:`~forwarder.serve.command`
-(the CLI command). The contract for clients is in ``docs/itsm.md`` ("Inbound endpoint").
+(the checks and answers), :mod:`~forwarder.serve.server` (HTTPS), :mod:`~forwarder.serve.worker`
+(applying accepted changes where no ServiceNow sync runs; purging old change ids),
+:mod:`~forwarder.serve.command` (the CLI command). The contract for clients is in ``docs/itsm.md`` ("Inbound endpoint").
 """
 
 from __future__ import annotations
