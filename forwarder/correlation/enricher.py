@@ -56,8 +56,13 @@ def dlpfwd_enrich_events(events: list[DlpEvent], context: Any) -> None:
             continue  # not indexed (incidents, correlation events, events without id or time)
         dlp_side = info["side"] == SIDE_DLP
         if not links:  # most events: nothing linked, only their own incidents and entities
-            own = _names(info["incidents"])
-            prior = [i for i in result.prior.get(ev.id, []) if i not in own]
+            own = info["incidents"]
+            if len(own) > 1:
+                own = _names(own)
+            prior = result.prior.get(ev.id)
+            prior = [i for i in prior if i not in own] if prior else []
+            # the event's own summary was built for this batch (index.summary_of) and is only read
+            # afterwards: its fresh lists are handed over, not copied
             ev.enrichment[KEY] = {
                 "status": "ok",
                 "related_alerts": [],
@@ -65,12 +70,8 @@ def dlpfwd_enrich_events(events: list[DlpEvent], context: Any) -> None:
                 "related_count": 0,
                 "incidents": own,
                 "prior_incidents": {"count": len(prior), "ids": prior},
-                "entities": {
-                    "users": list(info["users"]),
-                    "devices": list(info["devices"]),
-                    "files": list(info["files"]),
-                },
-                "links": {"alerts": [], "incidents": [_incident_url(i, ev.tenant_id) for i in own]},
+                "entities": {"users": info["users"], "devices": info["devices"], "files": info["files"]},
+                "links": {"alerts": [], "incidents": [_incident_url(i, ev.tenant_id) for i in own] if own else []},
             }
             continue
         related: list[dict[str, Any]] = []

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 from cachetools import LRUCache
 
-from forwarder.correlation.keys import RULE_KEYS, SIDE_ALERT, SIDE_DLP, event_keys, key_type, service_source, side_of
+from forwarder.correlation.keys import RULE_KEYS, SIDE_ALERT, SIDE_DLP, event_keys, service_source, side_of
 from forwarder.correlation.settings import CorrelationSettings
 from forwarder.schema import DlpEvent, epoch_seconds
 
@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL) WIT
 """
 
 _USER_TYPES = ("upn", "oid")
+_USER_PREFIXES = ("upn:", "oid:")  # keys of those types start with these
 _DELETE_KEY = "DELETE FROM keys WHERE side = ? AND day = ? AND k = ? AND t = ? AND item = ?"
 _DROP = "".join(f"DROP TABLE IF EXISTS {t};" for t in ("items", "keys", "uinc", "links", "meta"))
 
@@ -175,6 +176,18 @@ def summary_of(event: DlpEvent, side: int, keys: list[str]) -> dict[str, Any]:
     obj = event.object
     file = obj.name or obj.url or obj.path
     policies = event.policies
+    if not policies:
+        names: list[str] = []
+        rules: list[str] = []
+    elif len(policies) == 1 and len(policies[0].rules) < 2:
+        p = policies[0]
+        names = [p.name] if p.name else []
+        rules = [p.rules[0].name] if p.rules and p.rules[0].name else []
+    else:
+        names = _names([p.name for p in policies])
+        rules = _names([r.name for p in policies for r in p.rules])
+    sits = event.sensitive_types
+    incidents = event.related.incident_ids
     return {
         "id": raw_id,
         "kind": event.kind,
@@ -185,10 +198,10 @@ def summary_of(event: DlpEvent, side: int, keys: list[str]) -> dict[str, Any]:
         "time": event.event_time,
         "operation": event.operation,
         "source": event.source,
-        "policies": _names([p.name for p in policies]),
-        "rules": _names([r.name for p in policies for r in p.rules]),
-        "sits": _names([st.name or st.id for st in event.sensitive_types]),  # names only, never values
-        "incidents": _names(event.related.incident_ids),
+        "policies": names,
+        "rules": rules,
+        "sits": _names([st.name or st.id for st in sits]) if sits else [],  # names only, never values
+        "incidents": _names(incidents) if incidents else [],
         "alert_url": event.links.alert,
         "incident_url": event.links.incident,
         "users": users,
@@ -332,6 +345,8 @@ class CorrelationIndex:
             key_rows: list[tuple[int, int, int, float, int]] = []
             uinc_rows: list[tuple[int, str, float]] = []
             infos = self._infos
+            decoded = self._decoded
+            added: dict[int, list[int]] = {SIDE_DLP: [], SIDE_ALERT: []}  # key hashes for the filters, per side
             for eid, (ev, side, t, keys) in entries.items():
                 old = existing.get(eid)
                 first_batch[eid] = batch
@@ -350,20 +365,23 @@ class CorrelationIndex:
                 result.infos[eid] = info
                 encoded = orjson.dumps(info)
                 infos[eid] = bytes(memoryview(encoded))  # exact size: orjson's own buffer keeps ~4 KB
-                self._decoded.pop(eid, None)  # an update replaces the summary
+                if decoded:
+                    decoded.pop(eid, None)  # an update replaces the summary
                 item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), encoded))
                 hashes = [key_hash(k) for k in keys]
                 day = _day(t)
-                key_rows.extend((side, day, h, t, item) for h in hashes)
-                self._filters[side].add_all(hashes)
+                key_rows += [(side, day, h, t, item) for h in hashes]
+                added[side] += hashes
                 incidents = info["incidents"]
                 if incidents:
                     uinc_rows.extend(
-                        (h, inc, t) for k, h in zip(keys, hashes, strict=True) if key_type(k) in _USER_TYPES
+                        (h, inc, t) for k, h in zip(keys, hashes, strict=True) if k.startswith(_USER_PREFIXES)
                         for inc in incidents
                     )  # fmt: skip
                 if t > high:
                     high = t
+            for side, hashes in added.items():
+                self._filters[side].add_all(hashes)  # before the probes: no false negatives within the batch
             if stale:
                 db.executemany(_DELETE_KEY, stale)
             db.executemany(
@@ -532,7 +550,7 @@ class CorrelationIndex:
         # prior incidents: incidents of the same user first seen within N days before the event
         days = self.settings.prior_incident_days * 86400.0
         if days > 0:
-            user_keys = {e: [key_hash(k) for k in v[3] if key_type(k) in _USER_TYPES] for e, v in entries.items()}
+            user_keys = {e: [key_hash(k) for k in v[3] if k.startswith(_USER_PREFIXES)] for e, v in entries.items()}
             wanted = sorted({h for hs in user_keys.values() for h in hs})
             known: dict[int, list[tuple[str, float]]] = {}
             times = [v[2] for v in entries.values()]
