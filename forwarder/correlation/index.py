@@ -347,6 +347,7 @@ class CorrelationIndex:
             infos = self._infos
             decoded = self._decoded
             added: dict[int, list[int]] = {SIDE_DLP: [], SIDE_ALERT: []}  # key hashes for the filters, per side
+            hashes_of: dict[str, list[int]] = {}  # entry id -> hashes of its keys (same order)
             for eid, (ev, side, t, keys) in entries.items():
                 old = existing.get(eid)
                 first_batch[eid] = batch
@@ -368,7 +369,7 @@ class CorrelationIndex:
                 if decoded:
                     decoded.pop(eid, None)  # an update replaces the summary
                 item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), encoded))
-                hashes = [key_hash(k) for k in keys]
+                hashes = hashes_of[eid] = [key_hash(k) for k in keys]
                 day = _day(t)
                 key_rows += [(side, day, h, t, item) for h in hashes]
                 added[side] += hashes
@@ -398,14 +399,17 @@ class CorrelationIndex:
                     uinc_rows,
                 )
             self._set_meta(db, "high_water", high)
-            pairs = self._find_pairs(db, entries)
+            pairs = self._find_pairs(db, entries, hashes_of)
             self._store_links(db, pairs, entries, first_batch, batch, now)
-            self._collect(db, entries, result)
+            self._collect(db, entries, hashes_of, result)
             self._bound(db)
         return result
 
     def _find_pairs(
-        self, db: sqlite3.Connection, entries: dict[str, tuple[DlpEvent, int, float, list[str]]]
+        self,
+        db: sqlite3.Connection,
+        entries: dict[str, tuple[DlpEvent, int, float, list[str]]],
+        hashes_of: dict[str, list[int]],
     ) -> dict[tuple[str, str], set[str]]:
         """(DLP id, alert id) -> reasons, for every partner of every entry on the other side."""
         pairs: dict[tuple[str, str], set[str]] = {}
@@ -416,14 +420,13 @@ class CorrelationIndex:
         for eid, (_ev, side, t, keys) in entries.items():
             other = SIDE_ALERT if side == SIDE_DLP else SIDE_DLP
             filt = self._filters[other]
-            for k in keys:
+            for k, h in zip(keys, hashes_of[eid], strict=True):
+                if h not in filt:
+                    continue  # no event of the other side ever had this key
                 found = spec.get(k[: k.find(":")])
                 if found is None:
                     continue
                 reason, w = found
-                h = key_hash(k)
-                if h not in filt:
-                    continue  # no event of the other side ever had this key
                 n = len(meta)
                 meta.append((eid, reason))
                 if w > 0:
@@ -504,7 +507,11 @@ class CorrelationIndex:
             db.executemany("UPDATE links SET reasons = ? WHERE dlp = ? AND alert = ?", updates)
 
     def _collect(
-        self, db: sqlite3.Connection, entries: dict[str, tuple[DlpEvent, int, float, list[str]]], result: BatchResult
+        self,
+        db: sqlite3.Connection,
+        entries: dict[str, tuple[DlpEvent, int, float, list[str]]],
+        hashes_of: dict[str, list[int]],
+        result: BatchResult,
     ) -> None:
         links: dict[str, list[Link]] = {eid: [] for eid in entries}
         dlp = sorted(e for e, v in entries.items() if v[1] == SIDE_DLP)
@@ -550,7 +557,10 @@ class CorrelationIndex:
         # prior incidents: incidents of the same user first seen within N days before the event
         days = self.settings.prior_incident_days * 86400.0
         if days > 0:
-            user_keys = {e: [key_hash(k) for k in v[3] if k.startswith(_USER_PREFIXES)] for e, v in entries.items()}
+            user_keys = {
+                e: [h for k, h in zip(v[3], hashes_of[e], strict=True) if k.startswith(_USER_PREFIXES)]
+                for e, v in entries.items()
+            }
             wanted = sorted({h for hs in user_keys.values() for h in hs})
             known: dict[int, list[tuple[str, float]]] = {}
             times = [v[2] for v in entries.values()]
