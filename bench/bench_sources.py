@@ -2,15 +2,16 @@
 ``management_activity`` source -> normalizer -> pipeline -> file sink, through the Forwarder.
 
     .venv/bin/python bench/bench_sources.py [--records 200000] [--per-blob 200] [--no-baseline]
+        [--set batch_records=100 ...]
 
 1. The emulator starts in its own process (``python -m emulators.tenant``) with ``--records``
    DLP records over 5 days.
 2. **Baseline** (same run, same records): every blob is downloaded once, and a plain
    ``orjson.loads`` of the blob plus ``orjson.dumps`` of each record is timed. Only the orjson
-   work is timed. (The download also warms the emulator's blob cache, 256 blobs: with
-   ``--per-blob 1000`` and 200,000 records every blob is cached and the forwarder run below
-   measures the forwarder alone; with smaller blobs the emulator generates records during the
-   run, on the same CPU.)
+   work is timed. (The download also warms the emulator's compressed blob cache, 128 MB:
+   with 200,000 records every blob is cached and the emulator serves them for ~10 us of CPU
+   per record during the forwarder run; with 1,000,000 records it generates most blobs again,
+   on the same CPU.)
 3. **Forwarder**: a child process runs ``Forwarder.backfill`` of the source over the 5 days
    into the file sink (fsync per batch) and reports records/s (wall clock, everything
    included: HTTPS, msal token, listing, downloads, normalization, sensitive-value policy,
@@ -234,6 +235,7 @@ def main() -> None:
                     f"{100 * cpu_rate / base_rate:.1f} % by CPU time (target >= 20 %)"
                 )
             print(f"peak RSS target <= 150 MB: {'met' if figures['peak_rss_mb'] <= 150 else 'MISSED'}")
+            print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         finally:
             proc.terminate()
             proc.wait()
