@@ -33,7 +33,7 @@ from forwarder.correlation.enricher import dlpfwd_enrich_events as builtin_enric
 from forwarder.correlation.index import BatchResult, CorrelationIndex, Link
 from forwarder.correlation.keys import SIDE_ALERT, side_of
 from forwarder.correlation.settings import CorrelationSettings
-from forwarder.schema import KIND_CORRELATION, DlpEvent, Identity, Links, Related
+from forwarder.schema import KIND_ALERT, KIND_CORRELATION, DlpEvent, Identity, Links, Related
 
 log = logging.getLogger("dlpfwd.correlation")
 
@@ -118,7 +118,11 @@ class CorrelationStage:
             result = None
         ctx = EnrichContext(source, source_type, tenant_id, result, self.settings, log=log)
         self.runner.run(plain, ctx)
-        out = events if self.settings.forward_alerts else [(e, u) for e, u in events if side_of(e) != SIDE_ALERT]
+        out = (
+            events
+            if self.settings.forward_alerts
+            else [(e, u) for e, u in events if e.kind != KIND_ALERT or side_of(e) != SIDE_ALERT]
+        )
         withheld = len(events) - len(out)
         pairs: list[tuple[str, str]] = []
         if result is not None and result.to_announce and self.settings.emit_links:
