@@ -33,6 +33,7 @@ Each is counted (:meth:`CorrelationIndex.stats`).
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import os
@@ -148,6 +149,18 @@ class KeyFilter:
             if not bits[i >> 3] & (1 << (i & 7)):
                 return False
         return True
+
+
+def _epoch(text: str) -> float | None:
+    """:func:`forwarder.schema.epoch_seconds`, with a fast path for the normalized form
+    (``iso_utc``: an offset or ``Z``, which ``datetime.fromisoformat`` reads as is)."""
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return epoch_seconds(text)
+    if parsed.tzinfo is None:
+        return epoch_seconds(text)  # naive means UTC there
+    return parsed.timestamp()
 
 
 def _day(t: float) -> int:
@@ -315,7 +328,7 @@ class CorrelationIndex:
             side = side_of(ev)
             if side is None or not ev.id:
                 continue
-            t = epoch_seconds(ev.event_time) or epoch_seconds(ev.updated_time) or epoch_seconds(ev.ingest_time)
+            t = _epoch(ev.event_time) or epoch_seconds(ev.updated_time) or epoch_seconds(ev.ingest_time)
             if t is None:
                 continue
             keys = event_keys(ev)
