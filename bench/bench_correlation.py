@@ -155,6 +155,7 @@ def main() -> None:
         fill = time.perf_counter() - t
         stats = stage.stats()
         stage.close()
+        del stage  # its caches would stay on the heap (and in every garbage collection) of both runs
         print(
             f"index fill: {args.alerts / fill:,.0f} alerts/s; {stats['items']} items, {stats['keys']} keys, "
             f"{stats['bytes'] / 1e6:.1f} MB on disk"
