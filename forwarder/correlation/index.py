@@ -254,6 +254,7 @@ class CorrelationIndex:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
         self._filters = self._load_filters(db)
+        self._known = self._load_known(db)
         self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
         # encoded summaries of recent items: bytes, so the garbage collector never scans them
         # (first in, first out: an OrderedDict costs a fraction of an LRUCache per insert)
@@ -273,6 +274,16 @@ class CorrelationIndex:
             f.add_all(h for (h,) in db.execute("SELECT k FROM keys WHERE side = ?", (side,)))
             f.added = 0
         return filters
+
+    def _load_known(self, db: sqlite3.Connection) -> KeyFilter:
+        """A filter of the event ids the index has (or had) rows for: items and both ends of links
+        (links outlive their items). An id it has never seen has no item and no link, so the
+        batch's lookups skip it (most events are new). In memory only: ``hash()`` is per process."""
+        known = KeyFilter()
+        for sql in ("SELECT eid FROM items", "SELECT dlp FROM links", "SELECT alert FROM links"):
+            known.add_all(hash(eid) for (eid,) in db.execute(sql))
+        known.added = 0
+        return known
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -343,6 +354,7 @@ class CorrelationIndex:
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version:  # another connection wrote: reload what is kept in memory
                 self._filters = self._load_filters(db)
+                self._known = self._load_known(db)
                 self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
                 self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
                 self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
@@ -353,7 +365,10 @@ class CorrelationIndex:
             batch = int(self._meta.get("batch", 0)) + 1
             self._set_meta(db, "batch", batch)
             result.batch = batch
-            existing = self._fetch_items(db, entries)
+            known = self._known
+            known_before = [eid for eid in entries if hash(eid) in known]  # the others are new: no item, no link
+            known.add_all(hash(eid) for eid in entries)  # before any link to them is stored
+            existing = self._fetch_items(db, known_before) if known_before else {}
             first_batch: dict[str, int] = {}
             high = self._meta.get("high_water", 0.0)
             stale: list[tuple[int, int, int, float, int]] = []
@@ -419,7 +434,7 @@ class CorrelationIndex:
             self._set_meta(db, "high_water", high)
             pairs = self._find_pairs(db, entries, hashes_of)
             self._store_links(db, pairs, entries, first_batch, batch, now)
-            self._collect(db, entries, hashes_of, result)
+            self._collect(db, entries, hashes_of, result, known_before, pairs)
             self._bound(db)
         return result
 
@@ -533,10 +548,17 @@ class CorrelationIndex:
         entries: dict[str, tuple[DlpEvent, int, float, list[str]]],
         hashes_of: dict[str, list[int]],
         result: BatchResult,
+        known_before: list[str],
+        pairs: dict[tuple[str, str], set[str]],
     ) -> None:
         links: dict[str, list[Link]] = {eid: [] for eid in entries}
-        dlp = sorted(e for e, v in entries.items() if v[1] == SIDE_DLP)
-        alerts = sorted(e for e, v in entries.items() if v[1] == SIDE_ALERT)
+        # links of an entry: stored in earlier batches (only if the id was seen before) or in this one
+        linked = set(known_before)
+        for d, a in pairs:
+            linked.add(d)
+            linked.add(a)
+        dlp = sorted(e for e, v in entries.items() if v[1] == SIDE_DLP and e in linked)
+        alerts = sorted(e for e, v in entries.items() if v[1] == SIDE_ALERT and e in linked)
         seen: set[tuple[str, str]] = set()
         for column, ids in (("dlp", dlp), ("alert", alerts)):
             for chunk in _chunks(ids):
@@ -608,6 +630,8 @@ class CorrelationIndex:
         rebuild the key filters once they have taken many additions (deleted keys leave bits)."""
         if any(f.added > KeyFilter.REBUILD_AFTER for f in self._filters.values()):
             self._filters = self._load_filters(db)
+        if self._known.added > KeyFilter.REBUILD_AFTER:
+            self._known = self._load_known(db)
         s = self.settings
         cutoff = self._meta.get("high_water", 0.0) - s.retention_days * 86400.0
         if cutoff > self._meta.get("expired_before", 0.0) + 60.0:

@@ -295,3 +295,27 @@ def test_key_filter_skips_probes_but_never_a_link(tmp_path: Path, monkeypatch: p
     assert ("d1", "alert:a3") not in found
     first.close()
     second.close()
+
+
+def test_known_id_filter_never_hides_an_item_or_a_link(tmp_path: Path) -> None:
+    """The in-memory filter of indexed ids skips lookups for new ids only: an event read again
+    keeps its first batch and its links, after a reopen, via another connection, and after its
+    item was evicted (links outlive items)."""
+    idx = CorrelationIndex(str(tmp_path), settings(max_items=2))
+    idx.index_batch([dlp("d1", "alice@contoso.com", 0)])
+    idx.index_batch([alert("a1", "alice@contoso.com", 5)])
+    idx.index_batch([dlp("d2", "bob@contoso.com", 10), dlp("d3", "carol@contoso.com", 11)])  # evicts d1, a1
+    assert idx.stats()["evicted"] == 2
+    idx.close()
+    reopened = CorrelationIndex(str(tmp_path), settings(max_items=2))
+    again = reopened.index_batch([dlp("d1", "alice@contoso.com", 12)])  # back, newer: d1's link is remembered
+    assert [lk.pair for lk in again.links["d1"]] == [("d1", "alert:a1")]
+    other = CorrelationIndex(str(tmp_path), settings(max_items=2))  # loaded its filter before d4 existed
+    reopened.index_batch([dlp("d4", "dave@contoso.com", 13)])
+    replay = other.index_batch([dlp("d4", "dave@contoso.com", 13)])
+    assert replay.batch > 0 and other.stats()["items"] == 2
+    with other._lock:
+        first_batch = other._db.execute("SELECT batch FROM items WHERE eid = 'd4'").fetchone()[0]
+    assert first_batch < replay.batch  # found as an existing item, not inserted anew
+    reopened.close()
+    other.close()
