@@ -7,7 +7,8 @@
   the columns of :class:`_Row`, so most of the row is a tuple slice, not a loop over columns;
 * the nested detail columns passed through as they are (``Policies``, ``SensitiveTypes``,
   ``Enrichment``, ``RawRecord``) stay raw JSON bytes, spliced into the row; only the few fields
-  the derived columns need (ids, names, actions, counts) are decoded from them;
+  the derived columns need (ids, names, actions, counts) are decoded from them, once per
+  distinct value (events of a tenant match the same few policies);
 * empty values are left out by ``omit_defaults`` (defaults are ``""``, ``[]`` and ``None``, so
   ``false`` and ``0`` are kept, as :func:`to_row` keeps them).
 
@@ -243,12 +244,36 @@ def _kept(raw: msgspec.Raw) -> Any:
     return raw
 
 
+#: Derived columns by the raw JSON they come from: events of a tenant match the same few
+#: policies and rules, so the same ``policies`` (and often ``sensitive_types``) bytes recur.
+#: The tuples are only ever encoded, never changed; each cache is emptied when it is full, and
+#: only values up to ``_CACHED_BYTES`` are kept (bounded memory: at most ~1,024 x 3 x 2 KB each).
+_CACHE_SIZE = 1024
+_CACHED_BYTES = 2048
+_POLICY_CACHE: dict[bytes, tuple[Any, ...]] = {}
+_SIT_CACHE: dict[bytes, tuple[Any, ...]] = {}
+
+
 def _policy_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
-    """Policies, PolicyIds, PolicyNames, RuleIds, RuleNames, Actions, OverriddenActions (one
-    pass: an event has a few policies and rules, so comprehensions would cost more than the loop)."""
+    """Policies, PolicyIds, PolicyNames, RuleIds, RuleNames, Actions, OverriddenActions, cached
+    by the raw bytes (a copy: the raw may be a view into the spool's buffer)."""
     if raw is _NONE:
         return _NO_POLICIES
-    policies = _DECODE_POLICIES.decode(raw)
+    key = bytes(raw)
+    columns = _POLICY_CACHE.get(key)
+    if columns is None:
+        columns = _decode_policy_columns(key)
+        if len(key) <= _CACHED_BYTES:
+            if len(_POLICY_CACHE) >= _CACHE_SIZE:
+                _POLICY_CACHE.clear()
+            _POLICY_CACHE[key] = columns
+    return columns
+
+
+def _decode_policy_columns(data: bytes) -> tuple[Any, ...]:
+    """The policy columns of ``data`` (one pass: an event has a few policies and rules, so
+    comprehensions would cost more than the loop)."""
+    policies = _DECODE_POLICIES.decode(data)
     if not policies:
         return _NO_POLICIES
     ids: list[str] = []
@@ -271,18 +296,32 @@ def _policy_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
                 actions[action] = None
             for action in rule.overridden_actions:
                 overridden[action] = None
-    return raw, ids, names, rule_ids, rule_names, list(actions), list(overridden)
+    return msgspec.Raw(data), ids, names, rule_ids, rule_names, list(actions), list(overridden)
 
 
 def _sensitive_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
-    """SensitiveTypes, SensitiveTypeIds, SensitiveTypeNames, SensitiveMatchCount."""
+    """SensitiveTypes, SensitiveTypeIds, SensitiveTypeNames, SensitiveMatchCount, cached like
+    the policy columns."""
     if raw is _NONE:
         return _NO_SITS
-    sits = _DECODE_SITS.decode(raw)
+    key = bytes(raw)
+    columns = _SIT_CACHE.get(key)
+    if columns is None:
+        columns = _decode_sensitive_columns(key)
+        if len(key) <= _CACHED_BYTES:
+            if len(_SIT_CACHE) >= _CACHE_SIZE:
+                _SIT_CACHE.clear()
+            _SIT_CACHE[key] = columns
+    return columns
+
+
+def _decode_sensitive_columns(data: bytes) -> tuple[Any, ...]:
+    """The sensitive type columns of ``data``."""
+    sits = _DECODE_SITS.decode(data)
     if not sits:
         return _NO_SITS
     return (
-        raw,
+        msgspec.Raw(data),
         [t.id for t in sits if t.id],
         [t.name for t in sits if t.name],
         sum(t.count for t in sits if t.count is not None),

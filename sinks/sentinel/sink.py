@@ -48,6 +48,10 @@ from sinks.sentinel.rows import encode_row
 
 API_VERSION = "2023-01-01"
 
+#: Calls of one batch in flight at once: the next call is encoded and sent while the previous
+#: one waits for its answer (the service takes concurrent calls; rows carry no order).
+IN_FLIGHT = 2
+
 #: 400 error codes that describe the request (configuration), not one row: never bisect on them.
 REQUEST_ERRORS = frozenset(
     {
@@ -175,25 +179,31 @@ class SentinelSink(Sink):
     # ------------------------------------------------------------------ delivery
 
     def write_batch(self, entries: Sequence[Entry]) -> Outcome:
-        """Encode and send ``entries``; the next call is encoded while the previous one is in flight."""
+        """Encode and send ``entries``; up to ``IN_FLIGHT`` calls are in flight while the next is
+        encoded. When a call stops the batch, the answers to calls already sent are still recorded
+        (delivered or retried), so each entry's outcome is exact."""
         outcome = Outcome()
         if not entries:
             return outcome
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sentinel-{self.name}")
+            self._pool = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix=f"sentinel-{self.name}")
         s = self.settings
-        in_flight: tuple[Chunk, Future[_Reply]] | None = None
+        in_flight: deque[tuple[Chunk, Future[_Reply]]] = deque()
         going = True
         for group in pack(self._pieces(entries, outcome), s.max_request_bytes):
             chunk = Chunk.of(group)
-            if in_flight is not None:
-                going = self._settle(in_flight[0], in_flight[1].result(), outcome)
-                in_flight = None
+            if len(in_flight) >= IN_FLIGHT:
+                oldest, reply = in_flight.popleft()
+                going = self._settle(oldest, reply.result(), outcome)
                 if not going:
                     break
-            in_flight = (chunk, self._pool.submit(self._call, chunk))
-        if in_flight is not None:
-            self._settle(in_flight[0], in_flight[1].result(), outcome)
+            in_flight.append((chunk, self._pool.submit(self._call, chunk)))
+        while in_flight:
+            oldest, reply = in_flight.popleft()
+            if going:
+                going = self._settle(oldest, reply.result(), outcome)
+            else:
+                self._settle_sent(oldest, reply.result(), outcome)
         settled = set(outcome.delivered) | set(outcome.retry) | set(outcome.rejected)
         outcome.retry.extend(e.id for e in entries if e.id not in settled)  # never encoded: batch stopped
         return outcome
@@ -274,6 +284,19 @@ class SentinelSink(Sink):
                 outcome.fatal = answer.message if status == -1 else self._fatal_message(answer)
             return False
         return True
+
+    def _settle_sent(self, chunk: Chunk, reply: _Reply, outcome: Outcome) -> None:
+        """Record the answer to a call already in flight when the batch stopped: delivered on a
+        2xx, otherwise retried (no further calls: the batch has stopped)."""
+        if reply.refreshed:
+            self.context.count("token_refreshes")
+        if 200 <= reply.status < 300:
+            outcome.delivered.extend(chunk.entry_ids)
+            self.context.count("requests")
+            return
+        outcome.retry.extend(chunk.entry_ids)
+        if reply.ambiguous:
+            outcome.duplicates_possible += len(chunk.pieces)
 
     def _fatal_message(self, reply: _Reply) -> str:
         s = self.settings

@@ -113,3 +113,27 @@ def test_a_view_into_a_spool_buffer_encodes_like_bytes():
     payload = to_json(event(1))
     segment = b"[other rows]" + payload + b"[more]"
     assert encode_row(memoryview(segment)[12 : 12 + len(payload)]) == encode_row(payload)
+
+
+def test_derived_columns_cached_by_value_and_bounded():
+    """Recurring policies/sensitive types reuse their derived columns; a different value never
+    gets another's columns; the caches stay bounded and do not keep large values."""
+    from sinks.sentinel import rows
+
+    def policies(n: int) -> list[PolicyMatch]:
+        return [PolicyMatch(id=f"p{n}", name=f"Policy {n}", rules=[RuleMatch(id=f"r{n}", name=f"Rule {n}")])]
+
+    for n in [1, 2, 1, 3, 2]:
+        ev = event(n, policies=policies(n))
+        body = encode_row(to_json(ev))
+        assert body is not None
+        assert orjson.loads(body) == orjson.loads(orjson.dumps(to_row(to_dict(ev))))
+        assert orjson.loads(body)["PolicyIds"] == [f"p{n}"]
+    for n in range(rows._CACHE_SIZE + 10):
+        encode_row(to_json(event(n, policies=policies(n))))
+    assert 0 < len(rows._POLICY_CACHE) <= rows._CACHE_SIZE
+    big = event(1, policies=[PolicyMatch(id="p" * 3000, name="Big")])
+    rows._POLICY_CACHE.clear()
+    body = encode_row(to_json(big))
+    assert body is not None and orjson.loads(body)["PolicyIds"] == ["p" * 3000]
+    assert not rows._POLICY_CACHE

@@ -121,6 +121,22 @@ def test_503_mid_batch_keeps_what_was_delivered(emulator, tokens):
     assert len(emulator.app.all_rows(STREAM)) == len(outcome.delivered)
 
 
+def test_calls_in_flight_when_the_batch_stops_are_settled_exactly(emulator, tokens):
+    """Two calls are in flight at once: when one is refused (503), the answer to the other is still
+    recorded, so what was stored is exactly what the outcome calls delivered, nothing lost."""
+    sink = make_sink(emulator.url, emulator.ca_file, tokens, max_request_bytes=8000, gzip=False)
+    for base, faults in ((0, [Fault(503, retry_after=1)]), (100, [Fault(), Fault(503, retry_after=1)])):
+        emulator.app.inject(*faults)
+        batch = entries([event(base + i) for i in range(30)])
+        names = {e.id: f"evt-{base + e.id - 1}" for e in batch}  # entry ids start at 1
+        outcome = sink.write_batch(batch)
+        assert outcome.retry and outcome.retry_after == 1
+        assert sorted(outcome.delivered + outcome.retry) == [e.id for e in batch]
+        stored = {r["EventId"] for r in emulator.app.all_rows(STREAM)} & set(names.values())
+        assert stored == {names[i] for i in outcome.delivered}
+    sink.close()
+
+
 def test_401_refreshes_the_token_once(emulator, issuer, tokens):
     from forwarder.testing import sink_context
 
