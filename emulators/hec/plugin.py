@@ -47,9 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from emulators.heap import keep_large_buffers_on_heap
     from emulators.hec.app import HecApp, TokenConfig
     from emulators.httpd import EmulatorServer
-    from emulators.logs_ingestion.heap import keep_large_buffers_on_heap
 
     keep_large_buffers_on_heap()  # a process of its own: requests of about 1 MB are inflated
     app = HecApp(

@@ -116,8 +116,8 @@ def build_app(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from emulators.heap import keep_large_buffers_on_heap
     from emulators.httpd import EmulatorServer
-    from emulators.logs_ingestion.heap import keep_large_buffers_on_heap
 
     keep_large_buffers_on_heap()  # a process of its own: 1 MB bodies are inflated per call
     app = build_app(args)

@@ -153,7 +153,7 @@ def test_emulator_processes_keep_large_bodies_on_the_heap():
 
     script = """
 import resource, sys, zlib
-from emulators.logs_ingestion.heap import keep_large_buffers_on_heap
+from emulators.heap import keep_large_buffers_on_heap
 ok = keep_large_buffers_on_heap() if sys.argv[1] == "on" else True
 body = zlib.compress(b"x" * 1_000_000)
 zlib.decompress(body)

@@ -1,4 +1,5 @@
-"""Keep large request bodies on the heap in emulator processes (glibc only; a no-op elsewhere).
+"""Keep large request bodies on the heap in emulator processes (glibc only; a no-op elsewhere);
+shared by the HEC and Logs Ingestion emulator commands.
 
 An emulator inflates a gzip body of up to about 1 MB per request. glibc serves allocations
 that large with a fresh ``mmap`` each time, so every request page-faults its whole output in
