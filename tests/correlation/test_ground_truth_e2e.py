@@ -25,7 +25,14 @@ from forwarder.cli import main
 from forwarder.correlation.index import DB_NAME, CorrelationIndex
 from forwarder.correlation.settings import CorrelationSettings
 from forwarder.runtime import Forwarder
-from tests.sources.emulated import config_text, delivered, load, serve, tolerate_advanced_clock
+from tests.sources.emulated import (
+    config_text,
+    delivered,
+    load,
+    management_activity_source,
+    serve,
+    tolerate_advanced_clock,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -119,13 +126,7 @@ def test_links_found_end_to_end_equal_the_ground_truth(
             server,
             tmp_path,
             [
-                f"""
-name = "o365"
-type = "management_activity"
-management_url = "{server.url}"
-publisher_id = "{emu.publisher_id}"
-start_hours = 24
-""",
+                management_activity_source(emu, server, start_hours=24),
                 f"""
 name = "graph"
 type = "graph_security"

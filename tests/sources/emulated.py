@@ -25,7 +25,7 @@ def tolerate_advanced_clock(monkeypatch: Any) -> None:
 
     from emulators.tenant import tokens
 
-    original = jwt.decode
+    original: Any = jwt.decode
 
     def decode(*args: Any, **kwargs: Any) -> Any:
         options = dict(kwargs.pop("options", None) or {})
@@ -66,6 +66,19 @@ refresh_margin = {refresh_margin}
 [sources.http]
 ca_bundle = "{server.ca_file}"
 """
+
+
+def management_activity_source(emu: Any, server: Any, name: str = "o365", **settings: str | float) -> str:
+    """A ``[[sources]]`` body for a ``management_activity`` source reading ``emu`` served by
+    ``server``; ``settings`` are further keys (strings quoted, numbers as written)."""
+    lines = [
+        f'name = "{name}"',
+        'type = "management_activity"',
+        f'management_url = "{server.url}"',
+        f'publisher_id = "{emu.publisher_id}"',
+    ]
+    lines += [f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
 
 
 def config_text(

@@ -9,7 +9,7 @@ import orjson
 
 from emulators.tenant import EmulatorConfig, TenantEmulator
 from forwarder.cli import main
-from tests.sources.emulated import config_text, delivered, serve
+from tests.sources.emulated import config_text, delivered, management_activity_source, serve
 
 
 def test_backfill_command_progress_and_rerun(tmp_path, capsys):
@@ -21,15 +21,7 @@ def test_backfill_command_progress_and_rerun(tmp_path, capsys):
             emu,
             server,
             tmp_path,
-            [
-                f"""
-name = "o365"
-type = "management_activity"
-management_url = "{server.url}"
-publisher_id = "{emu.publisher_id}"
-window_hours = 12
-"""
-            ],
+            [management_activity_source(emu, server, window_hours=12)],
         )
         path = tmp_path / "dlpfwd.toml"
         path.write_text(text)
@@ -90,15 +82,7 @@ def test_backfill_with_relative_times_resumes_when_the_same_command_is_rerun(tmp
             emu,
             server,
             tmp_path,
-            [
-                f"""
-name = "o365"
-type = "management_activity"
-management_url = "{server.url}"
-publisher_id = "{emu.publisher_id}"
-window_hours = 6
-"""
-            ],
+            [management_activity_source(emu, server, window_hours=6)],
         )
         path = tmp_path / "dlpfwd.toml"
         path.write_text(text)

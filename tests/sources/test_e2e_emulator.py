@@ -15,7 +15,14 @@ from emulators.httpd import Response
 from emulators.tenant import EmulatorConfig, FaultConfig, TenantEmulator
 from forwarder.report import build_report
 from forwarder.runtime import Forwarder
-from tests.sources.emulated import config_text, delivered, load, serve, tolerate_advanced_clock
+from tests.sources.emulated import (
+    config_text,
+    delivered,
+    load,
+    management_activity_source,
+    serve,
+    tolerate_advanced_clock,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -48,14 +55,7 @@ def test_faults_every_event_exactly_once(tmp_path, monkeypatch):
             server,
             tmp_path,
             [
-                f"""
-name = "o365"
-type = "management_activity"
-management_url = "{server.url}"
-publisher_id = "{emu.publisher_id}"
-start_hours = 96
-max_retry_wait = 30
-""",
+                management_activity_source(emu, server, start_hours=96, max_retry_wait=30),
                 f"""
 name = "graph"
 type = "graph_security"
@@ -126,28 +126,19 @@ def test_blob_expiring_during_an_outage_is_in_the_completeness_report(tmp_path, 
                 return Response.json({"error": {"code": "AF50000", "message": "An internal error occurred."}}, 503)
             return inner(request)
 
-        emu.app.handle = flaky
+        emu.app.handle = flaky  # type: ignore[method-assign]
         text = config_text(
             emu,
             server,
             tmp_path,
-            [
-                f"""
-name = "o365"
-type = "management_activity"
-management_url = "{server.url}"
-publisher_id = "{emu.publisher_id}"
-start_hours = 48
-max_retry_wait = 0.5
-"""
-            ],
+            [management_activity_source(emu, server, start_hours=48, max_retry_wait=0.5)],
         )
         config, host = load(text)
         with Forwarder(config, host) as fw:
             first = fw.run_once()
             assert not first.ok  # the victim could not be read: said so, cursor held back
             emu.clock.advance(days=7, hours=1)
-            emu.app.handle = inner  # back online: the victim has expired meanwhile
+            emu.app.handle = inner  # type: ignore[method-assign]  # back online: the victim has expired meanwhile
             second = fw.run_once()
             rows = list(fw.store.ledger(0))
         report = build_report(rows, since=0)
