@@ -19,6 +19,7 @@ the reference path (``orjson.loads`` + ``to_row``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -254,24 +255,31 @@ _POLICY_CACHE: dict[bytes, tuple[Any, ...]] = {}
 _SIT_CACHE: dict[bytes, tuple[Any, ...]] = {}
 
 
-def _policy_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
-    """Policies, PolicyIds, PolicyNames, RuleIds, RuleNames, Actions, OverriddenActions, cached
-    by the raw bytes (a copy: the raw may be a view into the spool's buffer)."""
+def _cached_columns(
+    raw: msgspec.Raw,
+    cache: dict[bytes, tuple[Any, ...]],
+    decode: Callable[[bytes], tuple[Any, ...]],
+    absent: tuple[Any, ...],
+) -> tuple[Any, ...]:
+    """``decode(raw)`` through ``cache``, keyed by the raw bytes (a copy: the raw may be a view
+    into the spool's buffer); ``absent`` when the field is missing from the payload. Values over
+    ``_CACHED_BYTES`` are decoded every time; a full cache is emptied before the next insert."""
     if raw is _NONE:
-        return _NO_POLICIES
+        return absent
     key = bytes(raw)
-    columns = _POLICY_CACHE.get(key)
+    columns = cache.get(key)
     if columns is None:
-        columns = _decode_policy_columns(key)
+        columns = decode(key)
         if len(key) <= _CACHED_BYTES:
-            if len(_POLICY_CACHE) >= _CACHE_SIZE:
-                _POLICY_CACHE.clear()
-            _POLICY_CACHE[key] = columns
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[key] = columns
     return columns
 
 
 def _decode_policy_columns(data: bytes) -> tuple[Any, ...]:
-    """The policy columns of ``data`` (one pass: an event has a few policies and rules, so
+    """Policies, PolicyIds, PolicyNames, RuleIds, RuleNames, Actions, OverriddenActions of
+    ``data`` (one pass: an event has a few policies and rules, so
     comprehensions would cost more than the loop)."""
     policies = _DECODE_POLICIES.decode(data)
     if not policies:
@@ -299,24 +307,8 @@ def _decode_policy_columns(data: bytes) -> tuple[Any, ...]:
     return msgspec.Raw(data), ids, names, rule_ids, rule_names, list(actions), list(overridden)
 
 
-def _sensitive_columns(raw: msgspec.Raw) -> tuple[Any, ...]:
-    """SensitiveTypes, SensitiveTypeIds, SensitiveTypeNames, SensitiveMatchCount, cached like
-    the policy columns."""
-    if raw is _NONE:
-        return _NO_SITS
-    key = bytes(raw)
-    columns = _SIT_CACHE.get(key)
-    if columns is None:
-        columns = _decode_sensitive_columns(key)
-        if len(key) <= _CACHED_BYTES:
-            if len(_SIT_CACHE) >= _CACHE_SIZE:
-                _SIT_CACHE.clear()
-            _SIT_CACHE[key] = columns
-    return columns
-
-
 def _decode_sensitive_columns(data: bytes) -> tuple[Any, ...]:
-    """The sensitive type columns of ``data``."""
+    """SensitiveTypes, SensitiveTypeIds, SensitiveTypeNames, SensitiveMatchCount of ``data``."""
     sits = _DECODE_SITS.decode(data)
     if not sits:
         return _NO_SITS
@@ -333,8 +325,8 @@ def encode_row(payload: bytes | memoryview) -> bytes | None:
     when the payload does not have the schema's shape (the caller then takes that path)."""
     try:
         ev = _DECODE_EVENT.decode(payload)
-        policies = _policy_columns(ev.policies)
-        sits = _sensitive_columns(ev.sensitive_types)
+        policies = _cached_columns(ev.policies, _POLICY_CACHE, _decode_policy_columns, _NO_POLICIES)
+        sits = _cached_columns(ev.sensitive_types, _SIT_CACHE, _decode_sensitive_columns, _NO_SITS)
     except msgspec.MsgspecError:
         return None
     severity = ev.severity
