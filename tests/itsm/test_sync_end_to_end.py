@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,20 @@ class Tenant:
         emu.app.handle = handle  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def tenant(tmp_path: Path) -> Iterator[Tenant]:
+@contextmanager
+def served_tenant(tmp_path: Path) -> Iterator[Tenant]:
+    """The tenant emulator (seed 5, incidents every 10 alerts) served over TLS, wrapped in a
+    ``Tenant``; stopped on exit."""
     emu = TenantEmulator(EmulatorConfig(seed=5, audit_records=300, days=2, alert_every=10), state_dir=tmp_path / "emu")
     t = Tenant(emu, None)
     with serve(emu) as server:
         t.server = server
+        yield t
+
+
+@pytest.fixture
+def tenant(tmp_path: Path) -> Iterator[Tenant]:
+    with served_tenant(tmp_path) as t:
         yield t
 
 
@@ -175,6 +184,19 @@ def ticket_of(app: ServiceNowApp, incident: str) -> dict[str, Any]:
 
 def first_incident(app: ServiceNowApp) -> str:
     return str(app.table("incident")[0]["correlation_id"].rpartition(":")[2])
+
+
+def ticket_after_one_pass(text: str, app: ServiceNowApp) -> tuple[str, dict[str, Any]]:
+    """One poll and one sync of a ``Deployment`` of ``text`` (closed after), then the first
+    incident's id and its ticket in ``app``."""
+    d = Deployment(text)
+    try:
+        d.poll()
+        d.sync()
+    finally:
+        d.close()
+    ident = first_incident(app)
+    return ident, ticket_of(app, ident)
 
 
 def settle(d: Deployment, app: ServiceNowApp, tenant: Tenant, quiet: float = 1.5, timeout: float = 60.0) -> None:
@@ -294,14 +316,7 @@ def test_both_directions_then_silence(deployment, sn_app, tenant, mount) -> None
 def test_kill_9_during_a_sync_loses_and_duplicates_nothing(tmp_path, tenant, sn_app, mount) -> None:
     sn = mount(sn_app)
     text = config_text(tmp_path, tenant, sn, interval=1.0)
-    d = Deployment(text)
-    try:
-        d.poll()
-        d.sync()
-    finally:
-        d.close()
-    ident = first_incident(sn_app)
-    ticket = ticket_of(sn_app, ident)
+    ident, ticket = ticket_after_one_pass(text, sn_app)
     with analyst(sn) as c:
         c.patch(
             f"/api/now/table/incident/{ticket['sys_id']}",
@@ -378,14 +393,7 @@ def test_cli_sync_dry_run_once_and_state(tmp_path, tenant, sn_app, mount, capsys
     text = config_text(tmp_path, tenant, sn)
     config = tmp_path / "dlpfwd.toml"
     config.write_text(text)
-    d = Deployment(text)
-    try:
-        d.poll()
-        d.sync()
-    finally:
-        d.close()
-    ident = first_incident(sn_app)
-    ticket = ticket_of(sn_app, ident)
+    ident, ticket = ticket_after_one_pass(text, sn_app)
     with analyst(sn) as c:
         c.patch(
             f"/api/now/table/incident/{ticket['sys_id']}", json={"state": "6", "close_code": "Resolved by caller"}

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from emulators.tenant import EmulatorConfig, TenantEmulator
 from forwarder.config import load_config
 from forwarder.errors import ConfigError
 from forwarder.plugins import PluginHost
@@ -26,8 +25,8 @@ from forwarder.state import open_store
 from forwarder.sync import inbox
 from forwarder.sync.defender import DefenderIncidents
 from forwarder.sync.inbound import InboundApplier, applies_inbound, serve_source
-from tests.itsm.test_sync_end_to_end import Tenant
-from tests.sources.emulated import auth_toml, serve
+from tests.itsm.test_sync_end_to_end import Tenant, served_tenant
+from tests.sources.emulated import auth_toml
 
 from .conftest import HMAC_KEY, change, post_signed, trust
 from .test_command import serving
@@ -35,10 +34,7 @@ from .test_command import serving
 
 @pytest.fixture
 def tenant(tmp_path: Path) -> Iterator[Tenant]:
-    emu = TenantEmulator(EmulatorConfig(seed=5, audit_records=300, days=2, alert_every=10), state_dir=tmp_path / "emu")
-    t = Tenant(emu, None)
-    with serve(emu) as server:
-        t.server = server
+    with served_tenant(tmp_path) as t:
         yield t
 
 

@@ -13,21 +13,24 @@ import pytest
 
 from emulators.httpd import EmulatorServer
 from emulators.servicenow.app import ServiceNowApp
-from emulators.tenant import EmulatorConfig, TenantEmulator
 from forwarder.serve import build_server
 from forwarder.sync import inbox
-from tests.itsm.test_sync_end_to_end import ANALYST, Deployment, Tenant, config_text, first_incident, ticket_of
-from tests.sources.emulated import serve
+from tests.itsm.test_sync_end_to_end import (
+    ANALYST,
+    Deployment,
+    Tenant,
+    config_text,
+    first_incident,
+    served_tenant,
+    ticket_of,
+)
 
 from .conftest import change, post_signed, settings_for, trust
 
 
 @pytest.fixture
 def tenant(tmp_path: Path) -> Iterator[Tenant]:
-    emu = TenantEmulator(EmulatorConfig(seed=5, audit_records=300, days=2, alert_every=10), state_dir=tmp_path / "emu")
-    t = Tenant(emu, None)
-    with serve(emu) as server:
-        t.server = server
+    with served_tenant(tmp_path) as t:
         yield t
 
 
