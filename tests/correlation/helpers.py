@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
+from forwarder.correlation.index import CorrelationIndex
 from forwarder.correlation.settings import CorrelationSettings, RuleSettings
 from forwarder.schema import KIND_ALERT, KIND_AUDIT, Device, DlpEvent, Identity, Links, ObjectRef, Related, iso_utc
 
@@ -71,3 +73,22 @@ def rule(window: float, enabled: bool = True) -> RuleSettings:
 
 
 __all__ = ["Device", "ObjectRef", "alert", "at", "dlp", "rule", "settings"]
+
+
+def index_in_order(
+    directory: str, records: list[DlpEvent], alerts: list[DlpEvent], order: str, batch: int
+) -> CorrelationIndex:
+    """A new enabled ``CorrelationIndex`` in ``directory`` fed ``records`` and ``alerts`` by
+    batches of ``batch`` events, in ``order``: ``records_first``, ``alerts_first`` or
+    ``shuffled`` (both mixed, seed 4). The caller closes it."""
+    if order == "records_first":
+        stream = records + alerts
+    elif order == "alerts_first":
+        stream = alerts + records
+    else:
+        stream = records + alerts
+        random.Random(4).shuffle(stream)
+    idx = CorrelationIndex(directory, CorrelationSettings(enabled=True))
+    for i in range(0, len(stream), batch):
+        idx.index_batch(stream[i : i + batch])
+    return idx

@@ -5,19 +5,17 @@ decoys included, is checked against the ground truth in test_ground_truth.py).""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 
 from emulators.tenant.config import EmulatorConfig
 from emulators.tenant.generator import Dataset
-from forwarder.correlation.index import CorrelationIndex
-from forwarder.correlation.settings import CorrelationSettings
 from forwarder.schema import DlpEvent
 from forwarder.source import NormalizeContext
 from sources.normalize.graph import normalize_alert
 from sources.normalize.management_activity import normalize_audit_record
+from tests.correlation.helpers import index_in_order
 
 
 def _data() -> tuple[list[DlpEvent], list[DlpEvent], set[tuple[str, str]], dict[tuple[str, str], str]]:
@@ -41,16 +39,7 @@ def _data() -> tuple[list[DlpEvent], list[DlpEvent], set[tuple[str, str]], dict[
 def test_every_planted_link_is_found(tmp_path: Path, order: str) -> None:
     records, alerts, planted, kind = _data()
     assert len(planted) >= 10
-    if order == "records_first":
-        stream = records + alerts
-    elif order == "alerts_first":
-        stream = alerts + records
-    else:
-        stream = records + alerts
-        random.Random(4).shuffle(stream)
-    idx = CorrelationIndex(str(tmp_path), CorrelationSettings(enabled=True))
-    for i in range(0, len(stream), 200):
-        idx.index_batch(stream[i : i + 200])
+    idx = index_in_order(str(tmp_path), records, alerts, order, 200)
     links = {lk.pair: lk for lk in idx.links()}
     missing = planted - set(links)
     assert not missing, f"{len(missing)} planted link(s) not found, e.g. {sorted(missing)[:3]}"

@@ -11,7 +11,6 @@ every link, every reason, nothing else (precision and recall 100 %)."""
 from __future__ import annotations
 
 import collections
-import random
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,12 @@ from emulators.tenant.config import EmulatorConfig
 from emulators.tenant.generator import Dataset
 from emulators.tenant.truth import ExpectedLink
 from forwarder.correlation.index import CorrelationIndex
-from forwarder.correlation.settings import CorrelationSettings
 from forwarder.errors import MalformedRecord
 from forwarder.schema import DlpEvent
 from forwarder.source import NormalizeContext
 from sources.normalize.graph import normalize_alert
 from sources.normalize.management_activity import normalize_audit_record
+from tests.correlation.helpers import index_in_order
 
 ANCHOR = 1_790_000_000.0
 
@@ -104,16 +103,7 @@ def test_index_finds_exactly_the_planted_links(tmp_path: Path, order: str) -> No
     expected = set(ds.expected_links())
     assert len(expected) >= 80
     records, alerts = _events(ds)
-    if order == "records_first":
-        stream = records + alerts
-    elif order == "alerts_first":
-        stream = alerts + records
-    else:
-        stream = records + alerts
-        random.Random(4).shuffle(stream)
-    idx = CorrelationIndex(str(tmp_path), CorrelationSettings(enabled=True))
-    for i in range(0, len(stream), 400):
-        idx.index_batch(stream[i : i + 400])
+    idx = index_in_order(str(tmp_path), records, alerts, order, 400)
     found = _found(idx)
     idx.close()
     precision, recall = _score(found, expected)
