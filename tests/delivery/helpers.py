@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -264,3 +265,27 @@ def read_ids(path: str) -> list[str]:
         return []
     with open(path, "rb") as fh:
         return [orjson.loads(line)["id"] for line in fh if line.strip()]
+
+
+def sample_to_file_config(tmp: Path, events: Path, source_extra: str = "") -> Path:
+    """Write ``tmp/dlpfwd.toml``: state in ``tmp/state``, a ``sample`` source ``demo`` reading
+    ``events`` (plus the ``source_extra`` TOML lines) and a ``file`` sink ``archive`` writing
+    ``tmp/out.jsonl``; return its path."""
+    config = tmp / "dlpfwd.toml"
+    config.write_text(
+        f"""
+[forwarder]
+state_dir = "{tmp / "state"}"
+plugins = ["sample", "file"]
+[[sources]]
+name = "demo"
+type = "sample"
+path = "{events}"
+{source_extra}
+[[sinks]]
+name = "archive"
+type = "file"
+path = "{tmp / "out.jsonl"}"
+"""
+    )
+    return config

@@ -170,22 +170,7 @@ def test_quarantined_records_replay_after_a_normalizer_fix(tmp_path: Path) -> No
 def test_cli_quarantine_replay_through_the_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text('{"kind": "sample", "data": {"id": "a1"}}\n{"kind": "sample", "data": {"title": "no id"}}\n')
-    config = tmp_path / "dlpfwd.toml"
-    config.write_text(
-        f"""
-[forwarder]
-state_dir = "{tmp_path / "state"}"
-plugins = ["sample", "file"]
-[[sources]]
-name = "demo"
-type = "sample"
-path = "{events}"
-[[sinks]]
-name = "archive"
-type = "file"
-path = "{tmp_path / "out.jsonl"}"
-"""
-    )
+    config = h.sample_to_file_config(tmp_path, events)
     assert main(["--config", str(config), "run", "--once"]) == 0
     capsys.readouterr()
     assert main(["--config", str(config), "dead-letters", "replay", "--source", "demo"]) == 0

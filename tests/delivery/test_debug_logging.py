@@ -25,22 +25,7 @@ def test_debug_output_names_a_poll_and_a_delivered_batch(tmp_path: Path) -> None
     events = tmp_path / "events.jsonl"
     lines = [json.dumps({"kind": "sample", "data": {"id": f"e{i}", "title": MARK}}) for i in range(4)]
     events.write_text("\n".join(lines) + "\n")
-    config = tmp_path / "dlpfwd.toml"
-    config.write_text(
-        f"""
-[forwarder]
-state_dir = "{tmp_path / "state"}"
-plugins = ["sample", "file"]
-[[sources]]
-name = "demo"
-type = "sample"
-path = "{events}"
-[[sinks]]
-name = "archive"
-type = "file"
-path = "{tmp_path / "out.jsonl"}"
-"""
-    )
+    config = h.sample_to_file_config(tmp_path, events)
     code = "from forwarder.cli import main; raise SystemExit(main())"
     proc = subprocess.run(
         [sys.executable, "-c", code, "--log-level", "debug", "--config", str(config), "run", "--once"],

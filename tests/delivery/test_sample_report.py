@@ -10,6 +10,7 @@ import pytest
 
 from forwarder.cli import main
 from forwarder.state.sqlite import SqliteStateStore
+from tests.delivery import helpers as h
 
 
 def test_report_counts_for_a_sample_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -17,23 +18,7 @@ def test_report_counts_for_a_sample_run(tmp_path: Path, capsys: pytest.CaptureFi
     lines = [json.dumps({"kind": "sample", "data": {"id": f"e{i}", "title": "t"}}) for i in range(7)]
     events.write_text("\n".join(lines) + "\n")
     state = tmp_path / "state"
-    config = tmp_path / "dlpfwd.toml"
-    config.write_text(
-        f"""
-[forwarder]
-state_dir = "{state}"
-plugins = ["sample", "file"]
-[[sources]]
-name = "demo"
-type = "sample"
-path = "{events}"
-batch_size = 3
-[[sinks]]
-name = "archive"
-type = "file"
-path = "{tmp_path / "out.jsonl"}"
-"""
-    )
+    config = h.sample_to_file_config(tmp_path, events, "batch_size = 3")
     assert main(["--config", str(config), "run", "--once"]) == 0
     capsys.readouterr()
 
