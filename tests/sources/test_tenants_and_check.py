@@ -8,7 +8,7 @@ import pytest
 from emulators.tenant import EmulatorConfig, TenantEmulator
 from forwarder.runtime import Forwarder
 from forwarder.source import SourceContext
-from tests.sources.emulated import config_text, delivered, load, serve
+from tests.sources.emulated import config_text, delivered, load, management_activity_source, serve
 
 
 def test_two_tenants_each_with_its_own_cursor(tmp_path):
@@ -16,8 +16,8 @@ def test_two_tenants_each_with_its_own_cursor(tmp_path):
     b = TenantEmulator(EmulatorConfig(seed=32, audit_records=80, days=1), state_dir=tmp_path / "b")
     assert a.tenant_id != b.tenant_id
     with serve(a) as sa, serve(b) as sb:
-        text_a = config_text(a, sa, tmp_path, [_ma("contoso", a, sa)])
-        text_b = config_text(b, sb, tmp_path, [_ma("fabrikam", b, sb)])
+        text_a = config_text(a, sa, tmp_path, [management_activity_source(a, sa, "contoso", start_hours=48)])
+        text_b = config_text(b, sb, tmp_path, [management_activity_source(b, sb, "fabrikam", start_hours=48)])
         # One configuration: the first tenant's block, then the second's [[sources]] block.
         sources_b = text_b.split("[[sources]]", 1)[1].split("[[sinks]]", 1)[0]
         text = text_a.replace("[[sinks]]", "[[sources]]" + sources_b + "\n[[sinks]]", 1)
@@ -34,16 +34,6 @@ def test_two_tenants_each_with_its_own_cursor(tmp_path):
     assert {e["id"][6:] for e in events if e["source"] == "fabrikam"} == b.expected_audit_ids()
     assert cursors["contoso"] and cursors["fabrikam"] and cursors["contoso"] is not cursors["fabrikam"]
     assert len(budgets) == 2
-
-
-def _ma(name: str, emu: TenantEmulator, server) -> str:
-    return f"""
-name = "{name}"
-type = "management_activity"
-management_url = "{server.url}"
-publisher_id = "{emu.publisher_id}"
-start_hours = 48
-"""
 
 
 @pytest.fixture()
@@ -110,7 +100,10 @@ def test_check_names_missing_activity_feed_permissions(tenant):
 def test_dlp_all_and_audit_general_together_deliver_endpoint_records_once(tmp_path):
     emu = TenantEmulator(EmulatorConfig(seed=34, audit_records=200, days=1), state_dir=tmp_path / "emu")
     with serve(emu) as server:
-        body = _ma("o365", emu, server) + 'content_types = ["DLP.All", "Audit.General"]\n'
+        body = (
+            management_activity_source(emu, server, "o365", start_hours=48)
+            + 'content_types = ["DLP.All", "Audit.General"]\n'
+        )
         config, host = load(config_text(emu, server, tmp_path, [body]))
         with Forwarder(config, host) as fw:
             result = fw.run_once()
