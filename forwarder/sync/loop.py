@@ -65,6 +65,16 @@ def graph_source(config: Any, sink: Any) -> Any:
     return graphs[0]
 
 
+def _skip_reason(change: StatusChange, shadow: dict[str, Any], current: dict[str, str] | None) -> str | None:
+    """The skip counter for a change that is our own write coming back (``skipped_echo``) or
+    changes nothing synced (``skipped_unchanged``); None for a change to enqueue."""
+    if is_echo(change, shadow):
+        return "skipped_echo"
+    if unchanged(change, shadow, current):
+        return "skipped_unchanged"
+    return None
+
+
 class SyncEngine:
     """One sync-enabled servicenow sink and the Defender tenant of its graph_security source."""
 
@@ -171,14 +181,11 @@ class SyncEngine:
             if problems and (change.values() or change.notes):
                 log.warning("sync: ticket %s ignored: %s", view.label, "; ".join(problems))
                 continue
-            if is_echo(change, shadow):
-                skipped["skipped_echo"] += 1
-                skipped["seen"] += 1
-            elif unchanged(change, shadow, view.raw):
-                skipped["skipped_unchanged"] += 1
-                skipped["seen"] += 1
-            elif not change.values() and not change.notes:
-                skipped["skipped_unchanged"] += 1  # nothing the sync maps (e.g. an unmapped state)
+            reason = _skip_reason(change, shadow, view.raw)
+            if reason is None and not change.values() and not change.notes:
+                reason = "skipped_unchanged"  # nothing the sync maps (e.g. an unmapped state)
+            if reason:
+                skipped[reason] += 1
                 skipped["seen"] += 1
             else:
                 changes.append(change)
@@ -215,7 +222,6 @@ class SyncEngine:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
             incident = key[len(OBSERVED) :]
-            cls, _, det = str(values.get("classification", "")).partition("/")
             # the event schema spells four determinations as the update page does (clean...):
             # compare and store them in the Graph v1.0 spelling, as the live incident shows them
             values = canonical_values(values)
@@ -235,11 +241,9 @@ class SyncEngine:
             if problems:
                 log.warning("sync: Defender incident %s ignored: %s", incident, "; ".join(problems))
                 continue
-            if is_echo(change, shadow):
-                skipped["skipped_echo"] += 1
-                skipped["seen"] += 1
-            elif unchanged(change, shadow, values):
-                skipped["skipped_unchanged"] += 1
+            reason = _skip_reason(change, shadow, values)
+            if reason:
+                skipped[reason] += 1
                 skipped["seen"] += 1
             else:
                 changes.append(change)
