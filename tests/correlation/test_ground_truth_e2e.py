@@ -28,6 +28,7 @@ from forwarder.runtime import Forwarder
 from tests.sources.emulated import (
     config_text,
     delivered,
+    graph_source,
     load,
     management_activity_source,
     serve,
@@ -127,13 +128,7 @@ def test_links_found_end_to_end_equal_the_ground_truth(
             tmp_path,
             [
                 management_activity_source(emu, server, start_hours=24),
-                f"""
-name = "graph"
-type = "graph_security"
-graph_url = "{server.url}"
-all_alerts = true
-start_days = 1
-""",
+                graph_source(server, all_alerts=True, start_days=1),
             ],
         )
         text += "\n[correlation]\nenabled = true\n"

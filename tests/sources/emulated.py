@@ -77,8 +77,28 @@ def management_activity_source(emu: Any, server: Any, name: str = "o365", **sett
         f'management_url = "{server.url}"',
         f'publisher_id = "{emu.publisher_id}"',
     ]
-    lines += [f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}" for key, value in settings.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _toml_lines(settings)) + "\n"
+
+
+def graph_source(server: Any, name: str = "graph", kind: str = "graph_security", **settings: str | float) -> str:
+    """A ``[[sources]]`` body for a Graph source (``graph_security`` or ``audit_search``) reading
+    the emulator served by ``server``; ``settings`` are further keys (as in
+    ``management_activity_source``)."""
+    lines = [f'name = "{name}"', f'type = "{kind}"', f'graph_url = "{server.url}"']
+    return "\n".join(lines + _toml_lines(settings)) + "\n"
+
+
+def _toml_lines(settings: dict[str, str | float]) -> list[str]:
+    """``key = value`` lines: strings quoted, booleans as ``true``/``false``, numbers as written."""
+    lines = []
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
+        elif isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        else:
+            lines.append(f"{key} = {value}")
+    return lines
 
 
 def config_text(

@@ -18,6 +18,7 @@ from forwarder.runtime import Forwarder
 from tests.sources.emulated import (
     config_text,
     delivered,
+    graph_source,
     load,
     management_activity_source,
     serve,
@@ -56,13 +57,7 @@ def test_faults_every_event_exactly_once(tmp_path, monkeypatch):
             tmp_path,
             [
                 management_activity_source(emu, server, start_hours=96, max_retry_wait=30),
-                f"""
-name = "graph"
-type = "graph_security"
-graph_url = "{server.url}"
-start_days = 4
-max_retry_wait = 30
-""",
+                graph_source(server, start_days=4, max_retry_wait=30),
             ],
             refresh_margin=0.0,  # use each 3-second token to the end: they expire mid-run
         )
@@ -162,15 +157,7 @@ def test_backfill_interrupted_halfway_then_rerun_delivers_the_rest(tmp_path):
             emu,
             server,
             tmp_path,
-            [
-                f"""
-name = "history"
-type = "audit_search"
-graph_url = "{server.url}"
-status_interval = 0.1
-window_hours = 48
-"""
-            ],
+            [graph_source(server, "history", kind="audit_search", status_interval=0.1, window_hours=48)],
         )
         config, host = load(text)
         until = dt.datetime.fromtimestamp(emu.clock.time(), dt.UTC)
@@ -209,15 +196,7 @@ def test_alert_updates_flow_as_new_versions_and_nothing_repeats(tmp_path, monkey
             emu,
             server,
             tmp_path,
-            [
-                f"""
-name = "graph"
-type = "graph_security"
-graph_url = "{server.url}"
-start_days = 2
-overlap = 600
-"""
-            ],
+            [graph_source(server, start_days=2, overlap=600)],
         )
         config, host = load(text)
         with Forwarder(config, host) as fw:
