@@ -179,6 +179,28 @@ def put_shadow(tx: Any, incident: str, value: dict[str, Any]) -> None:
     )
 
 
+def kv_with_prefix(tx: Any, namespace: str, prefix: str) -> list[tuple[str, bytes]]:
+    """(key, raw value) of the state-store key-values in ``namespace`` whose key starts with
+    ``prefix`` (a prefix ending in ``:``, as the sink's ``observed:`` records)."""
+    rows = (
+        _conn(tx)
+        .execute(
+            "SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND key < ?",
+            (namespace, prefix, prefix[:-1] + ";"),
+        )
+        .fetchall()
+    )
+    return [(key, raw) for key, raw in rows]
+
+
+def kv_delete_unchanged(tx: Any, namespace: str, rows: list[tuple[str, bytes]]) -> None:
+    """Delete each (key, raw value) of ``namespace`` that still holds that value (a newer one
+    written meanwhile stays)."""
+    db = _conn(tx)
+    for key, raw in rows:
+        db.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND value = ?", (namespace, key, raw))
+
+
 def purge(store: Any, before: float | None = None) -> int:
     """Forget settled changes older than ``before`` (default: :data:`RETENTION` ago)."""
     before = time.time() - RETENTION if before is None else before

@@ -202,14 +202,7 @@ class SyncEngine:
     def _observations(self, dry_run: bool) -> list[StatusChange]:
         namespace = f"sink:{self.name}"
         with inbox.transaction(self.store) as tx:
-            rows = (
-                inbox._conn(tx)
-                .execute(
-                    "SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND key < ?",
-                    (namespace, OBSERVED, OBSERVED[:-1] + ";"),
-                )
-                .fetchall()
-            )
+            rows = inbox.kv_with_prefix(tx, namespace, OBSERVED)
         changes: list[StatusChange] = []
         settled: list[tuple[str, bytes]] = []
         skipped = {"skipped_echo": 0, "skipped_unchanged": 0, "seen": 0}
@@ -253,9 +246,7 @@ class SyncEngine:
         with inbox.transaction(self.store) as tx:
             for change in changes:
                 inbox.enqueue_in(tx, change)
-            db = inbox._conn(tx)
-            for key, raw in settled:  # only if the sink did not record a newer version meanwhile
-                db.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND value = ?", (namespace, key, raw))
+            inbox.kv_delete_unchanged(tx, namespace, settled)  # a newer observation stays
             tx.add_totals(inbox.TOTALS_SCOPE, skipped)
         return changes
 
