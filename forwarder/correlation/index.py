@@ -34,7 +34,6 @@ Each is counted (:meth:`CorrelationIndex.stats`).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import os
 import sqlite3
@@ -82,11 +81,24 @@ _DROP = "".join(f"DROP TABLE IF EXISTS {t};" for t in ("items", "keys", "uinc", 
 ItemRow = tuple[int, int, float, int, str, bytes]
 
 
-@functools.lru_cache(maxsize=32768)  # users, devices and files recur: most keys are hashed once
+_HASHED: dict[str, int] = {}  # key -> hash; str keys and int values: a dict the garbage collector never scans
+_HASHED_MAX = 65_536
+
+
 def key_hash(key: str) -> int:
     """The 64-bit hash a key is stored as (a quarter of the text's size: the key table stays
-    in the page cache). A collision (p ~ 2^-64 per pair) could only add a wrong reason."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+    in the page cache). A collision (p ~ 2^-64 per pair) could only add a wrong reason.
+
+    Users, devices and files recur, so hashes are remembered; the memo is a plain dict, emptied
+    when full (an ``lru_cache`` keeps a linked list of tracked nodes that every full garbage
+    collection walks, and each new key promotes one more)."""
+    h = _HASHED.get(key)
+    if h is None:
+        h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+        if len(_HASHED) >= _HASHED_MAX:
+            _HASHED.clear()
+        _HASHED[key] = h
+    return h
 
 
 _RULE_OF = {t: rule for rule, types in RULE_KEYS.items() for t in types}
