@@ -408,11 +408,14 @@ class CorrelationIndex:
                 info = summary_of(ev, side, keys)
                 result.infos[eid] = info
                 encoded = orjson.dumps(info)
-                infos[eid] = bytes(memoryview(encoded))  # exact size: orjson's own buffer keeps ~4 KB
-                if len(infos) > _RECENT_INFOS:
-                    infos.popitem(last=False)
+                if side == SIDE_ALERT:  # the side most links point at: DLP summaries are read back rarely
+                    infos[eid] = bytes(memoryview(encoded))  # exact size: orjson's own buffer keeps ~4 KB
+                    if len(infos) > _RECENT_INFOS:
+                        infos.popitem(last=False)
+                elif old is not None:
+                    infos.pop(eid, None)  # an update replaces the summary
                 if decoded:
-                    decoded.pop(eid, None)  # an update replaces the summary
+                    decoded.pop(eid, None)
                 item_rows.append((item, eid, side, t, first_batch[eid], "\n".join(keys), encoded))
                 hashes = hashes_of[eid] = [key_hash(k) for k in keys]
                 day = _day(t)
