@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,54 +20,89 @@ import orjson
 
 from forwarder.hookspecs import hookimpl
 
-FAULT_FLAGS: tuple[tuple[str, type, str], ...] = (
-    ("throttle_rate", float, "share of API calls answered 429 (Graph: Retry-After; Management: AF429)"),
-    ("error_rate", float, "share of API calls answered 500/503"),
-    ("latency", float, "seconds added to every API call"),
-    ("partial_rate", float, "share of Graph list responses sent as 206 with a Warning header"),
-    ("expand_failure_rate", float, "share of incident lists with $expand=alerts and $filter answered 500"),
-    ("token_lifetime", float, "access token lifetime in seconds (short-lived tokens)"),
-    ("duplicate_rate", float, "share of blobs repeating records of the previous blob"),
-    ("malformed_rate", float, "share of records replaced by a wrong-shaped record"),
-    ("late_rate", float, "share of blobs listed only late_delay seconds after contentCreated"),
-    ("late_delay", float, "delay of late blobs, seconds"),
-    ("out_of_order_rate", float, "share of records whose CreationTime is hours older than their blob's"),
-    ("graph_rate_limit", int, "Graph requests per minute per app before 429 (real: 150; 0 = off)"),
-    ("management_rate_limit", int, "Management API requests per minute per PublisherIdentifier (0 = off)"),
+#: The fault knobs (``FaultConfig`` fields) settable by a ``--<knob>`` flag, with their type;
+#: docs/emulator.md "Fault knobs" says what each does (``retry_after`` has no flag).
+FAULT_FLAGS: tuple[tuple[str, type], ...] = (
+    ("throttle_rate", float),
+    ("error_rate", float),
+    ("latency", float),
+    ("partial_rate", float),
+    ("expand_failure_rate", float),
+    ("token_lifetime", float),
+    ("duplicate_rate", float),
+    ("malformed_rate", float),
+    ("late_rate", float),
+    ("late_delay", float),
+    ("out_of_order_rate", float),
+    ("graph_rate_limit", int),
+    ("management_rate_limit", int),
 )
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, records: int) -> None:
-    parser.add_argument("--seed", type=int, default=1, help="data seed (same seed, same data and credentials)")
-    parser.add_argument("--audit-records", type=int, default=records, help="DLP audit records to generate")
-    parser.add_argument("--days", type=float, default=2.0, help="days the records are spread over (before now)")
-    parser.add_argument("--records-per-blob", type=int, default=50, help="records per content blob")
-    parser.add_argument("--alert-every", type=int, default=10, help="one Graph alert per N audit records")
+    data = parser.add_argument_group("generated data")
+    data.add_argument(
+        "--seed", type=int, default=1, metavar="N", help="data seed (same seed, same data and credentials)"
+    )
+    data.add_argument("--audit-records", type=int, default=records, metavar="N", help="DLP audit records to generate")
+    data.add_argument(
+        "--days", type=float, default=2.0, metavar="D", help="days the records are spread over (before now)"
+    )
+    data.add_argument("--records-per-blob", type=int, default=50, metavar="N", help="records per content blob")
+    data.add_argument("--alert-every", type=int, default=10, metavar="N", help="one Graph alert per N audit records")
+
+
+def _fault_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--<knob> VALUE`` flag per fault knob; their effects are documented once, in
+    docs/emulator.md "Fault knobs", so ``--help`` lists only their names (it fits a screen)."""
+    names = ", ".join(_fault_flag(name) for name, _ in FAULT_FLAGS)
+    faults = parser.add_argument_group(
+        "fault knobs",
+        f"{names} (each takes a number; rates are shares in [0, 1]). "
+        'Effects and defaults: docs/emulator.md, "Fault knobs".',
+    )
+    for name, kind in FAULT_FLAGS:
+        faults.add_argument(_fault_flag(name), type=kind, default=None, help=argparse.SUPPRESS)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, except that text is not wrapped inside a hyphenated flag name."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        words = " ".join(text.split())
+        return textwrap.fill(words, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def configure_emulator(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _Formatter
+    parser.usage = "%(prog)s [options] [--FAULT-KNOB VALUE ...]"
     # dest is not "host": the CLI keeps its plugin host in args.host
     parser.add_argument(
         "--host", dest="bind", metavar="ADDRESS", default="127.0.0.1", help="address to listen on (loopback)"
     )
     parser.add_argument("--port", type=int, default=8443, help="port (0: a free one)")
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS (msal needs HTTPS)")
-    parser.add_argument("--state-dir", default="./dlpfwd-emulator", help="signing key and TLS CA/certificates")
-    parser.add_argument("--info-file", default="", help="also write url, ca_file and credentials as JSON here")
     parser.add_argument(
-        "--blob-cache-mb", type=int, default=128, help="memory for generated blobs, kept compressed (0: none)"
+        "--state-dir", default="./dlpfwd-emulator", metavar="DIR", help="signing key and TLS CA/certificates"
+    )
+    parser.add_argument("--info-file", default="", metavar="PATH", help="also write url, ca_file, credentials as JSON")
+    parser.add_argument(
+        "--blob-cache-mb", type=int, default=128, metavar="MB", help="memory for generated blobs, compressed (0: none)"
     )
     parser.add_argument("--live", action="store_true", help="keep generating activity after start, at the same rate")
     add_data_arguments(parser, 2000)
-    for name, kind, doc in FAULT_FLAGS:
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=doc)
+    add_fault_arguments(parser)
 
 
 def build_emulator(args: argparse.Namespace, state_dir: str | Path) -> Any:
     from emulators.tenant import EmulatorConfig, FaultConfig, TenantEmulator
 
     faults = FaultConfig()
-    changes = {name: getattr(args, name) for name, _, _ in FAULT_FLAGS if getattr(args, name, None) is not None}
+    changes = {name: getattr(args, name) for name, _ in FAULT_FLAGS if getattr(args, name, None) is not None}
     faults.update(**changes)
     config = EmulatorConfig(
         seed=args.seed,

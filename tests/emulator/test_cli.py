@@ -123,3 +123,25 @@ def test_demo_names_a_missing_part_instead_of_crashing(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert "the graph_security source" in out and "No module named" in out
     assert (tmp_path / "demo" / "dlpfwd.toml").exists()
+
+
+def test_every_fault_knob_flag_sets_its_knob(tmp_path):
+    """``--help`` lists the fault flags by name only; each still parses into its FaultConfig knob."""
+    import argparse
+    from dataclasses import fields
+
+    from emulators.tenant import FaultConfig
+    from emulators.tenant.plugin import FAULT_FLAGS, build_emulator, configure_emulator
+
+    parser = argparse.ArgumentParser()
+    configure_emulator(parser)
+    knobs = {f.name for f in fields(FaultConfig)}
+    assert {name for name, _ in FAULT_FLAGS} == knobs - {"retry_after"}
+    values = {name: i + 1 if kind is int else (i + 1) / 100 for i, (name, kind) in enumerate(FAULT_FLAGS)}
+    argv = ["--audit-records", "10"]
+    for name, value in values.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    emu = build_emulator(parser.parse_args(argv), tmp_path)
+    assert {name: getattr(emu.faults, name) for name in values} == values
+    help_text = parser.format_help()
+    assert all("--" + name.replace("_", "-") in help_text for name, _ in FAULT_FLAGS)

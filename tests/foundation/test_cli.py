@@ -446,10 +446,9 @@ def test_output_piped_into_a_reader_that_left_is_not_an_error(tmp_path: Path) ->
     assert "BrokenPipeError" not in stderr and "Traceback" not in stderr, stderr
 
 
-#: Commands whose --help must fit one 80x40 screen (the tenant emulator's many fault options
-#: do not yet).
+#: Commands whose --help must fit one 80x40 screen.
 ONE_SCREEN = (
-    "run backfill check plugins version state dead-letters report health demo "
+    "run backfill check plugins version state dead-letters report health demo emulator "
     "hec-emulator logs-ingestion-emulator servicenow-emulator incidents correlation writeback permissions"
 ).split()
 
