@@ -142,17 +142,25 @@ class KeyFilter:
     MASK = BITS - 1
     REBUILD_AFTER = 2_000_000
 
+    RECENT = 65_536  # hashes remembered as already added (users and devices recur in every batch)
+
     def __init__(self) -> None:
         self.bits = bytearray(self.BITS // 8)
         self.added = 0
+        self._recent: set[int] = set()
 
     def add_all(self, hashes: Iterable[int]) -> None:
-        bits, mask = self.bits, self.MASK
+        bits, mask, recent = self.bits, self.MASK, self._recent
         n = 0
         for h in hashes:
+            if h in recent:
+                continue  # its bits are set already
             for i in (h & mask, (h >> 23) & mask, ((h >> 41) ^ (h >> 7)) & mask):
                 bits[i >> 3] |= 1 << (i & 7)
+            recent.add(h)
             n += 1
+        if len(recent) > self.RECENT:
+            recent.clear()
         self.added += n
 
     def __contains__(self, h: int) -> bool:  # the same bits as add_all (inlined in the link search)
