@@ -36,12 +36,13 @@ from sources.normalize._fields import get, integer, items, obj, strings, text
 
 DEFAULT_PORTAL = "https://security.microsoft.com"
 
-#: Alternative alertDetermination spellings -> the property-list spelling Graph SDKs use.
+#: The update pages' older alertDetermination spellings -> the v1.0 CSDL spelling, which the
+#: service returns and the PATCH of dlpfwd incidents / the status sync sends.
 _DETERMINATION = {
-    "compromisedaccount": "compromisedUser",
-    "notmalicious": "clean",
-    "notenoughdatatovalidate": "insufficientData",
-    "confirmedactivity": "confirmedUserActivity",
+    "compromiseduser": "compromisedAccount",
+    "clean": "notMalicious",
+    "insufficientdata": "notEnoughDataToValidate",
+    "confirmeduseractivity": "confirmedActivity",
 }
 
 _CLASSIFICATION = {

@@ -176,7 +176,7 @@ def test_dlp_alert_with_evidence():
     assert e.operation == "DlpAlert"
     assert e.event_time == "2026-11-20T11:00:00Z" and e.updated_time == "2026-11-20T12:30:00.765432Z"
     assert e.severity == "high" and e.status == "inProgress"
-    assert e.classification == "unknown" and e.determination == "clean"  # notMalicious -> clean
+    assert e.classification == "unknown" and e.determination == "notMalicious"  # the v1.0 CSDL spelling, kept
     assert e.user.upn == "dave@contoso.com" and e.user.display_name == "Dave Example"  # the policy violator
     assert e.object.name == "payroll.xlsx" and e.object.sha256 == "abc123" and e.object.sha1 == ""
     assert e.workload == "SharePoint"
@@ -186,6 +186,25 @@ def test_dlp_alert_with_evidence():
     assert e.related.incident_ids == ["2972395"]
     assert e.policies[0].id == R.DLP_ALERT["detectorId"]
     assert e.enrichment["assigned_to"] == "soc@contoso.com"
+
+
+@pytest.mark.parametrize(
+    ("sent", "normalized"),
+    [
+        ("clean", "notMalicious"),
+        ("CompromisedUser", "compromisedAccount"),
+        ("insufficientData", "notEnoughDataToValidate"),
+        ("confirmedUserActivity", "confirmedActivity"),
+        ("MultiStagedAttack", "multiStagedAttack"),
+        ("unknownFutureValue", "unknown"),
+    ],
+)
+def test_alert_determination_comes_out_in_the_csdl_spelling(sent: str, normalized: str) -> None:
+    """The update pages' older spellings (and PascalCase) become the spelling Graph returns and
+    the status sync sends, so a sink or a sync comparing values sees one vocabulary."""
+    rec = copy.deepcopy(R.DLP_ALERT)
+    rec["determination"] = sent
+    assert one(rec, normalize_alert, GCTX).determination == normalized
 
 
 def test_alert_update_changes_key_not_id():
@@ -209,7 +228,7 @@ def test_incident_with_expanded_alerts_and_casing():
     assert e.id == "incident:2972395" and e.kind == "incident"
     assert e.idempotency_key == "incident:2972395@2026-11-20T12:31:00Z"
     assert e.status == "active" and e.classification == "truePositive"
-    assert e.determination == "compromisedUser"
+    assert e.determination == "compromisedAccount"
     assert e.title == "DLP incident involving one user" and e.severity == "high"
     assert e.related.alert_ids == [R.DLP_ALERT["id"]]
     assert e.user.upn == "dave@contoso.com"
