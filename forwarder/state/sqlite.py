@@ -508,6 +508,11 @@ class SqliteStateStore:
                 self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 self._db.execute("VACUUM")
                 self._db.execute("PRAGMA journal_mode=WAL")
+                # SQLite turns a cache size in KiB into a page count with the page size of the
+                # moment and keeps that count when the page size changes: set before the
+                # change (4 KiB pages), 16 MB became 4,000 pages of 16 KiB = 64 MB, filled by
+                # the dedup index over a long backfill. Set it again for the new page size.
+                self._db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._sids: dict[str, int] = {}
