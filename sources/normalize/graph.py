@@ -61,36 +61,43 @@ def is_dlp_alert(data: dict[str, Any]) -> bool:
     return service in DLP_SERVICE_SOURCES or detection in DLP_SERVICE_SOURCES
 
 
-def normalize_alert(data: dict[str, Any], ctx: NormalizeContext) -> list[DlpEvent]:
-    """One alerts_v2 alert -> one event. Raises MalformedRecord without ``id``."""
+def _graph_event(data: Any, ctx: NormalizeContext, what: str) -> DlpEvent:
+    """The fields an alert (``what="alert"``) and an incident share: id, times, tenant, status,
+    classification, determination, title. Raises MalformedRecord for a non-object or no ``id``."""
     if not isinstance(data, dict):
-        raise MalformedRecord("alert is not a JSON object")
-    alert_id = text(data, "id")
-    if not alert_id:
-        raise MalformedRecord("alert has no id")
+        raise MalformedRecord(f"{what} is not a JSON object")
+    graph_id = text(data, "id")
+    if not graph_id:
+        raise MalformedRecord(f"{what} has no id")
     created = iso_utc(text(data, "createdDateTime"))
     updated = iso_utc(text(data, "lastUpdateDateTime")) or created
-    tenant = text(data, "tenantId") or ctx.tenant_id
-    incident_id = text(data, "incidentId")
-    event = DlpEvent(
-        id=f"alert:{alert_id}",
-        idempotency_key=f"alert:{alert_id}@{updated}",
-        kind=KIND_ALERT,
-        operation="DlpAlert" if is_dlp_alert(data) else "Alert",
-        event_time=iso_utc(text(data, "firstActivityDateTime")) or created,
+    alert = what == "alert"
+    return DlpEvent(
+        id=f"{what}:{graph_id}",
+        idempotency_key=f"{what}:{graph_id}@{updated}",
+        kind=KIND_ALERT if alert else KIND_INCIDENT,
+        operation=("DlpAlert" if is_dlp_alert(data) else "Alert") if alert else "Incident",
+        event_time=(iso_utc(text(data, "firstActivityDateTime")) or created) if alert else created,
         updated_time=updated,
         ingest_time=ctx.ingest_time,
-        tenant_id=tenant,
+        tenant_id=text(data, "tenantId") or ctx.tenant_id,
         source=ctx.source,
         source_type=ctx.source_type,
         severity=severity(text(data, "severity")),
         status=enum(text(data, "status")),
         classification=classification(text(data, "classification")),
         determination=determination(text(data, "determination")),
-        title=text(data, "title"),
+        title=text(data, "title" if alert else "displayName"),
         description=text(data, "description"),
         raw=data,
     )
+
+
+def normalize_alert(data: dict[str, Any], ctx: NormalizeContext) -> list[DlpEvent]:
+    """One alerts_v2 alert -> one event. Raises MalformedRecord without ``id``."""
+    event = _graph_event(data, ctx, "alert")
+    alert_id, tenant = text(data, "id"), event.tenant_id
+    incident_id = text(data, "incidentId")
     event.links = Links(
         alert=text(data, "alertWebUrl") or _portal_link("alerts", alert_id, tenant),
         incident=text(data, "incidentWebUrl")
@@ -112,33 +119,8 @@ def normalize_alert(data: dict[str, Any], ctx: NormalizeContext) -> list[DlpEven
 
 def normalize_incident(data: dict[str, Any], ctx: NormalizeContext) -> list[DlpEvent]:
     """One incident -> one event; alerts expanded with ``$expand=alerts`` are summarized."""
-    if not isinstance(data, dict):
-        raise MalformedRecord("incident is not a JSON object")
-    incident_id = text(data, "id")
-    if not incident_id:
-        raise MalformedRecord("incident has no id")
-    created = iso_utc(text(data, "createdDateTime"))
-    updated = iso_utc(text(data, "lastUpdateDateTime")) or created
-    tenant = text(data, "tenantId") or ctx.tenant_id
-    event = DlpEvent(
-        id=f"incident:{incident_id}",
-        idempotency_key=f"incident:{incident_id}@{updated}",
-        kind=KIND_INCIDENT,
-        operation="Incident",
-        event_time=created,
-        updated_time=updated,
-        ingest_time=ctx.ingest_time,
-        tenant_id=tenant,
-        source=ctx.source,
-        source_type=ctx.source_type,
-        severity=severity(text(data, "severity")),
-        status=enum(text(data, "status")),
-        classification=classification(text(data, "classification")),
-        determination=determination(text(data, "determination")),
-        title=text(data, "displayName"),
-        description=text(data, "description"),
-        raw=data,
-    )
+    event = _graph_event(data, ctx, "incident")
+    incident_id, tenant = text(data, "id"), event.tenant_id
     event.links = Links(incident=text(data, "incidentWebUrl") or _portal_link("incidents", incident_id, tenant))
     alerts = [a for a in items(data, "alerts") if isinstance(a, dict)]
     event.related = Related(
