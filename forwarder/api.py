@@ -6,7 +6,10 @@ What every call gets, so no source can forget it:
 
 * a bearer token from :class:`forwarder.auth.TokenProvider`, renewed ahead of expiry; a 401
   invalidates it and the call is repeated once with a fresh one (tokens expiring mid-run);
-* the instance's request budget (requests per minute, a token bucket);
+* the instance's request budget (requests per minute, a token bucket); every client built for
+  one configured source's app in a process (the source, the correlation write-back, the status
+  sync, the incident commands) draws from the same budget and the same token provider
+  (:func:`app_share`), so ``requests_per_minute`` holds for the app as a whole;
 * fixed query parameters (the Management API's ``PublisherIdentifier``) and headers (Graph's
   ``Prefer: include-unknown-enum-members``);
 * retries of 429 / 500 / 502 / 503 / 504, the Management API's ``AF429`` (HTTP 403) and,
@@ -29,6 +32,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -54,7 +58,8 @@ class Tokens(Protocol):
 class RequestBudget:
     """A token bucket of ``per_minute`` requests (burst up to ``burst``); 0 means unlimited.
 
-    Shared by every thread of one source instance; each instance has its own.
+    Shared by every thread of one source instance and by every other client of that source's
+    app in the process (:func:`app_share`); each source instance has its own.
     """
 
     def __init__(self, per_minute: float, burst: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
@@ -80,6 +85,61 @@ class RequestBudget:
                 wait = (1.0 - self.tokens) / self.rate
                 self.waited += wait
             sleep(wait)
+
+
+class AppShare:
+    """The request budget and token provider of one configured source's app, built on first use
+    and then handed to every :class:`ApiClient` built for that app in this process. Thread-safe.
+
+    The first caller's parameters build them; later callers (same settings, so the same
+    parameters) get the same objects."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._budget: RequestBudget | None = None
+        self._tokens: Tokens | None = None
+
+    def budget(self, per_minute: float, burst: int = 10) -> RequestBudget:
+        """The app's :class:`RequestBudget` (``per_minute``, ``burst`` used when it is built)."""
+        with self._lock:
+            if self._budget is None:
+                self._budget = RequestBudget(per_minute, burst)
+            return self._budget
+
+    def tokens(self, make: Callable[[], Tokens]) -> Tokens:
+        """The app's token provider, ``make()`` the first time (one token cache per app)."""
+        with self._lock:
+            if self._tokens is None:
+                self._tokens = make()
+            return self._tokens
+
+
+_shares: dict[int, AppShare] = {}
+_shares_lock = threading.Lock()
+
+
+def app_share(settings: object) -> AppShare:
+    """The :class:`AppShare` of the source whose plugin settings object is ``settings``.
+
+    Keyed by the identity of that object: one ``[[sources]]`` entry of one loaded configuration,
+    which the runtime hands to the source and the write-back, status sync and incident commands
+    read from the same :class:`~forwarder.config.Config`. So within a ``dlpfwd run`` they share
+    one budget and one token cache, while two configurations loaded in one process (tests, a
+    reload) never share state. The entry is dropped when the settings object is garbage; an
+    object that cannot be weakly referenced gets a fresh, unshared :class:`AppShare`.
+    """
+    key = id(settings)
+    with _shares_lock:
+        share = _shares.get(key)
+        if share is None:
+            share = AppShare()
+            try:
+                # dict.pop is atomic: the finalizer (run by the GC, maybe inside this lock) takes no lock.
+                weakref.finalize(settings, _shares.pop, key, None)
+            except TypeError:
+                return share
+            _shares[key] = share
+        return share
 
 
 def api_error(response: httpx.Response) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from forwarder.api import ApiClient, RequestBudget, Tokens
+from forwarder.api import ApiClient, RequestBudget, Tokens, app_share
 from forwarder.auth import AuthSettings, TokenProvider, cloud_of
 from forwarder.clouds import Cloud
 from forwarder.schema import parse_time
@@ -113,7 +113,10 @@ class ApiSource(Source):
 
     The client is built on first use (no network at construction). Tests inject the HTTP
     ``transport``, the ``tokens`` provider and the ``sleep`` used for back-off; in production
-    they are httpx's, a :class:`TokenProvider` from ``settings.auth`` and ``time.sleep``.
+    they are httpx's, a :class:`TokenProvider` from ``settings.auth`` and ``time.sleep``. The
+    token provider, and the Graph request budget of :meth:`_graph_client`, are the app's
+    (:func:`forwarder.api.app_share` of the settings): shared with the write-back, the status
+    sync and the incident commands that use this source's app in the same process.
     Subclasses' settings carry ``auth``, ``http`` and ``max_retry_wait``.
     """
 
@@ -137,7 +140,7 @@ class ApiSource(Source):
     def _build_client(self, base_url: str, resource_root: str, budget: RequestBudget, **options: Any) -> ApiClient:
         """Build ``self.client`` for ``base_url`` with a token for ``resource_root``'s scope."""
         s = self.settings
-        tokens = self._tokens or TokenProvider(s.auth, s.http)
+        tokens = self._tokens or app_share(s).tokens(lambda: TokenProvider(s.auth, s.http))
         self._tokens = tokens
         if self._sleep is not None:
             options["sleep"] = self._sleep
@@ -165,7 +168,7 @@ class ApiSource(Source):
         return self._build_client(
             f"{root}/{s.api_version}",
             the_cloud.graph,
-            RequestBudget(s.requests_per_minute),
+            app_share(s).budget(s.requests_per_minute),
             headers={"Prefer": "include-unknown-enum-members"},
             retry_partial=True,
             what=f"{what} {self.name}",

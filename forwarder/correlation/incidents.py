@@ -131,21 +131,26 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, An
 
 
 class IncidentsApi:
-    """Graph ``security/incidents`` for one configured ``graph_security`` source's app."""
+    """Graph ``security/incidents`` for one configured ``graph_security`` source's app.
+
+    ``settings`` is that source's settings object: the token provider and request budget are the
+    source's own (:func:`forwarder.api.app_share`), so the source, the write-back and the status
+    sync of one ``dlpfwd run`` stay within its ``requests_per_minute`` together."""
 
     def __init__(self, settings: Any, log: logging.Logger, transport: Any = None) -> None:
-        from forwarder.api import ApiClient, RequestBudget
+        from forwarder.api import ApiClient, app_share
         from forwarder.auth import TokenProvider, cloud_of
 
         the_cloud = cloud_of(settings.auth)
         root = (settings.graph_url or the_cloud.graph).rstrip("/")
+        share = app_share(settings)
         self.api = ApiClient(
             base_url=f"{root}/{settings.api_version}",
-            tokens=TokenProvider(settings.auth, settings.http),
+            tokens=share.tokens(lambda: TokenProvider(settings.auth, settings.http)),
             scope=the_cloud.graph.rstrip("/") + "/.default",
             http=settings.http,
             log=log,
-            budget=RequestBudget(settings.requests_per_minute),
+            budget=share.budget(settings.requests_per_minute),
             headers={"Prefer": "include-unknown-enum-members"},
             max_wait=settings.max_retry_wait,
             transport=transport,

@@ -218,14 +218,12 @@ def missing_permissions(config: Any, tokens: Any = None) -> tuple[list[Need], li
     """The needs of ``config`` that the apps' tokens do not carry, and the errors of tokens
     that could not be had. One token per source app and resource (Graph, Management API)
     from ``tokens(source_config, scope)`` (default: the source's own auth settings)."""
+    from forwarder.api import app_share
     from forwarder.auth import TokenProvider, cloud_of
 
-    providers: dict[str, Any] = {}
-
     def default_tokens(so: Any, scope: str) -> str:
-        provider = providers.get(so.name)
-        if provider is None:
-            provider = providers[so.name] = TokenProvider(so.settings.auth, so.settings.http)
+        s = so.settings  # the source's own provider (app_share): tokens it already has are reused
+        provider = app_share(s).tokens(lambda: TokenProvider(s.auth, s.http))
         return str(provider.token(scope))
 
     get = tokens or default_tokens
