@@ -319,8 +319,17 @@ class ApiClient:
         self.raise_for(response, what or path_or_url)
         return _decode(response, what or path_or_url)
 
-    def raise_for(self, response: httpx.Response, what: str, permission: str = "") -> None:
-        """Raise FatalError (401/403, naming ``permission``) or RetriableError for a non-2xx response."""
+    def raise_for(
+        self,
+        response: httpx.Response,
+        what: str,
+        permission: str = "",
+        permanent: Callable[[str], Exception] | None = None,
+    ) -> None:
+        """Raise for a non-2xx response: FatalError for 401/403 (naming ``permission``);
+        RetriableError for 408/409/423/429 and 5xx; for any other 4xx (400 bad value, 404 gone...)
+        ``permanent(message)`` when given (the caller's "give up on this item" error), else
+        FatalError, as for anything else."""
         status = response.status_code
         if status < 300:
             return
@@ -331,8 +340,10 @@ class ApiClient:
                 f"; the app needs the {permission} application permission (admin consent granted)" if permission else ""
             )
             raise FatalError(f"{what}: access denied ({detail}){need}")
-        if status in (408, 409, 423) or status >= 500:
+        if status in (408, 409, 423, 429) or status >= 500:
             raise RetriableError(f"{what}: {detail}")
+        if permanent is not None and 400 <= status < 500:
+            raise permanent(f"{what}: {detail}")
         raise FatalError(f"{what}: {detail}")
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ the new list keeps them (``add_tags`` appended, ``remove_tags`` removed).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,34 +158,49 @@ class IncidentsApi:
             what="dlpfwd incidents",
         )
 
-    def _json(self, method: str, path: str, what: str, permission: str, **kw: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        permission: str,
+        json: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        permanent: Callable[[str], Exception] | None = None,
+    ) -> Any:
+        """One Graph call (token, budget, retries: :meth:`forwarder.api.ApiClient.request`); its
+        JSON body, ``{}`` when empty. Errors (:meth:`forwarder.api.ApiClient.raise_for`):
+        401/403 FatalError naming ``permission``; 408/409/423/429/5xx after the client's retries
+        RetriableError; any other 4xx ``permanent(message)`` -- the write-back's dead letter,
+        the sync's rejection -- or FatalError when not given."""
         import orjson
 
-        response = self.api.request(method, path, what=what, **kw)
-        self.api.raise_for(response, what, permission)
+        response = self.api.request(method, path, what=what, json=json, params=params)
+        self.api.raise_for(response, what, permission, permanent=permanent)
         return orjson.loads(response.content) if response.content else {}
 
     def incidents(self, status: str = "", top: int = 20) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"$top": str(top), "$orderby": "lastUpdateDateTime desc"}
         if status:
             params["$filter"] = f"status eq '{status}'"
-        data = self._json("GET", "security/incidents", "list incidents", READ_PERMISSION, params=params)
+        data = self.call("GET", "security/incidents", "list incidents", READ_PERMISSION, params=params)
         value = data.get("value", []) if isinstance(data, dict) else []
         return [v for v in value if isinstance(v, dict)]
 
     def get(self, incident_id: str) -> dict[str, Any]:
-        data = self._json("GET", f"security/incidents/{incident_id}", f"get incident {incident_id}", READ_PERMISSION)
+        data = self.call("GET", f"security/incidents/{incident_id}", f"get incident {incident_id}", READ_PERMISSION)
         return data if isinstance(data, dict) else {}
 
     def update(self, incident_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = self._json(
+        data = self.call(
             "PATCH", f"security/incidents/{incident_id}", f"update incident {incident_id}", WRITE_PERMISSION, json=body
         )
         return data if isinstance(data, dict) else {}
 
     def comment(self, incident_id: str, text: str) -> list[dict[str, Any]]:
         body = {"@odata.type": "microsoft.graph.security.alertComment", "comment": text}
-        data = self._json(
+        data = self.call(
             "POST",
             f"security/incidents/{incident_id}/comments",
             f"comment on incident {incident_id}",

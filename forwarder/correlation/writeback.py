@@ -308,15 +308,8 @@ class GraphWriter:
         self.sleep: Callable[[float], None] = time.sleep
 
     def _call(self, method: str, path: str, what: str, permission: str, json: Any = None) -> Any:
-        response = self.api.request(method, path, what=what, json=json)
-        status = response.status_code
-        if 400 <= status < 500 and status not in (401, 403, 408, 409, 423, 429):
-            from forwarder.api import api_error
-
-            code, message = api_error(response)
-            raise PermanentError(f"{what}: HTTP {status} {code}: {message}")
-        self.api.raise_for(response, what, permission)
-        return orjson.loads(response.content) if response.content else {}
+        """:meth:`IncidentsApi.call`; a permanent 4xx raises :class:`PermanentError` (dead letter)."""
+        return self.incidents.call(method, path, what, permission, json, permanent=PermanentError)
 
     def alert_comments(self, alert_id: str) -> list[dict[str, Any]]:
         data = self._call("GET", f"security/alerts_v2/{alert_id}", f"get alert {alert_id}", "SecurityAlert.Read.All")

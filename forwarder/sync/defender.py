@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from forwarder.correlation.incidents import READ_PERMISSION, WRITE_PERMISSION, IncidentUpdate
 from forwarder.errors import ConfigError
 from forwarder.sync.peer import SyncRejected
@@ -32,15 +30,8 @@ class DefenderIncidents:
         self.api = self.incidents.api
 
     def _call(self, method: str, path: str, what: str, permission: str, json: Any = None) -> Any:
-        response = self.api.request(method, path, what=what, json=json)
-        status = response.status_code
-        if 400 <= status < 500 and status not in (401, 403, 408, 409, 423, 429):
-            from forwarder.api import api_error
-
-            code, message = api_error(response)
-            raise SyncRejected(f"{what}: HTTP {status} {code}: {message}".rstrip(": "))
-        self.api.raise_for(response, what, permission)
-        return orjson.loads(response.content) if response.content else {}
+        """:meth:`IncidentsApi.call`; a permanent 4xx raises :class:`SyncRejected` (dead letter)."""
+        return self.incidents.call(method, path, what, permission, json, permanent=SyncRejected)
 
     def get(self, incident_id: str) -> dict[str, Any]:
         data = self._call("GET", f"security/incidents/{incident_id}", f"get incident {incident_id}", READ_PERMISSION)

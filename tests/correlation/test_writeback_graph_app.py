@@ -1,6 +1,9 @@
-"""One request budget and one token cache per configured source's app: the graph_security
-source, the write-back (GraphWriter) and the status sync (DefenderIncidents) built from the same
-settings draw from the same bucket; another configuration's settings never share them."""
+"""The Graph app plumbing of the write-back and the status sync.
+
+One request budget and one token cache per configured source's app: the graph_security source,
+the write-back (GraphWriter) and the status sync (DefenderIncidents) built from the same settings
+draw from the same bucket; another configuration's settings never share them. Both writers call
+Graph through one IncidentsApi.call, each with its own error for a permanent 4xx."""
 
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ import pytest
 from emulators.tenant import EmulatorConfig, TenantEmulator
 from forwarder.api import AppShare, _shares, app_share
 from forwarder.auth import TokenProvider
-from forwarder.correlation.writeback import GraphWriter
+from forwarder.correlation.writeback import GraphWriter, PermanentError
+from forwarder.errors import FatalError, RetriableError
 from forwarder.sync.defender import DefenderIncidents
+from forwarder.sync.peer import SyncRejected
 from sources.graph_security import GraphSecuritySettings, GraphSecuritySource
 from tests.correlation.test_writeback import Tenant
 from tests.sources.emulated import serve
@@ -75,6 +80,41 @@ def test_another_configuration_never_shares_and_entries_go_with_their_settings()
     del a, share_a
     gc.collect()
     assert key not in _shares  # dropped with its settings: no state left for a later test
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "writer_error", "sync_error"),
+    [
+        (404, "NotFound", PermanentError, SyncRejected),
+        (400, "BadRequest", PermanentError, SyncRejected),
+        (403, "Forbidden", FatalError, FatalError),
+        (409, "Conflict", RetriableError, RetriableError),
+        (503, "ServiceUnavailable", RetriableError, RetriableError),
+    ],
+)
+def test_one_call_each_writer_with_its_own_permanent_error(
+    status: int, code: str, writer_error: type, sync_error: type
+) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"error": {"code": code, "message": "no"}}, headers={"Retry-After": "0"})
+
+    s = settings(0)
+    app_share(s).tokens(FakeTokens)
+    transport = httpx.MockTransport(refuse)
+    writer = GraphWriter(s, logging.getLogger("test"), transport=transport)
+    sync = DefenderIncidents(s, logging.getLogger("test"), transport=transport)
+    try:
+        with pytest.raises(writer_error) as w:
+            writer.tag_incident("7", "tag")
+        with pytest.raises(sync_error) as y:
+            sync.get("7")
+    finally:
+        writer.close()
+        sync.close()
+    assert type(w.value) is writer_error and type(y.value) is sync_error
+    assert f"HTTP {status} {code}" in str(w.value) and f"HTTP {status} {code}" in str(y.value)
+    if status == 403:
+        assert "SecurityIncident.ReadWrite.All" in str(w.value) and "SecurityIncident.Read.All" in str(y.value)
 
 
 class _SlotsOnly:
