@@ -11,10 +11,13 @@ service documents it (status codes, ``{"error": {"code", "message"}}`` bodies):
 400   ``InvalidContentType``              Content-Type is not application/json
 400   ``UnsupportedContentEncoding``      Content-Encoding other than gzip; ``InvalidPayload`` for a
                                           body that does not gunzip
-400   ``InvalidPayload``                  body is not JSON, an array element is not an object, or
-                                          (``strict``, off by default: the service converts or nulls
-                                          mismatched values) a value does not match its column type,
-                                          or a row matches a configured ``reject_when`` rule
+400   ``InvalidPayload``                  body is not JSON, an array element is not an object, an
+                                          ``int``/``long``/``real`` column holds a number beyond a
+                                          64-bit real (``1e400``: infinite once parsed; JSON has no
+                                          infinity), or (``strict``, off by default: the service
+                                          converts or nulls mismatched values) a value does not match
+                                          its column type (``int``/``long`` out of 32/64-bit range
+                                          included), or a row matches a configured ``reject_when`` rule
 401   ``AuthenticationFailed`` /          no bearer token / bad signature, expired, wrong issuer or
       ``InvalidAuthenticationToken`` /    a token for another resource (audience)
       ``InvalidAuthenticationTokenAudience``
@@ -38,6 +41,7 @@ the DCR's ``allowed_apps``, which models the *Monitoring Metrics Publisher* role
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import time
 import zlib
@@ -72,6 +76,14 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "datetime": (str,),
     "guid": (str,),
 }
+
+
+#: Column types holding signed integers of this many bits (Kusto ``int`` and ``long``).
+_INT_BITS = {"int": 32, "long": 64}
+#: Column types holding numbers; none holds one beyond a 64-bit real (about 1.8e308).
+_NUMBER_KINDS = ("int", "long", "real")
+
+_NOT_JSON = "The request body is not valid JSON."
 
 
 class Verifier(Protocol):
@@ -150,6 +162,7 @@ class LogsIngestionApp(App):
         self._window: deque[tuple[float, int]] = deque()  # (time, bytes) of calls in the last minute
         self._window_bytes = 0
         self._verified: dict[str, dict[str, Any]] = {}
+        self._number_columns: dict[tuple[str, str], _NumberColumns | None] = {}
         self.route("POST", r"/dataCollectionRules/(?P<dcr>[^/]+)/streams/(?P<stream>[^/]+)", self.upload)
 
     # ------------------------------------------------------------------ test controls
@@ -241,8 +254,9 @@ class LogsIngestionApp(App):
         if fault is not None and fault.status:
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             return _error(fault.status, fault.code or _DEFAULT_CODES.get(fault.status, "Error"), "injected", headers)
+        numbers = self._numbers(dcr_id, stream, columns)
         if not self._storing(stream):
-            counted = _count_objects(body)
+            counted = _count_objects(body, numbers)
             if isinstance(counted, Response):
                 return counted
             if counted >= 0:
@@ -256,7 +270,14 @@ class LogsIngestionApp(App):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _error(400, "InvalidPayload", "The request body is not valid JSON.")
+            # orjson also refuses a number beyond a real anywhere: judge as the other path does
+            judged = _count_objects(body, numbers)
+            if isinstance(judged, Response):
+                return judged
+            try:  # such a number outside the numeric columns (dynamic, undeclared): infinite
+                data = _INFINITE_FLOATS.decode(body)
+            except msgspec.MsgspecError:
+                return _error(400, "InvalidPayload", _NOT_JSON)
         if isinstance(data, dict):
             with self._lock:
                 self.stats.ignored_objects += 1
@@ -280,6 +301,14 @@ class LogsIngestionApp(App):
         if fault is not None and fault.stall:
             time.sleep(fault.stall)
         return Response.empty(204)
+
+    def _numbers(self, dcr_id: str, stream: str, columns: dict[str, str]) -> _NumberColumns | None:
+        """The reader of the stream's ``int``/``long``/``real`` columns (None: it declares none)."""
+        key = (dcr_id, stream)
+        if key not in self._number_columns:
+            names = [name for name, kind in columns.items() if kind in _NUMBER_KINDS]
+            self._number_columns[key] = _NumberColumns(names) if names else None
+        return self._number_columns[key]
 
     def _storing(self, stream: str) -> bool:
         """Whether an accepted call's rows are needed: kept for inspection, handed to ``sink``,
@@ -325,6 +354,9 @@ class LogsIngestionApp(App):
                 allowed = _PY_TYPES.get(kind)
                 if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
                     return f"Element {index}: column '{name}' expects {kind}.", undeclared
+                bits = _INT_BITS.get(kind)
+                if bits and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                    return f"Element {index}: column '{name}' holds a value out of the range of {kind}.", undeclared
         return "", undeclared
 
     def _next_fault(self) -> Fault | None:
@@ -374,31 +406,106 @@ def _too_large(limit: int, size: int) -> Response:
 
 
 _RAW_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
+_RAW_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
-def _count_objects(body: bytes) -> int | Response:
+def _count_objects(body: bytes, numbers: _NumberColumns | None) -> int | Response:
     """Validate a body whose rows will not be stored: the number of objects in its JSON array,
-    the 400 answer for malformed JSON or a non-object element, or -1 when it is not an array
-    (the full path answers that: a bare object is accepted and ignored).
+    the 400 answer for malformed JSON, a non-object element or a number out of range in a
+    ``numbers`` column, or -1 when it is not an array (the full path answers that: a bare object
+    is accepted and ignored).
 
     msgspec checks every element is well-formed JSON without building it (about half the CPU
-    of ``orjson.loads``); the UTF-8 check keeps refusing what ``orjson`` refused."""
+    of ``orjson.loads``); the UTF-8 check keeps refusing what ``orjson`` refused. An ASCII body
+    needs no UTF-8 check: it is judged in one pass that reads only the numeric columns."""
+    if numbers is not None and body.isascii():
+        counted = numbers.count(body)
+        if counted is not None:
+            return counted
     try:
         items = _RAW_ITEMS.decode(body)
     except msgspec.ValidationError:
         return -1
     except msgspec.DecodeError:
-        return _error(400, "InvalidPayload", "The request body is not valid JSON.")
+        return _error(400, "InvalidPayload", _NOT_JSON)
     for index, item in enumerate(items):
         row = bytes(item)
         if not row.isascii():  # row by row: one non-ASCII row would make decoding the whole body slow
             try:
                 row.decode("utf-8")
             except UnicodeDecodeError:
-                return _error(400, "InvalidPayload", "The request body is not valid JSON.")
+                return _error(400, "InvalidPayload", _NOT_JSON)
         if row[0] != 0x7B:  # "{"
             return _error(400, "InvalidPayload", f"Element {index} of the array is not a JSON object.")
-    return len(items)
+    problem = numbers.out_of_range(items) if numbers is not None else ""
+    return _error(400, "InvalidPayload", problem) if problem else len(items)
+
+
+#: Reads JSON as orjson does, except that a float literal beyond a real is infinite, not refused.
+_INFINITE_FLOATS = msgspec.json.Decoder(float_hook=float)
+
+
+class _NumberColumns:
+    """Finds a number beyond a 64-bit real (``1e400``, 400 digits) in a stream's numeric columns
+    without building the other columns: msgspec reads only these (as any JSON type, so that the
+    non-strict answer to a mismatched type stays 204) and refuses a float literal out of range."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        row = msgspec.defstruct("NumberColumns", [(name, Any, None) for name in names])
+        self._rows = msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
+        self._row = msgspec.json.Decoder(row)
+
+    def count(self, body: bytes) -> int | Response | None:
+        """The number of objects in the body's array or the 400 answer; None when the body needs
+        :func:`_count_objects`'s row-by-row look (not an array of objects, a float out of range)."""
+        try:
+            rows = self._rows.decode(body)
+        except msgspec.ValidationError:
+            return None
+        except msgspec.DecodeError:
+            return _error(400, "InvalidPayload", _NOT_JSON)
+        for index, row in enumerate(rows):
+            name = self._huge_integer(row)
+            if name:
+                return _error(400, "InvalidPayload", _beyond_a_real(index, name))
+        return len(rows)
+
+    def out_of_range(self, items: list[msgspec.Raw]) -> str:
+        """The problem with the first of these rows (JSON objects) holding such a number, or ""."""
+        for index, item in enumerate(items):
+            try:
+                name = self._huge_integer(self._row.decode(item))
+            except msgspec.ValidationError:  # a float literal out of range: in which column?
+                name = next(n for n, v in _RAW_FIELDS.decode(item).items() if n in self.names and _refused(v))
+            if name:
+                return _beyond_a_real(index, name)
+        return ""
+
+    def _huge_integer(self, row: Any) -> str:
+        """The first column holding an integer literal beyond a real (msgspec builds it as an int;
+        orjson, on the storing path, refuses it as infinite), or ""."""
+        for name in self.names:
+            value = getattr(row, name)
+            if type(value) is int and not -_MAX_INTEGER <= value <= _MAX_INTEGER:
+                return name
+        return ""
+
+
+#: Integer literals beyond this become infinite as reals (orjson refuses them).
+_MAX_INTEGER = int(sys.float_info.max)
+
+
+def _refused(raw: msgspec.Raw) -> bool:
+    try:
+        msgspec.json.decode(raw)
+    except msgspec.ValidationError:
+        return True
+    return False
+
+
+def _beyond_a_real(index: int, name: str) -> str:
+    return f"Element {index}: column '{name}' holds a number beyond the range of a 64-bit real."
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

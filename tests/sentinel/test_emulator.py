@@ -34,6 +34,15 @@ def post(client, issuer, body, *, token=None, dcr=DCR, stream=STREAM, version="2
     return client.post(f"/dataCollectionRules/{dcr}/streams/{stream}", params=params, content=body, headers=h)
 
 
+def upload_request(issuer, body: bytes, gzip: bool = False) -> Request:
+    """A Logs Ingestion call for ``app.handle`` (no server): token, JSON content type, optional gzip."""
+    path = f"/dataCollectionRules/{DCR}/streams/{STREAM}"
+    headers = {"authorization": f"Bearer {issuer.token()}", "content-type": "application/json"}
+    if gzip:
+        headers["content-encoding"] = "gzip"
+    return Request("POST", path, {"api-version": "2023-01-01"}, {}, headers, body)
+
+
 def code(response) -> str:
     return response.json()["error"]["code"]
 
@@ -111,6 +120,41 @@ def test_strict_mode_checks_types(issuer, tmp_path):
             assert post(c, issuer, orjson.dumps([{"RecordType": 11, "Policies": [{"a": 1}]}])).status_code == 204
 
 
+def test_strict_mode_checks_integer_ranges(issuer):
+    app = make_app(issuer, strict=True)
+    ok = [{"RecordType": 2**31 - 1, "ObjectSize": -(2**63)}, {"ObjectSize": 2**63 - 1}]
+    assert app.handle(upload_request(issuer, orjson.dumps(ok))).status == 204
+    for column, kind, value in (
+        ("RecordType", "int", 2**31),
+        ("ObjectSize", "long", 2**63),
+        ("ObjectSize", "long", 2**64 - 1),  # orjson: an int up to 2**64 - 1, a float beyond
+    ):
+        r = app.handle(upload_request(issuer, f'[{{"{column}": {value}}}]'.encode()))
+        message = orjson.loads(r.body)["error"]["message"]
+        assert (r.status, message) == (400, f"Element 0: column '{column}' holds a value out of the range of {kind}.")
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1E+400", b"1e309", b"9" * 400])
+@pytest.mark.parametrize("how", [{"keep_rows": 100}, {"keep_rows": 0}, {"strict": True}])
+@pytest.mark.parametrize("event_id", [b"a", b"\xc3\xa9"])  # an ASCII body is judged in one pass
+def test_numbers_beyond_a_real_are_refused_on_every_path(issuer, how, number, event_id):
+    """JSON has no infinity: a number beyond a 64-bit real (infinite once parsed) in an int, long or
+    real column is refused, whether the emulator builds the rows (kept, strict) or only validates
+    them (keep_rows=0)."""
+    app = make_app(issuer, **how)
+    body = b'[{"EventId": "' + event_id + b'"}, {"EventId": "b", "ObjectSize": ' + number + b"}]"
+    r = app.handle(upload_request(issuer, body))
+    error = orjson.loads(r.body)["error"]
+    assert (r.status, error["code"]) == (400, "InvalidPayload")
+    assert error["message"] == "Element 1: column 'ObjectSize' holds a number beyond the range of a 64-bit real."
+    assert app.stats.rows == 0 and app.all_rows(STREAM) == []
+    # elsewhere (a dynamic or undeclared column) such a number is not refused
+    fine = b'[{"EventId": "' + event_id + b'", "ObjectSize": 17, "Policies": [{"count": 1e400}], "Note": 1e400}]'
+    assert app.handle(upload_request(issuer, fine)).status == 204
+    kept = [row["EventId"] for row in app.all_rows(STREAM)]
+    assert app.stats.rows == 1 and kept == [event_id.decode()][: app.keep_rows]
+
+
 def test_throttling_answers_429_with_retry_after(issuer, tmp_path):
     app = make_app(issuer, requests_per_minute=2)
     with EmulatorServer(app, cert_dir=tmp_path) as srv:
@@ -141,6 +185,11 @@ BODIES = [
     b'[{"EventId": "a", "Policies": [{"id": }]}]',
     b'[{"EventId": "a"}] trailing',
     b'[{"EventId": "\xff"}]',
+    b'[{"EventId": "a", "ObjectSize": 1e400}]',
+    b'[{"EventId": "a"}, {"EventId": "b", "ObjectSize": -1E+400}]',
+    b'[{"EventId": "a", "SensitiveMatchCount": [' + b"9" * 400 + b"]}]",
+    b'[{"EventId": "a", "Policies": [{"count": 1e400}], "Bogus": -1e999}]',  # not numeric columns
+    b'[{"EventId": "1e400", "ObjectSize": 1e-400, "RecordType": "eleven", "SeverityRank": 1.5e308}]',
 ]
 
 
@@ -151,15 +200,7 @@ def test_validate_only_answers_like_the_storing_path(issuer, body):
     answers = []
     for keep in (100, 0):
         app = make_app(issuer, keep_rows=keep)
-        path = f"/dataCollectionRules/{DCR}/streams/{STREAM}"
-        headers = {
-            "authorization": f"Bearer {issuer.token()}",
-            "content-type": "application/json",
-            "content-encoding": "gzip",
-        }
-        query = {"api-version": "2023-01-01"}
-        request = Request("POST", path, query, {}, headers, gzip.compress(body))
-        r = app.handle(request)
+        r = app.handle(upload_request(issuer, gzip.compress(body), gzip=True))
         answers.append((r.status, r.body, app.stats.accepted_requests, app.stats.rows))
         assert r.status in (204, 400)  # the body was judged, not the request
     assert answers[0] == answers[1]
