@@ -133,6 +133,24 @@ def present(request: Request, item: dict[str, Any]) -> dict[str, Any]:
 
 ALERT_STATUS = ("unknown", "new", "inProgress", "resolved", "unknownFutureValue")
 INCIDENT_STATUS = ("active", "resolved", "inProgress", "redirected", "unknownFutureValue", "awaitingAction")
+
+#: Properties a PATCH may set: the values allowed, or None for any value.
+ALERT_PATCHABLE: dict[str, tuple[str, ...] | None] = {
+    "status": ALERT_STATUS,
+    "classification": CLASSIFICATIONS,
+    "determination": DETERMINATIONS,
+    "assignedTo": None,
+}
+INCIDENT_PATCHABLE: dict[str, tuple[str, ...] | None] = {
+    "status": ("active", "resolved", "inProgress", "redirected"),
+    "classification": CLASSIFICATIONS,
+    "determination": DETERMINATIONS,
+    "assignedTo": None,
+    "customTags": None,
+    "description": None,
+    "resolvingComment": None,
+    "summary": None,
+}
 TIME_FIELDS = ("createdDateTime", "lastUpdateDateTime")
 _CLAUSE = re.compile(r"^\s*(\w+)\s+(eq|ne|gt|ge|lt|le)\s+(.+?)\s*$", re.IGNORECASE)
 
@@ -537,56 +555,62 @@ class GraphSecurity:
         return j if j is not None and j < self.alerts.count else None
 
     def get_alert(self, request: Request) -> Response:
-        def run() -> Response:
-            j = self._alert_index(request)
-            if j is None:
-                return _not_found(request, "alert")
-            return Response.json(
-                {"@odata.context": self._context(request, "alerts_v2/$entity"), **present(request, self.alerts.get(j))}
-            )
-
-        return self.guard.graph(request, GRAPH_AUDIENCES, ALERT_ROLES, run)
+        return self._one_alert(request, ALERT_ROLES, lambda j: self._entity(request, "alerts_v2", self.alerts.get(j)))
 
     def patch_alert(self, request: Request) -> Response:
-        def run() -> Response:
-            j = self._alert_index(request)
-            if j is None:
-                return _not_found(request, "alert")
-            allowed: dict[str, tuple[str, ...] | None] = {
-                "status": ALERT_STATUS,
-                "classification": CLASSIFICATIONS,
-                "determination": DETERMINATIONS,
-                "assignedTo": None,
-            }
-            problem, changes = _patch_body(request, allowed)
-            if problem:
-                return graph_error(400, "BadRequest", problem, request)
-            with self.alerts.lock:
-                item = self.alerts.get(j)
-                item.update(changes)
-                now = graph_time(self.clock.time())
-                item["lastUpdateDateTime"] = now
-                if changes.get("status") == "resolved":
-                    item["resolvedDateTime"] = now
-                self.alerts.put(j, item)
-            self._touch_incident(j)
-            return Response.json(
-                {"@odata.context": self._context(request, "alerts_v2/$entity"), **present(request, item)}
-            )
+        def patch(j: int) -> Response:
+            return self._touching_incident(j, self._patch(request, self.alerts, j, ALERT_PATCHABLE, "alerts_v2"))
 
-        return self.guard.graph(request, GRAPH_AUDIENCES, ALERT_WRITE, run)
+        return self._one_alert(request, ALERT_WRITE, patch)
 
     def comment_alert(self, request: Request) -> Response:
+        def comment(j: int) -> Response:
+            return self._touching_incident(j, self._comment(request, self.alerts, j))
+
+        return self._one_alert(request, ALERT_WRITE, comment)
+
+    def _one_alert(self, request: Request, roles: tuple[str, ...], action: Callable[[int], Response]) -> Response:
+        """``action(index)`` on the alert the path names, for a token with one of ``roles`` (404 if none)."""
+
         def run() -> Response:
             j = self._alert_index(request)
-            if j is None:
-                return _not_found(request, "alert")
-            response = self._comment(request, self.alerts, j)
-            if response.status == 200:
-                self._touch_incident(j)
-            return response
+            return _not_found(request, "alert") if j is None else action(j)
 
-        return self.guard.graph(request, GRAPH_AUDIENCES, ALERT_WRITE, run)
+        return self.guard.graph(request, GRAPH_AUDIENCES, roles, run)
+
+    def _touching_incident(self, j: int, response: Response) -> Response:
+        """An alert changed (``response`` 200): its incident's lastUpdateDateTime moves to now."""
+        if response.status == 200:
+            self._touch_incident(j)
+        return response
+
+    def _entity(self, request: Request, entity_set: str, item: dict[str, Any]) -> Response:
+        return Response.json(
+            {"@odata.context": self._context(request, f"{entity_set}/$entity"), **present(request, item)}
+        )
+
+    def _patch(
+        self,
+        request: Request,
+        coll: Collection,
+        index: int,
+        allowed: dict[str, tuple[str, ...] | None],
+        entity_set: str,
+    ) -> Response:
+        """Apply a PATCH of the ``allowed`` properties (value lists, or None: any value); now is the
+        item's lastUpdateDateTime, and an alert's resolvedDateTime when it is resolved."""
+        problem, changes = _patch_body(request, allowed)
+        if problem:
+            return graph_error(400, "BadRequest", problem, request)
+        with coll.lock:
+            item = coll.get(index)
+            item.update(changes)
+            now = graph_time(self.clock.time())
+            item["lastUpdateDateTime"] = now
+            if coll is self.alerts and changes.get("status") == "resolved":
+                item["resolvedDateTime"] = now
+            coll.put(index, item)
+        return self._entity(request, entity_set, item)
 
     def _comment(self, request: Request, coll: Collection, index: int) -> Response:
         try:
@@ -658,59 +682,31 @@ class GraphSecurity:
         )
 
     def get_incident(self, request: Request) -> Response:
-        def run() -> Response:
-            assert request.match is not None
-            m = self._incident_index(request.match.group("id"))
-            if m is None:
-                return _not_found(request, "incident")
+        def get(m: int) -> Response:
             item = self.incidents.get(m)
             if request.query.get("$expand") == "alerts":
                 self._expand(item)
-            return Response.json(
-                {"@odata.context": self._context(request, "incidents/$entity"), **present(request, item)}
-            )
+            return self._entity(request, "incidents", item)
 
-        return self.guard.graph(request, GRAPH_AUDIENCES, INCIDENT_ROLES, run)
+        return self._one_incident(request, INCIDENT_ROLES, get)
 
     def patch_incident(self, request: Request) -> Response:
-        def run() -> Response:
-            assert request.match is not None
-            m = self._incident_index(request.match.group("id"))
-            if m is None:
-                return _not_found(request, "incident")
-            allowed: dict[str, tuple[str, ...] | None] = {
-                "status": ("active", "resolved", "inProgress", "redirected"),
-                "classification": CLASSIFICATIONS,
-                "determination": DETERMINATIONS,
-                "assignedTo": None,
-                "customTags": None,
-                "description": None,
-                "resolvingComment": None,
-                "summary": None,
-            }
-            problem, changes = _patch_body(request, allowed)
-            if problem:
-                return graph_error(400, "BadRequest", problem, request)
-            with self.incidents.lock:
-                item = self.incidents.get(m)
-                item.update(changes)
-                item["lastUpdateDateTime"] = graph_time(self.clock.time())
-                self.incidents.put(m, item)
-            return Response.json(
-                {"@odata.context": self._context(request, "incidents/$entity"), **present(request, item)}
-            )
-
-        return self.guard.graph(request, GRAPH_AUDIENCES, INCIDENT_WRITE, run)
+        return self._one_incident(
+            request, INCIDENT_WRITE, lambda m: self._patch(request, self.incidents, m, INCIDENT_PATCHABLE, "incidents")
+        )
 
     def comment_incident(self, request: Request) -> Response:
+        return self._one_incident(request, INCIDENT_WRITE, lambda m: self._comment(request, self.incidents, m))
+
+    def _one_incident(self, request: Request, roles: tuple[str, ...], action: Callable[[int], Response]) -> Response:
+        """``action(index)`` on the incident the path names, for a token with one of ``roles`` (404 if none)."""
+
         def run() -> Response:
             assert request.match is not None
             m = self._incident_index(request.match.group("id"))
-            if m is None:
-                return _not_found(request, "incident")
-            return self._comment(request, self.incidents, m)
+            return _not_found(request, "incident") if m is None else action(m)
 
-        return self.guard.graph(request, GRAPH_AUDIENCES, INCIDENT_WRITE, run)
+        return self.guard.graph(request, GRAPH_AUDIENCES, roles, run)
 
 
 def _int_option(q: dict[str, str], name: str, default: int) -> int:
