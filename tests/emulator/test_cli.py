@@ -54,24 +54,29 @@ def test_emulator_command_serves_until_sigterm(tmp_path):
             proc.wait()
 
 
-def test_demo_runs_end_to_end_offline(tmp_path):
+def run_demo(demo_dir: Path) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """``dlpfwd demo`` (200 records, seed 2) offline into ``demo_dir``: the process and the events it wrote."""
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env["NO_PROXY"] = "*"
-    demo_dir = tmp_path / "dlpfwd-demo"
     r = subprocess.run(
         [*DLPFWD, "demo", "--dir", str(demo_dir), "--audit-records", "200", "--seed", "2"],
         capture_output=True,
         text=True,
         timeout=120,
         env=env,
-        cwd=tmp_path,
+        cwd=demo_dir.parent,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+    return r, [orjson.loads(line) for p in sorted((demo_dir / "out").glob("*.jsonl")) for line in p.open("rb")]
+
+
+def test_demo_runs_end_to_end_offline(tmp_path):
+    demo_dir = tmp_path / "dlpfwd-demo"
+    r, events = run_demo(demo_dir)
     config = (demo_dir / "dlpfwd.toml").read_text()
     assert "management_activity" in config and "graph_security" in config
     assert "emu~" not in config  # the secret sits in a 0600 file, referenced as file:
     assert oct((demo_dir / "client-secret").stat().st_mode & 0o777) == "0o600"
-    events = [orjson.loads(line) for p in sorted((demo_dir / "out").glob("*.jsonl")) for line in p.open("rb")]
     kinds = {e["kind"] for e in events}
     assert {"audit", "alert", "incident"} <= kinds
     audit_ids = {e["id"] for e in events if e["kind"] == "audit"}
@@ -82,16 +87,7 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     text = b"".join(p.read_bytes() for p in (demo_dir / "out").glob("*.jsonl"))
     assert b"4111 1111 1111 1111" not in text and b"078-05-1120" not in text
     # a second run starts fresh and gives the same audit records (same seed)
-    r2 = subprocess.run(
-        [*DLPFWD, "demo", "--dir", str(demo_dir), "--audit-records", "200", "--seed", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert r2.returncode == 0, r2.stdout + r2.stderr
-    events2 = [orjson.loads(line) for p in sorted((demo_dir / "out").glob("*.jsonl")) for line in p.open("rb")]
+    _, events2 = run_demo(demo_dir)
     assert {e["id"] for e in events2 if e["kind"] == "audit"} == audit_ids
     assert Path(demo_dir / "state").exists()
 

@@ -4,19 +4,15 @@ emulated Management Activity API into PurviewDLP_CL."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from emulators.httpd import EmulatorServer
 from emulators.logs_ingestion.app import Dcr, Fault, LogsIngestionApp
 from emulators.tenant import EmulatorConfig, TenantEmulator
+from emulators.tenant.identity import make_certificate
 from forwarder.auth import AuthSettings
 from forwarder.config import load_config
 from forwarder.plugins import PluginHost
@@ -30,25 +26,11 @@ from tests.sentinel.helpers import DCR, entries, event
 pytestmark = pytest.mark.timeout(180)
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dlpfwd-sentinel-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (tmp / "app.crt").write_bytes(cert_pem)
-    (tmp / "app.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+def self_signed(tmp: Path) -> tuple[Path, Path, str]:
+    """A certificate and its key for certificate auth, written as the sink's settings name them."""
+    cert_pem, key_pem = make_certificate("dlpfwd-sentinel-test")
+    (tmp / "app.crt").write_text(cert_pem)
+    (tmp / "app.key").write_text(key_pem)
     return tmp / "app.crt", tmp / "app.key", cert_pem
 
 
