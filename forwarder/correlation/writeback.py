@@ -1,9 +1,14 @@
 """Write-back to Defender XDR: one comment per correlated alert, a tag on its incident.
 
-The queue is derived from the links table, so it is as durable as the links (nothing to
-enqueue, nothing to lose): every Defender alert read by a source named in
+The queue is derived from the links table, so it is as durable as the links (the index enqueues
+nothing, nothing is lost): every Defender alert read by a source named in
 ``[correlation] writeback_sources`` that has links is due when the set of its linked DLP events
-differs from the set last written. Per alert:
+differs from the set last written. A drain does not read every link to find them: in one
+transaction of the same database it takes the links created since its last drain (rowid above a
+mark, ``writeback_mark``), adds their alerts to ``writeback_pending`` and moves the mark; an alert
+leaves the pending set only after its digest is recorded (step 4), its dead letter, or when it is
+found settled. A rebuilt or renumbered links table is detected by the mark and read again whole.
+Per alert:
 
 1. the comment summarises the DLP context -- number of DLP events, policies, rules, sensitive
    information type NAMES (never matched values), users, files, times, reasons, portal links --
@@ -69,6 +74,10 @@ CREATE TABLE IF NOT EXISTS writeback_seen (alert TEXT NOT NULL, dlp TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS writeback_log (at REAL NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL,
     target TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS writeback_log_at ON writeback_log (at);
+CREATE TABLE IF NOT EXISTS writeback_pending (source TEXT NOT NULL, alert TEXT NOT NULL, PRIMARY KEY (source, alert))
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writeback_mark (source TEXT PRIMARY KEY, link INTEGER NOT NULL, dlp TEXT NOT NULL,
+    alert TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -159,32 +168,115 @@ class WriteBack:
 
     def due(self, now: float | None = None) -> list[Due]:
         """Alerts linked to a DLP event that no comment of theirs covers yet, not dead, not
-        deferred. A link evicted from the index (``max_links``) makes no alert due: only DLP
-        events joining do (``writeback_seen`` holds the events each alert's comments covered)."""
+        deferred, by alert id. A link evicted from the index (``max_links``) makes no alert due:
+        only DLP events joining do (``writeback_seen`` holds the events each alert's comments
+        covered).
+
+        Only the pending alerts are examined (:meth:`_take_new_links` adds those of the links
+        created since the last drain): a drain with nothing new reads no link. A pending alert
+        found settled (written, covered, dead, gone from the index) leaves the pending set."""
         now = time.time() if now is None else now
+        self._take_new_links()
+        rows = self._rows("SELECT alert FROM writeback_pending WHERE source IN ({})", sorted(self.sources))
+        pending = sorted({a for (a,) in rows})
         by_alert: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-        for dlp, alert, reasons in self.db.execute("SELECT dlp, alert, reasons FROM links ORDER BY alert, dlp"):
+        for dlp, alert, reasons in self._rows("SELECT dlp, alert, reasons FROM links WHERE alert IN ({})", pending):
             by_alert.setdefault(alert, []).append((dlp, tuple(reasons.split(","))))
-        state = {a: (w, d, n) for a, w, d, n in self.db.execute("SELECT alert, written, dead, next_at FROM writeback")}
+        state = {
+            a: (w, d, n)
+            for a, w, d, n in self._rows(
+                "SELECT alert, written, dead, next_at FROM writeback WHERE alert IN ({})", pending
+            )
+        }
         seen: dict[str, set[str]] = {}
-        for alert, dlp in self.db.execute("SELECT alert, dlp FROM writeback_seen"):
+        for alert, dlp in self._rows("SELECT alert, dlp FROM writeback_seen WHERE alert IN ({})", pending):
             seen.setdefault(alert, set()).add(dlp)
         out: list[Due] = []
-        for alert, dlps in sorted(by_alert.items()):
+        settled: list[str] = []
+        for alert in pending:
+            dlps = sorted(by_alert.get(alert, []))
             ids = [d for d, _ in dlps]
             digest = digest_of(ids)
             written, dead, next_at = state.get(alert, ("", "", 0.0))
             covered = seen.get(alert)
-            if dead or next_at > now or written == digest or (covered is not None and covered.issuperset(ids)):
+            if not dlps or dead or written == digest or (covered is not None and covered.issuperset(ids)):
+                settled.append(alert)
                 continue
-            infos = self._infos([alert] + [d for d, _ in dlps])
+            if next_at > now:
+                continue  # deferred: stays pending
+            infos = self._infos([alert] + ids)
             info = infos.get(alert)
-            if info is None or info.get("source") not in self.sources:
-                continue
             linked = [(infos[d], r) for d, r in dlps if d in infos]
-            if linked:
-                out.append(Due(alert, info, linked, digest, ids))
+            if info is None or info.get("source") not in self.sources or not linked:
+                settled.append(alert)  # gone from the index: a DLP event joining makes it pending again
+                continue
+            out.append(Due(alert, info, linked, digest, ids))
+        self._settle(settled)
         return out
+
+    def _rows(self, sql: str, ids: list[str]) -> Iterator[tuple[Any, ...]]:
+        """``sql`` (one ``IN ({})``) over ``ids`` in chunks of 500 placeholders."""
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            yield from self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
+
+    def _settle(self, alerts: list[str]) -> None:
+        """Take ``alerts`` out of the pending set of this write-back's sources."""
+        self.db.executemany(
+            "DELETE FROM writeback_pending WHERE source = ? AND alert = ?",
+            [(s, a) for a in alerts for s in sorted(self.sources)],
+        )
+
+    def _take_new_links(self) -> None:
+        """Add to ``writeback_pending`` the alerts (of each of this write-back's sources) of the
+        links created since that source's mark, and move the mark to the newest link: one
+        transaction, so a link is either behind the mark with its alert pending, or ahead of it.
+
+        Links get increasing rowids (the index inserts, and evicts the oldest first). The mark
+        names its link (rowid, ends, creation time): when that row holds another link, or is
+        gone while older rows remain, the table was rebuilt or renumbered (an index of an older
+        layout dropped, a VACUUM) and every link is read again once, as on the first drain."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for source in sorted(self.sources):
+                start = self._mark_start(source)
+                rows = self.db.execute(
+                    "SELECT rowid, dlp, alert, created FROM links WHERE rowid > ? ORDER BY rowid", (start,)
+                ).fetchall()
+                if not rows:
+                    continue
+                alerts = sorted({r[2] for r in rows})
+                infos = self._infos(alerts)
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO writeback_pending (source, alert) VALUES (?, ?)",
+                    [(source, a) for a in alerts if infos.get(a, {}).get("source") == source],
+                )
+                link, dlp, alert, created = rows[-1]
+                self.db.execute(
+                    "INSERT OR REPLACE INTO writeback_mark (source, link, dlp, alert, created) VALUES (?, ?, ?, ?, ?)",
+                    (source, link, dlp, alert, created),
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _mark_start(self, source: str) -> int:
+        """The rowid after which ``source``'s new links start (0: read every link)."""
+        mark = self.db.execute(
+            "SELECT link, dlp, alert, created FROM writeback_mark WHERE source = ?", (source,)
+        ).fetchone()
+        if mark is None:
+            return 0
+        link = int(mark[0])
+        row = self.db.execute("SELECT dlp, alert, created FROM links WHERE rowid = ?", (link,)).fetchone()
+        if row == tuple(mark[1:]):
+            return link
+        if row is None:
+            (low,) = self.db.execute("SELECT min(rowid) FROM links").fetchone()
+            if low is not None and low > link:
+                return link  # the marked link and every older one were evicted
+        return 0
 
     def _infos(self, eids: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -250,6 +342,7 @@ class WriteBack:
                     [(due.alert, d) for d in due.dlp_ids],
                 )
                 self.db.execute("UPDATE writeback SET comments = comments + 1 WHERE alert = ?", (due.alert,))
+                self._settle([due.alert])  # last: a crash before it leaves a recorded alert pending, settled next time
                 (result.commented if outcome == "commented" else result.recovered).append(due.graph_id)
                 self._log(outcome, due.graph_id)
             except RetriableError as exc:
@@ -260,6 +353,7 @@ class WriteBack:
                 self._log("deferred", due.graph_id)
             except PermanentError as exc:
                 self._record(due.alert, dead=str(exc))
+                self._settle([due.alert])
                 result.dead[due.graph_id] = str(exc)
                 self._log("dead_lettered", due.graph_id)
         else:

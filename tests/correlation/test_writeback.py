@@ -116,7 +116,9 @@ def test_one_comment_per_alert_across_runs_crash_and_throttling(tenant: Tenant, 
     # kill -9 between a POST and its record: the marker is found, nothing posted twice
     db = sqlite3.connect(str(Path(tenant.state) / DB_NAME))
     db.execute("UPDATE writeback SET written = ''")
-    db.execute("DELETE FROM writeback_seen")  # what a crash before the record leaves
+    # what a crash before the record leaves: no digest, no covered events, the alerts still pending
+    db.execute("DELETE FROM writeback_seen")
+    db.execute("INSERT OR IGNORE INTO writeback_pending (source, alert) SELECT 'graph', alert FROM writeback")
     db.commit()
     db.close()
     recovered = tenant.drain()
