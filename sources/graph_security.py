@@ -72,7 +72,10 @@ class GraphSecuritySettings:
     incident_page_size: int = setting(50, doc="$top for incidents (Graph caps it at 50)", minimum=1, maximum=50)
     expand_alerts: bool = setting(True, doc="ask incidents with $expand=alerts (falls back when it fails)")
     requests_per_minute: float = setting(
-        120.0, doc="request budget of this instance (Graph allows 150/min/app/tenant)", minimum=0
+        120.0,
+        doc="request budget of this source's app, its write-back and status sync included (Graph allows "
+        "150/min/app/tenant)",
+        minimum=0,
     )
     max_retry_wait: float = setting(120.0, doc="seconds spent retrying one request before giving up", minimum=0)
 
