@@ -306,7 +306,7 @@ class ServiceNowApp(App):
         total = len(rows)
         page = rows[offset : offset + limit]
         if not page and request.match and request.match.group("version") == "v1/":
-            return error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+            return _no_record()
         headers = {"X-Total-Count": str(total)}
         links = self._links(request, table, total, limit, offset)
         if links:
@@ -340,7 +340,7 @@ class ServiceNowApp(App):
             record = self.records.get(table, {}).get(request.match.group("sys_id"))
             record = dict(record) if record else None
         if record is None:
-            return error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+            return _no_record()
         return Response.json({"result": self._render(table, record, request)})
 
     def create(self, request: Request) -> Response:
@@ -375,15 +375,7 @@ class ServiceNowApp(App):
                 sys_mod_count="0",
             )
             self.records.setdefault(table, {})[sys_id] = record
-            self._journal(sys_id, table, journal, user, stamp)
-            self.writes += 1
-            rendered = self._render(table, dict(record), request)
-            if self._fail_after_write > 0:
-                self._fail_after_write -= 1
-                return error(500, "Internal Server Error", "Transaction cancelled: maximum execution time exceeded")
-        if request.header("x-no-response-body").lower() == "true":
-            return Response.empty(201)
-        return Response.json({"result": rendered}, 201)
+            return self._written(table, record, journal, user, stamp, request, 201)
 
     def update(self, request: Request) -> Response:
         table, problem = self._table(request)
@@ -397,7 +389,7 @@ class ServiceNowApp(App):
         with self._lock:
             record = self.records.get(table, {}).get(request.match.group("sys_id"))
             if record is None:
-                return error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+                return _no_record()
             locked = self.lock_inactive and record.get("active") == "false"
             if user in self.read_only or locked:
                 return error(403, "Operation Failed", "ACL Exception Update Failed due to security constraints")
@@ -406,15 +398,7 @@ class ServiceNowApp(App):
             record.update(
                 sys_updated_on=stamp, sys_updated_by=user, sys_mod_count=str(int(record.get("sys_mod_count", "0")) + 1)
             )
-            self._journal(record["sys_id"], table, journal, user, stamp)
-            self.writes += 1
-            rendered = self._render(table, dict(record), request)
-            if self._fail_after_write > 0:
-                self._fail_after_write -= 1
-                return error(500, "Internal Server Error", "Transaction cancelled: maximum execution time exceeded")
-        if request.header("x-no-response-body").lower() == "true":
-            return Response.empty(200)
-        return Response.json({"result": rendered})
+            return self._written(table, record, journal, user, stamp, request, 200)
 
     def delete(self, request: Request) -> Response:
         table, problem = self._table(request)
@@ -423,11 +407,33 @@ class ServiceNowApp(App):
         assert request.match is not None
         with self._lock:
             if self.records.get(table, {}).pop(request.match.group("sys_id"), None) is None:
-                return error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+                return _no_record()
             self.writes += 1
         return Response.empty(204)
 
     # ------------------------------------------------------------------ helpers
+
+    def _written(
+        self,
+        table: str,
+        record: dict[str, Any],
+        journal: list[tuple[str, str]],
+        user: str,
+        stamp: str,
+        request: Request,
+        status: int,
+    ) -> Response:
+        """The answer to a create or update (under the lock): the journal entries and the write
+        count recorded, then the record (none with ``X-no-response-body: true``), or a scripted
+        500 although the write is done."""
+        self._journal(record["sys_id"], table, journal, user, stamp)
+        self.writes += 1
+        if self._fail_after_write > 0:
+            self._fail_after_write -= 1
+            return error(500, "Internal Server Error", "Transaction cancelled: maximum execution time exceeded")
+        if request.header("x-no-response-body").lower() == "true":
+            return Response.empty(status)
+        return Response.json({"result": self._render(table, dict(record), request)}, status)
 
     def _dot_walk(self, record: dict[str, Any], path: str) -> str:
         """``assigned_to.email``: a column of the record a reference column points to ('' if none)."""
@@ -515,6 +521,10 @@ class ServiceNowApp(App):
         if mode == "all":
             return {k: {"display_value": labels.get(k, {}).get(v, v), "value": v} for k, v in record.items()}
         return record
+
+
+def _no_record() -> Response:
+    return error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
 
 
 def _text(value: Any) -> str:
