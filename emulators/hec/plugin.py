@@ -12,24 +12,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from emulators.cli import add_listen_arguments, serve_until_interrupted
 from forwarder.hookspecs import hookimpl
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from emulators.hec.app import DEFAULT_TOKEN
 
-    # host/port/TLS/state flags are spelled as the tenant emulator's (dest "bind": the CLI keeps
-    # its plugin host in args.host); --plain-http and --cert-dir, the older names, still parse
-    parser.add_argument(
-        "--host", dest="bind", metavar="ADDRESS", default="127.0.0.1", help="address to listen on (loopback)"
-    )
-    parser.add_argument("--port", type=int, default=8088, help="port (0: a free one; default 8088)")
-    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
-    parser.add_argument(
-        "--state-dir", metavar="DIR", default="./dlpfwd-hec-emulator", help="where the TLS CA and certificate are kept"
-    )
-    parser.add_argument("--plain-http", dest="http", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--cert-dir", dest="state_dir", help=argparse.SUPPRESS)
+    add_listen_arguments(parser, port=8088, state_dir="./dlpfwd-hec-emulator", older_http="--plain-http")
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the HEC token to accept (a GUID)")
     parser.add_argument("--index", action="append", default=[], help="allowed index (repeat; default: any)")
     parser.add_argument("--default-index", default="main", metavar="NAME", help="the token's default index")
@@ -67,12 +57,7 @@ def run(args: argparse.Namespace) -> int:
         f"HEC emulator listening on {server.url} token={args.token} ca={server.ca_file or '-'}",
         flush=True,
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.httpd.server_close()
+    serve_until_interrupted(server)
     return 0
 
 

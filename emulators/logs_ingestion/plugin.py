@@ -22,25 +22,20 @@ from typing import Any
 
 import orjson
 
+from emulators.cli import add_listen_arguments, serve_until_interrupted
 from forwarder.hookspecs import hookimpl
 
 DEFAULT_DCR = "dcr-00000000000000000000000000000000"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host", dest="bind", default="127.0.0.1", metavar="ADDRESS", help="loopback address to listen on"
+    add_listen_arguments(
+        parser,
+        port=0,
+        state_dir="./logs-ingestion-emulator",
+        http_help="plain HTTP instead of HTTPS (the sink requires https)",
+        older_http="--no-tls",
     )
-    parser.add_argument("--port", type=int, default=0, metavar="PORT", help="port (0: a free one)")
-    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS (the sink requires https)")
-    parser.add_argument(
-        "--state-dir",
-        default="./logs-ingestion-emulator",
-        metavar="DIR",
-        help="where the TLS CA and certificate are kept",
-    )
-    parser.add_argument("--no-tls", dest="http", action="store_true", help=argparse.SUPPRESS)  # older names
-    parser.add_argument("--cert-dir", dest="state_dir", help=argparse.SUPPRESS)
     parser.add_argument("--dcr", default=DEFAULT_DCR, metavar="ID", help="DCR immutable id to serve")
     parser.add_argument("--stream", default="Custom-PurviewDLP_CL", metavar="NAME", help="stream declared in the DCR")
     parser.add_argument(
@@ -128,12 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if server.ca_file:
         # Absolute: the sink's configuration is rarely in the emulator's working directory.
         print(f"ca_bundle = {os.path.abspath(server.ca_file)}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.httpd.server_close()
+    serve_until_interrupted(server)
     return 0
 
 

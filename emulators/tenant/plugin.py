@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from emulators.cli import add_listen_arguments
 from forwarder.hookspecs import hookimpl
 
 #: The fault knobs (``FaultConfig`` fields) settable by a ``--<knob>`` flag, with their type;
@@ -80,14 +81,12 @@ class _Formatter(argparse.HelpFormatter):
 def configure_emulator(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = _Formatter
     parser.usage = "%(prog)s [options] [--FAULT-KNOB VALUE ...]"
-    # dest is not "host": the CLI keeps its plugin host in args.host
-    parser.add_argument(
-        "--host", dest="bind", metavar="ADDRESS", default="127.0.0.1", help="address to listen on (loopback)"
-    )
-    parser.add_argument("--port", type=int, default=8443, help="port (0: a free one)")
-    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS (msal needs HTTPS)")
-    parser.add_argument(
-        "--state-dir", default="./dlpfwd-emulator", metavar="DIR", help="signing key and TLS CA/certificates"
+    add_listen_arguments(
+        parser,
+        port=8443,
+        state_dir="./dlpfwd-emulator",
+        state_help="signing key and TLS CA/certificates",
+        http_help="plain HTTP instead of HTTPS (msal needs HTTPS)",
     )
     parser.add_argument("--info-file", default="", metavar="PATH", help="also write url, ca_file, credentials as JSON")
     parser.add_argument(
