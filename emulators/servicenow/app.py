@@ -344,10 +344,7 @@ class ServiceNowApp(App):
         return Response.json({"result": self._render(table, record, request)})
 
     def create(self, request: Request) -> Response:
-        table, problem = self._table(request)
-        if problem:
-            return problem
-        body, problem = self._body(request)
+        table, body, problem = self._write_request(request)
         if problem:
             return problem
         user = request.header("x-emulator-user")
@@ -378,10 +375,7 @@ class ServiceNowApp(App):
             return self._written(table, record, journal, user, stamp, request, 201)
 
     def update(self, request: Request) -> Response:
-        table, problem = self._table(request)
-        if problem:
-            return problem
-        body, problem = self._body(request)
+        table, body, problem = self._write_request(request)
         if problem:
             return problem
         assert request.match is not None
@@ -454,6 +448,14 @@ class ServiceNowApp(App):
         if known is None:
             return None
         return known | {"sys_id", "number", "sys_created_on", "sys_updated_on", "sys_created_by", "sys_updated_by"}
+
+    def _write_request(self, request: Request) -> tuple[str, dict[str, Any], Response | None]:
+        """The table and JSON body of a create or update, or the answer refusing the request."""
+        table, problem = self._table(request)
+        if problem:
+            return table, {}, problem
+        body, problem = self._body(request)
+        return table, body, problem
 
     def _body(self, request: Request) -> tuple[dict[str, Any], Response | None]:
         content_type = request.header("content-type").split(";")[0].strip().lower()
