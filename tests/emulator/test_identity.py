@@ -80,22 +80,15 @@ def test_msal_certificate_assertion(tenant, with_public_cert):
     assert claims["appid"] == client_id and claims["appidacr"] == "2"
 
 
-def test_certificate_not_registered_is_aadsts700027(tenant):
+@pytest.mark.parametrize("thumbprint_of", ["own", "registered"])
+def test_assertion_not_signed_by_the_registered_key_is_aadsts700027(tenant, thumbprint_of):
+    """An assertion signed with another key is refused, under the thumbprint of that key's own
+    certificate (not registered) or of the registered one (a forged signature)."""
     registered, _ = make_certificate("registered")
     other_cert, other_key = make_certificate("other")
     client_id = tenant.emu.register_certificate_app(registered)
-    credential = {"private_key": other_key, "thumbprint": certificate_thumbprint(other_cert.encode())}
-    result = tenant.msal_app(credential, client_id).acquire_token_for_client(scopes=[f"{GRAPH}/.default"])
-    assert result["error"] == "invalid_client"
-    assert 700027 in result["error_codes"]
-
-
-def test_forged_assertion_signature_is_refused(tenant):
-    cert_pem, _ = make_certificate("registered")
-    _, wrong_key = make_certificate("attacker")
-    client_id = tenant.emu.register_certificate_app(cert_pem)
-    # a thumbprint of the registered cert, but signed with another key
-    credential = {"private_key": wrong_key, "thumbprint": certificate_thumbprint(cert_pem.encode())}
+    presented = registered if thumbprint_of == "registered" else other_cert
+    credential = {"private_key": other_key, "thumbprint": certificate_thumbprint(presented.encode())}
     result = tenant.msal_app(credential, client_id).acquire_token_for_client(scopes=[f"{GRAPH}/.default"])
     assert result["error"] == "invalid_client" and 700027 in result["error_codes"]
 
