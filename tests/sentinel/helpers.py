@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import strategies as st
 
 from emulators.logs_ingestion.app import Dcr, LogsIngestionApp
 from emulators.tenant.tokens import TokenIssuer, TokenVerifier
@@ -127,6 +128,29 @@ def event(i: int, **changes: Any) -> DlpEvent:
     )
     for key, value in changes.items():
         setattr(ev, key, value)
+    return ev
+
+
+@st.composite
+def generated_events(draw: st.DrawFn) -> DlpEvent:
+    """:func:`event` with generated user, severity, recipients, object size, false-positive flag,
+    sensitive-type names and counts, and policies (named after the user) with rule names and actions."""
+    text = st.text(max_size=16)
+    ev = event(
+        1, severity=draw(st.sampled_from(["high", "Low", "weird", ""])), recipients=draw(st.lists(text, max_size=5))
+    )
+    ev.user.upn = upn = draw(text)
+    ev.object.size = draw(st.one_of(st.none(), st.integers(0, 10**9)))
+    ev.override.false_positive = draw(st.booleans())
+    names = draw(st.lists(text, max_size=4))
+    counts = draw(st.lists(st.integers(0, 10**6), max_size=4))
+    for sit, name, count in zip(ev.sensitive_types * len(names), names, counts, strict=False):
+        sit.name, sit.count = name, count
+    actions = draw(st.lists(st.lists(st.sampled_from(["Block", "Notify", "Audit", ""]), max_size=3), max_size=3))
+    ev.policies = [
+        PolicyMatch(id=f"p{i}", name=upn, rules=[RuleMatch(id=f"r{i}", name=name, actions=acts)])
+        for i, (acts, name) in enumerate(zip(actions, names or [""] * len(actions), strict=False))
+    ]
     return ev
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from forwarder.schema import Label, PolicyMatch, RuleMatch, to_dict, to_json
 from forwarder.testing.events import hostile_event, sample_events
 from sinks.sentinel.columns import COLUMNS, to_row
 from sinks.sentinel.rows import _Row, encode_row
-from tests.sentinel.helpers import event
+from tests.sentinel.helpers import event, generated_events
 
 
 def reference(payload: bytes) -> dict:
@@ -78,31 +77,9 @@ def test_sparse_payloads_match(payload):
     assert orjson.loads(body) == reference(payload)
 
 
-text = st.text(max_size=12)
-
-
 @settings(max_examples=80, deadline=None)
-@given(
-    upn=text,
-    severity=st.sampled_from(["high", "Low", "weird", ""]),
-    names=st.lists(text, max_size=4),
-    counts=st.lists(st.integers(0, 10**6), max_size=4),
-    recipients=st.lists(text, max_size=5),
-    actions=st.lists(st.lists(st.sampled_from(["Block", "Notify", "Audit", ""]), max_size=3), max_size=3),
-    size=st.one_of(st.none(), st.integers(0, 10**9)),
-    false_positive=st.booleans(),
-)
-def test_equal_to_to_row_on_generated_events(upn, severity, names, counts, recipients, actions, size, false_positive):
-    ev = event(1, severity=severity, recipients=recipients)
-    ev.user.upn = upn
-    ev.object.size = size
-    ev.override.false_positive = false_positive
-    for sit, name, count in zip(ev.sensitive_types * len(names), names, counts, strict=False):
-        sit.name, sit.count = name, count
-    ev.policies = [
-        PolicyMatch(id=f"p{i}", name=upn, rules=[RuleMatch(id=f"r{i}", name=name, actions=acts)])
-        for i, (acts, name) in enumerate(zip(actions, names or [""] * len(actions), strict=False))
-    ]
+@given(generated_events())
+def test_equal_to_to_row_on_generated_events(ev):
     payload = to_json(ev)
     body = encode_row(payload)
     assert body is not None
