@@ -11,7 +11,8 @@ those events are simply read again from the source (at-least-once holds).
 Layout: one table per sink spool (``spool_<n>``) of segments -- the events of one batch in
 one row, see :mod:`forwarder.state.segments` -- with AUTOINCREMENT ids, so entry ids are never
 reused, depth counters in ``sinks`` (no scan
-at start-up), ``dead_letters``, ``quarantine``, ``dedup`` (idempotency keys), ``ledger`` +
+at start-up), ``dead_letters``, ``quarantine``, ``dedup`` + ``dedup_recent`` (idempotency keys,
+see :class:`RecentKeys`), ``ledger`` +
 ``ledger_sink`` (completeness), ``cursors``, ``kv`` (plugin state), ``health``, ``totals``.
 
 Threads: one writer connection behind a lock; each reading thread gets its own connection.
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS cursors (key TEXT PRIMARY KEY, value BLOB NOT NULL, u
 CREATE TABLE IF NOT EXISTS kv (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (ns, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, seen REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedup_recent (id INTEGER PRIMARY KEY, key TEXT NOT NULL, seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL,
     payload BLOB NOT NULL, reason TEXT NOT NULL, unit INTEGER NOT NULL, time REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0);
@@ -160,25 +162,45 @@ class _SqliteTransaction:
         self.depth_changed: set[str] = set()
         self.hot: list[tuple[str, int, bytes, bytes, bytes]] = []  # segments appended: (sink, id, lens, units, body)
         self.beats: dict[str, float] = {}  # heartbeats written, remembered once committed
+        self.recent: dict[str, float] = {}  # idempotency keys remembered, published once committed
+        self.merged = False  # dedup_recent was merged into dedup in this transaction
 
     def seen_keys(self, keys: Sequence[str], since: float) -> set[str]:
         seen: set[str] = set()
-        for part in _chunks(keys):
+        recent = self.store._recent_keys()
+        pending = self.recent
+        older: list[str] = []
+        for k in keys:
+            when = pending.get(k)
+            if when is None:
+                when = recent.get(k)
+            if when is None:
+                older.append(k)  # never remembered since the last merge: the dedup table decides
+            elif when >= since:
+                seen.add(k)
+            # else: remembered last (the recent copy is the latest) before ``since``: not seen
+        for part in _chunks(older):
             marks = ",".join("?" * len(part))
             sql = f"SELECT key FROM dedup WHERE key IN ({marks}) AND seen >= ?"  # noqa: S608 - placeholders only
             seen.update(r[0] for r in self.db.execute(sql, (*part, since)))
         return seen
 
     def remember_keys(self, keys: Sequence[str], now: float) -> None:
-        # One multi-row statement per chunk, not executemany: one step (one GIL hand-off) per
-        # 500 keys instead of one per key.
+        # Appended to dedup_recent (see RecentKeys). One multi-row statement per chunk, not
+        # executemany: one step (one GIL hand-off) per 500 keys instead of one per key.
+        committed = self.store._recent_keys()  # before this transaction's rows are in the table
         for part in _chunks(keys):
             values = ",".join(["(?, ?)"] * len(part))
             args: list[Any] = []
             for k in part:
                 args.append(k)
                 args.append(now)
-            self.db.execute(f"INSERT OR REPLACE INTO dedup (key, seen) VALUES {values}", args)  # noqa: S608
+            self.db.execute(f"INSERT INTO dedup_recent (key, seen) VALUES {values}", args)  # noqa: S608
+        self.recent.update(dict.fromkeys(keys, now))
+        if len(committed) + len(self.recent) >= RecentKeys.MAX_KEYS:
+            RecentKeys.merge(self.db, {**committed, **self.recent})
+            self.recent = {}  # all in dedup now; keys remembered later in this transaction are recent again
+            self.merged = True
 
     def unit_refs(self, source: str, unit_ids: Sequence[str], now: float) -> dict[str, int]:
         refs: dict[str, int] = {}
@@ -382,6 +404,70 @@ class _SqliteTransaction:
                 )
 
 
+class RecentKeys:
+    """The idempotency keys remembered since the last merge (``dedup_recent``), in memory.
+
+    ``dedup`` is a B-tree on the key, and keys arrive in random order: remembering a batch's
+    keys there dirtied one 16 KiB leaf page per key, each written to the WAL at every commit and
+    checkpointed again (~14 KB of I/O per event, the largest cost of a batch transaction).
+    Keys are instead appended to ``dedup_recent`` (by arrival: a few pages per batch) in the
+    batch's transaction, and looked up in this copy of it; every :attr:`MAX_KEYS` keys, the
+    transaction that reaches the bound moves them into ``dedup`` in key order, which writes
+    each leaf once for thousands of keys. Same answers as one table: a key's latest time is its
+    recent copy when it has one, else its ``dedup`` row.
+
+    The copy holds committed rows only and is reloaded when another connection (another
+    process) committed since this store last looked (``PRAGMA data_version``). Memory is
+    bounded by :attr:`MAX_KEYS`, not by the number of events.
+    """
+
+    MAX_KEYS = 32_768
+
+    def __init__(self) -> None:
+        self.keys: dict[str, float] = {}
+        self.version: int | None = None  # data_version when the copy was last known current
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get(self, key: str) -> float | None:
+        return self.keys.get(key)
+
+    def current(self, db: sqlite3.Connection) -> dict[str, float]:
+        """The copy, reloaded first if another connection committed meanwhile. Call inside the
+        write transaction (nobody else can commit while it is used) before this transaction
+        writes ``dedup_recent`` (a reload would take its uncommitted rows)."""
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.version:
+            self.keys = {k: t for k, t in db.execute("SELECT key, seen FROM dedup_recent ORDER BY id")}
+            self.version = version
+        return self.keys
+
+    @staticmethod
+    def merge(db: sqlite3.Connection, keys: dict[str, float]) -> None:
+        """Move the recent keys (``keys``: every row of ``dedup_recent``, the latest time of
+        each key) into ``dedup`` in key order, in the current transaction. Sorted here, not by
+        SQLite: its sorter would take up to the page cache's size again."""
+        rows = sorted(keys.items())
+        for part in _chunks(rows):
+            values = ",".join(["(?, ?)"] * len(part))
+            db.execute(
+                f"INSERT OR REPLACE INTO dedup (key, seen) VALUES {values}",  # noqa: S608 - placeholders only
+                [x for row in part for x in row],
+            )
+        db.execute("DELETE FROM dedup_recent")
+
+    def committed(self, added: dict[str, float], merged: bool) -> None:
+        """A transaction committed that merged (or not) and then remembered ``added``."""
+        if merged:
+            self.keys = dict(added)
+        else:
+            self.keys.update(added)
+
+    def forget_before(self, before: float) -> None:
+        self.keys = {k: t for k, t in self.keys.items() if t >= before}
+
+
 class HotSegments:
     """Segments of one sink's spool that this process appended and no reader has read yet, kept
     in memory (bounded) so that a drainer keeping up with its source does not read back from
@@ -498,6 +584,7 @@ class SqliteStateStore:
         self._unit_cache: dict[tuple[str, str], int] = {}
         self._pending_delta: dict[str, list[int]] = {}
         self._beats: dict[str, float] = {}  # name -> last heartbeat this process committed
+        self._recent = RecentKeys()
         self._checkpointer: Checkpointer | None = None
         self._closed = False
         with self._lock:
@@ -540,6 +627,8 @@ class SqliteStateStore:
                 for sink, seg, lens, units, body in tx.hot:
                     self._hot[sink].publish(seg, lens, units, body)
                 self._beats.update(tx.beats)
+                if tx.recent or tx.merged:
+                    self._recent.committed(tx.recent, tx.merged)
                 checkpointer = self._checkpointer
                 if checkpointer is None and not self._closed:
                     checkpointer = self._checkpointer = Checkpointer(self.path)
@@ -552,6 +641,9 @@ class SqliteStateStore:
                 for hot in self._hot.values():
                     hot.forget()  # the in-process tail of a spool may have moved back
                 raise
+
+    def _recent_keys(self) -> dict[str, float]:
+        return self._recent.current(self._db)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -896,7 +988,11 @@ class SqliteStateStore:
     def purge_dedup(self, before: float) -> int:
         """Forget idempotency keys older than the deduplication window."""
         with self.transaction():
-            return self._db.execute("DELETE FROM dedup WHERE seen < ?", (before,)).rowcount
+            self._recent_keys()  # current before it is trimmed with the table
+            n = self._db.execute("DELETE FROM dedup WHERE seen < ?", (before,)).rowcount
+            n += self._db.execute("DELETE FROM dedup_recent WHERE seen < ?", (before,)).rowcount
+            self._recent.forget_before(before)  # a rollback leaves rows the window excludes anyway
+        return n
 
 
 def open_store(state_dir: str) -> SqliteStateStore:
