@@ -2,7 +2,7 @@
 ``management_activity`` source -> normalizer -> pipeline -> file sink, through the Forwarder.
 
     .venv/bin/python bench/bench_sources.py [--records 200000] [--per-blob 200] [--no-baseline]
-        [--set batch_records=100 ...]
+        [--set batch_records=100 ...] [--samples FILE]
 
 1. The emulator starts in its own process (``python -m emulators.tenant``) with ``--records``
    DLP records over 5 days.
@@ -124,6 +124,68 @@ def baseline(d: dict[str, str]) -> tuple[int, float, int]:
     return records, spent, size
 
 
+SAMPLES_ENV = "DLPFWD_BENCH_SAMPLES"
+
+
+def start_sampler(path: str, interval: float = 2.0) -> None:
+    """Diagnostic (``--samples``): every ``interval`` seconds append a JSON line to ``path`` with
+    the child's RSS, SQLite's heap (``sqlite3_memory_used``) and, per SQLite connection of the
+    process, its page cache / prepared statements in KiB (``sqlite3_db_status``); at exit, the
+    garbage collector's passes and seconds per generation. Reads CPython's connection object
+    for the ``sqlite3 *`` handle: a diagnostic for this interpreter, not an interface."""
+    import ctypes
+    import ctypes.util
+    import gc
+    import sqlite3
+    import threading
+
+    lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    cache_used, stmt_used = 1, 3  # SQLITE_DBSTATUS_CACHE_USED, SQLITE_DBSTATUS_STMT_USED
+    gc_seconds, gc_passes, started = [0.0, 0.0, 0.0], [0, 0, 0], [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            gc_seconds[info["generation"]] += time.perf_counter() - started[0]
+            gc_passes[info["generation"]] += 1
+
+    def db_status(conn: sqlite3.Connection, op: int) -> int:
+        handle = ctypes.c_void_p.from_address(id(conn) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+        current, high = ctypes.c_int(), ctypes.c_int()
+        lib.sqlite3_db_status(ctypes.c_void_p(handle), op, ctypes.byref(current), ctypes.byref(high), 0)
+        return current.value >> 10
+
+    def run() -> None:
+        t0 = time.monotonic()
+        with open(path, "a") as fh:
+            while True:
+                conns = [o for o in gc.get_objects() if isinstance(o, sqlite3.Connection)]
+                with open("/proc/self/statm") as f:
+                    rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                sample = {
+                    "t": round(time.monotonic() - t0, 1),
+                    "rss_mb": round(rss / 2**20, 1),
+                    "sqlite_heap_mb": round(lib.sqlite3_memory_used() / 2**20, 1),
+                    "connections_cache_stmt_kib": [[db_status(c, cache_used), db_status(c, stmt_used)] for c in conns],
+                }
+                del conns
+                fh.write(json.dumps(sample) + "\n")
+                fh.flush()
+                time.sleep(interval)
+
+    def at_exit() -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"gc_passes": gc_passes, "gc_seconds": [round(x, 3) for x in gc_seconds]}) + "\n")
+
+    import atexit
+
+    gc.callbacks.append(on_gc)
+    atexit.register(at_exit)
+    threading.Thread(target=run, name="bench-sampler", daemon=True).start()
+
+
 def forwarder_child(info_path: str, out: str, extra: str = "") -> None:
     """Run in a child process: backfill everything into the file sink, print JSON figures.
     ``extra``: more TOML lines for the source (``--set``)."""
@@ -133,6 +195,9 @@ def forwarder_child(info_path: str, out: str, extra: str = "") -> None:
     from forwarder.runtime import Forwarder
 
     d = json.loads(Path(info_path).read_text())
+    samples = os.environ.get(SAMPLES_ENV)
+    if samples:
+        start_sampler(samples)
     text = f"""
 [forwarder]
 state_dir = "{out}/state"
@@ -192,6 +257,11 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="source setting, e.g. concurrency=2"
     )
+    parser.add_argument(
+        "--samples",
+        metavar="FILE",
+        help="diagnostic: the child appends RSS, SQLite heap and page caches every 2 s, and GC time, as JSON lines",
+    )
     parser.add_argument("--child", nargs=3, metavar=("INFO", "OUT", "EXTRA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -211,12 +281,16 @@ def main() -> None:
                 )
             out = os.path.join(tmp, "fwd")
             os.makedirs(out)
+            env = dict(os.environ)
+            if args.samples:
+                env[SAMPLES_ENV] = os.path.abspath(args.samples)
             child = subprocess.run(
                 [sys.executable, __file__, "--child", os.path.join(tmp, "info.json"), out, "\n".join(args.set)],
                 capture_output=True,
                 text=True,
                 cwd=ROOT,
                 check=False,
+                env=env,
             )
             if child.returncode != 0:
                 print(child.stderr[-3000:])
