@@ -299,6 +299,7 @@ class _SqliteTransaction:
                 by_segment[seg] = [r]
             else:
                 group.append(r)
+        self.store._hot[sink].discard(by_segment)
         fresh: list[SpoolRow] = []
         get = f"SELECT n, done FROM spool_{sid} WHERE id = ?"  # noqa: S608
         delete = f"DELETE FROM spool_{sid} WHERE id = ?"  # noqa: S608
@@ -476,8 +477,11 @@ class HotSegments:
     A segment is served only where the database would return exactly the same entries: it
     must follow, with the next id, a segment this process appended itself (so no segment of
     another process lies between them), and the reader must be positioned exactly at the end
-    of what was served before it. A segment is served once, in order; a reader that moves
-    back (a retry) or elsewhere reads from the database, which drops the segments it passes.
+    of what was served before it, or read again from where it read last (a drainer waiting for
+    a fuller batch reads the same entries again, now with more behind them: before, each such
+    read went to the database). What lies before the reader's position is dropped; a reader
+    that moves back (a retry) or elsewhere reads from the database, which drops the segments
+    it passes; a segment with an entry settled is dropped (its done bitmap is in the database).
 
     It keeps nothing until a reader has read once, and when it is full and no reader came for
     :attr:`IDLE_SECONDS` (a sink that is down), it lets go of everything until a reader reads
@@ -489,9 +493,9 @@ class HotSegments:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # segment id -> [n, offsets, units, body, next index]; by_end: reader position -> segment id
-        self._segs: dict[int, list[Any]] = {}
-        self._by_pos: dict[int, int] = {}
+        # segment id -> (n, offsets, units, body); reader position -> (segment id, first index there)
+        self._segs: dict[int, tuple[int, list[int], Any, bytes]] = {}
+        self._by_pos: dict[int, tuple[int, int]] = {}
         self._tail: tuple[int, int] | None = None  # (id, n) of the last segment appended here
         self._read_upto = 0  # the last segment a reader got from the database
         self._bytes = 0
@@ -519,8 +523,8 @@ class HotSegments:
                     self._by_pos.clear()
                     self._bytes = 0
                 return
-            self._segs[seg] = [n, offsets, units, body, 0]
-            self._by_pos[segments.entry_id(tail[0], tail[1] - 1)] = seg
+            self._segs[seg] = (n, offsets, units, body)
+            self._by_pos[segments.entry_id(tail[0], tail[1] - 1)] = (seg, 0)
             self._bytes += len(body)
 
     def take(self, after: int, limit: int) -> list[SpoolRow]:
@@ -529,23 +533,35 @@ class HotSegments:
         with self._lock:
             self._last_read = time.monotonic()
             self._idle = False
+            if self._by_pos and min(self._by_pos) < after:
+                self._drop_before(after)  # the reader moved past them: never served again
+            row = SpoolRow.in_segment
             while len(out) < limit:
-                seg = self._by_pos.pop(after, None)
-                if seg is None:
+                found = self._by_pos.get(after)
+                if found is None:
                     break
-                n, offsets, units, body, first = self._segs[seg]
+                seg, first = found
+                n, offsets, units, body = self._segs[seg]
                 last = min(n, first + limit - len(out))
                 base = segments.entry_id(seg, 0)
-                row = SpoolRow.in_segment
                 out.extend([row(base + i, body, offsets[i], offsets[i + 1], units[i], 0) for i in range(first, last)])
                 after = base + last - 1
-                if last >= n:
-                    self._segs.pop(seg)
-                    self._bytes -= len(body)
-                else:
-                    self._segs[seg][4] = last
-                    self._by_pos[after] = seg
+                if last < n:
+                    self._by_pos[after] = (seg, last)
         return out
+
+    def _drop_before(self, position: int) -> None:
+        """Forget reader positions before ``position`` and the segments wholly before it."""
+        self._by_pos = {p: v for p, v in self._by_pos.items() if p >= position}
+        for seg in [s for s, v in self._segs.items() if segments.entry_id(s, v[0] - 1) <= position]:
+            self._drop(seg)
+
+    def discard(self, segs: Any) -> None:
+        """Entries of these segments were settled: the database has their done bitmap."""
+        with self._lock:
+            for seg in segs:
+                if seg in self._segs:
+                    self._drop(seg)
 
     def passed(self, position: int) -> None:
         """A reader read up to ``position`` from the database: forget what lies before it."""
@@ -566,7 +582,7 @@ class HotSegments:
     def _drop(self, seg: int) -> None:
         entry = self._segs.pop(seg)
         self._bytes -= len(entry[3])
-        for pos in [p for p, s in self._by_pos.items() if s == seg]:
+        for pos in [p for p, v in self._by_pos.items() if v[0] == seg]:
             del self._by_pos[pos]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 from forwarder.state.base import SpoolRow
 from forwarder.state.sqlite import SqliteStateStore
@@ -45,6 +46,8 @@ def test_reads_from_memory_equal_reads_from_the_database(tmp_path: Path) -> None
         if not got:
             continue
         fate = rng.random()
+        if fate < 0.15:  # not sent: read again from the same position (waiting for a fuller batch)
+            continue
         if fate < 0.7:  # all delivered
             store.settle("s", got, [], [], 2.0)
             pos = got[-1].id
@@ -154,3 +157,41 @@ def test_entries_share_their_segment_until_a_sink_asks_for_the_payload(tmp_path:
     rows[0].payload = b'{"e":"changed"}'
     assert rows[0].size == len(b'{"e":"changed"}') and bytes(rows[0].payload_view()) == b'{"e":"changed"}'
     store.close()
+
+
+def test_reading_again_from_the_same_position_is_served_from_memory(tmp_path: Path) -> None:
+    """A drainer waiting for a fuller batch reads the same entries again with more behind them:
+    memory serves them again (no database read), exactly as the database would."""
+    store = SqliteStateStore(str(tmp_path))
+    store.register_sink("s")
+    reference = SqliteStateStore(str(tmp_path))
+    database_reads = 0
+    reader = store._reader
+
+    def counting_reader() -> Any:
+        nonlocal database_reads
+        database_reads += 1
+        return reader()
+
+    store._reader = counting_reader  # type: ignore[method-assign]
+    append(store, 10, "z")  # the first segment of this process: read from the database
+    done = store.read_spool("s", 0, 500)
+    store.settle("s", done, [], [], 2.0)
+    pos = done[-1].id
+    database_reads = 0
+    append(store, 200, "a")
+    first = store.read_spool("s", pos, 500)
+    append(store, 200, "b")
+    again = store.read_spool("s", pos, 500)
+    append(store, 200, "c")
+    third = store.read_spool("s", pos, 500)
+    assert database_reads == 0
+    assert rows_of(first) == rows_of(reference.read_spool("s", pos, 500))[:200]
+    assert rows_of(again) == rows_of(reference.read_spool("s", pos, 500))[:400]
+    assert rows_of(third) == rows_of(reference.read_spool("s", pos, 500))
+    # part of what was read is delivered: its segment leaves memory, the rest comes from SQLite
+    store.settle("s", third[:100], [], [], 2.0)
+    assert rows_of(store.read_spool("s", pos, 500)) == rows_of(reference.read_spool("s", pos, 500))
+    assert database_reads == 1
+    store.close()
+    reference.close()
