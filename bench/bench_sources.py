@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -127,12 +128,13 @@ def baseline(d: dict[str, str]) -> tuple[int, float, int]:
 SAMPLES_ENV = "DLPFWD_BENCH_SAMPLES"
 
 
-def start_sampler(path: str, interval: float = 2.0) -> None:
+def start_sampler(path: str, interval: float = 2.0) -> Callable[[], None]:
     """Diagnostic (``--samples``): every ``interval`` seconds append a JSON line to ``path`` with
     the child's RSS, SQLite's heap (``sqlite3_memory_used``) and, per SQLite connection of the
     process, its page cache / prepared statements in KiB (``sqlite3_db_status``); at exit, the
     garbage collector's passes and seconds per generation. Reads CPython's connection object
-    for the ``sqlite3 *`` handle: a diagnostic for this interpreter, not an interface."""
+    for the ``sqlite3 *`` handle: a diagnostic for this interpreter, not an interface. Returns
+    the function that stops the sampling; call it before any connection is closed."""
     import ctypes
     import ctypes.util
     import gc
@@ -153,6 +155,8 @@ def start_sampler(path: str, interval: float = 2.0) -> None:
 
     def db_status(conn: sqlite3.Connection, op: int) -> int:
         handle = ctypes.c_void_p.from_address(id(conn) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+        if not handle:  # closed
+            return 0
         current, high = ctypes.c_int(), ctypes.c_int()
         lib.sqlite3_db_status(ctypes.c_void_p(handle), op, ctypes.byref(current), ctypes.byref(high), 0)
         return current.value >> 10
@@ -160,7 +164,7 @@ def start_sampler(path: str, interval: float = 2.0) -> None:
     def run() -> None:
         t0 = time.monotonic()
         with open(path, "a") as fh:
-            while True:
+            while not stopped.is_set():
                 conns = [o for o in gc.get_objects() if isinstance(o, sqlite3.Connection)]
                 with open("/proc/self/statm") as f:
                     rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -173,7 +177,7 @@ def start_sampler(path: str, interval: float = 2.0) -> None:
                 del conns
                 fh.write(json.dumps(sample) + "\n")
                 fh.flush()
-                time.sleep(interval)
+                stopped.wait(interval)
 
     def at_exit() -> None:
         with open(path, "a") as fh:
@@ -181,9 +185,16 @@ def start_sampler(path: str, interval: float = 2.0) -> None:
 
     import atexit
 
+    def stop() -> None:
+        stopped.set()
+        thread.join()
+
+    stopped = threading.Event()
+    thread = threading.Thread(target=run, name="bench-sampler", daemon=True)
     gc.callbacks.append(on_gc)
     atexit.register(at_exit)
-    threading.Thread(target=run, name="bench-sampler", daemon=True).start()
+    thread.start()
+    return stop
 
 
 def forwarder_child(info_path: str, out: str, extra: str = "") -> None:
@@ -196,8 +207,7 @@ def forwarder_child(info_path: str, out: str, extra: str = "") -> None:
 
     d = json.loads(Path(info_path).read_text())
     samples = os.environ.get(SAMPLES_ENV)
-    if samples:
-        start_sampler(samples)
+    stop_sampler = start_sampler(samples) if samples else None
     text = f"""
 [forwarder]
 state_dir = "{out}/state"
@@ -230,6 +240,8 @@ path = "{out}/events.jsonl"
         t0 = time.perf_counter()
         result = fw.backfill("o365", now - dt.timedelta(days=DAYS + 1), now)
         elapsed = time.perf_counter() - t0
+        if stop_sampler is not None:
+            stop_sampler()  # before the store closes its connections
     lines = 0
     for path in Path(out).glob("events*.jsonl"):  # the file sink rotates by size (events.1.jsonl, ...)
         with open(path, "rb") as fh:
