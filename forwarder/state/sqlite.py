@@ -808,6 +808,7 @@ class SqliteStateStore:
             if retried:
                 sid = self._sid(sink)
                 segs = {segments.split_id(r.id)[0] for r in retried}
+                self._hot[sink].discard(segs)  # their attempts change: read them from the database
                 self._db.executemany(
                     f"UPDATE spool_{sid} SET attempts = attempts + 1 WHERE id = ?",  # noqa: S608
                     [(seg,) for seg in segs],

@@ -17,8 +17,8 @@ from forwarder.state.base import SpoolRow
 from forwarder.state.sqlite import SqliteStateStore
 
 
-def rows_of(rows: list[SpoolRow]) -> list[tuple[int, bytes, int]]:
-    return [(r.id, r.payload, r.unit) for r in rows]
+def rows_of(rows: list[SpoolRow]) -> list[tuple[int, bytes, int, int]]:
+    return [(r.id, r.payload, r.unit, r.attempts) for r in rows]
 
 
 def append(store: SqliteStateStore, n: int, tag: str) -> None:
@@ -193,5 +193,23 @@ def test_reading_again_from_the_same_position_is_served_from_memory(tmp_path: Pa
     store.settle("s", third[:100], [], [], 2.0)
     assert rows_of(store.read_spool("s", pos, 500)) == rows_of(reference.read_spool("s", pos, 500))
     assert database_reads == 1
+    store.close()
+    reference.close()
+
+
+def test_a_retried_batch_is_read_again_with_its_attempts(tmp_path: Path) -> None:
+    store = SqliteStateStore(str(tmp_path))
+    store.register_sink("s")
+    reference = SqliteStateStore(str(tmp_path))
+    append(store, 5, "z")  # the first segment of this process: read from the database
+    done = store.read_spool("s", 0, 500)
+    store.settle("s", done, [], [], 2.0)
+    pos = done[-1].id
+    append(store, 50, "a")
+    sent = store.read_spool("s", pos, 500)  # from memory
+    store.settle("s", [], [], sent, 2.0)  # all retried: the drainer reads them again from pos
+    again = store.read_spool("s", pos, 500)
+    assert rows_of(again) == rows_of(reference.read_spool("s", pos, 500))
+    assert {r.attempts for r in again} == {1}
     store.close()
     reference.close()
