@@ -72,14 +72,20 @@ class Tenant:
             writer.close()
 
 
-@pytest.fixture
-def tenant(tmp_path: Path) -> Iterator[Tenant]:
+def running_tenant(tmp_path: Path, audit_records: int, days: float) -> Iterator[Tenant]:
+    """A served tenant emulator (seed 3, an alert per 10 records, 2 alerts per incident) and the
+    write-back configuration against it; the body of a ``tenant`` fixture."""
     emu = TenantEmulator(
-        EmulatorConfig(seed=3, audit_records=700, days=2, alert_every=10, alerts_per_incident=2),
+        EmulatorConfig(seed=3, audit_records=audit_records, days=days, alert_every=10, alerts_per_incident=2),
         state_dir=tmp_path / "emu",
     )
     with serve(emu) as server:
         yield Tenant(tmp_path, emu, server)
+
+
+@pytest.fixture
+def tenant(tmp_path: Path) -> Iterator[Tenant]:
+    yield from running_tenant(tmp_path, audit_records=700, days=2)
 
 
 def test_one_comment_per_alert_across_runs_crash_and_throttling(tenant: Tenant, capsys: Any) -> None:

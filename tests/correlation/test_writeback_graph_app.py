@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulators.tenant import EmulatorConfig, TenantEmulator
 from forwarder.api import AppShare, _shares, app_share
 from forwarder.auth import TokenProvider
 from forwarder.correlation.writeback import GraphWriter, PermanentError
@@ -24,8 +23,7 @@ from forwarder.errors import FatalError, RetriableError
 from forwarder.sync.defender import DefenderIncidents
 from forwarder.sync.peer import SyncRejected
 from sources.graph_security import GraphSecuritySettings, GraphSecuritySource
-from tests.correlation.test_writeback import Tenant
-from tests.sources.emulated import serve
+from tests.correlation.test_writeback import Tenant, running_tenant
 from tests.sources.fakes import GRAPH, Context, FakeTokens, auth, http_date, json_response
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
@@ -128,12 +126,7 @@ def test_settings_that_cannot_be_weakly_referenced_get_an_unshared_budget() -> N
 
 @pytest.fixture
 def tenant(tmp_path: Path) -> Iterator[Tenant]:
-    emu = TenantEmulator(
-        EmulatorConfig(seed=3, audit_records=300, days=1, alert_every=10, alerts_per_incident=2),
-        state_dir=tmp_path / "emu",
-    )
-    with serve(emu) as server:
-        yield Tenant(tmp_path, emu, server)
+    yield from running_tenant(tmp_path, audit_records=300, days=1)
 
 
 def test_one_token_for_the_source_and_the_writeback_of_a_run(tenant: Tenant) -> None:
