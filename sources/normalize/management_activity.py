@@ -397,8 +397,7 @@ def _client_ip(value: str) -> str:
 
 
 def _is_system(user: str) -> bool:
-    u = user.lower()
-    return any(u.startswith(s) for s in _SYSTEM_USERS)
+    return user.lower().startswith(_SYSTEM_USERS)
 
 
 # --------------------------------------------------------------------------- fast path
