@@ -122,7 +122,7 @@ def purge_change_ids(store: Any, retention: float, now: float | None = None, bat
     removed, after = 0, ""
     while True:
         with store.transaction() as tx:
-            rows = tx.db.execute(
+            rows = tx.execute(
                 "SELECT key, value FROM kv WHERE ns = ? AND key > ? ORDER BY key LIMIT ?",
                 (SEEN_NAMESPACE, after, batch),
             ).fetchall()
@@ -134,7 +134,7 @@ def purge_change_ids(store: Any, retention: float, now: float | None = None, bat
                     when = 0.0
                 if when < before:
                     old.append((SEEN_NAMESPACE, key))
-            tx.db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", old)
+            tx.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", old)
         removed += len(old)
         if len(rows) < batch:
             return removed

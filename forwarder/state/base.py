@@ -11,7 +11,7 @@ Contract, whatever the backend:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -183,6 +183,17 @@ class Transaction(Protocol):
     def beat(self, name: str, now: float) -> None:
         """Record a successful poll (source) or delivery (sink) time (a store may skip a beat
         less than a second after the last one it recorded for ``name``)."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run SQL within this transaction on tables that a core module keeps in the state
+        database itself (the status sync's ``sync_inbox`` / ``sync_shadow``, ``dlpfwd serve``'s
+        change ids in ``kv``), created with ``CREATE TABLE IF NOT EXISTS`` by that module; returns
+        a DB-API cursor. Plugins never use it: their durable state is :meth:`StateStore.kv`."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        """:meth:`execute` once per row of ``rows``."""
         ...
 
 

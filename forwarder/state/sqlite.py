@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -164,6 +164,12 @@ class _SqliteTransaction:
         self.beats: dict[str, float] = {}  # heartbeats written, remembered once committed
         self.recent: dict[str, float] = {}  # idempotency keys remembered, published once committed
         self.merged = False  # dedup_recent was merged into dedup in this transaction
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self.db.executemany(sql, rows)
 
     def seen_keys(self, keys: Sequence[str], since: float) -> set[str]:
         seen: set[str] = set()

@@ -14,8 +14,10 @@ applier (:mod:`forwarder.sync.applier`) applies it and marks it applied in the s
 transaction as the *shadow* (the values both sides last agreed on, see
 :mod:`forwarder.sync.reconcile`), so a kill -9 at any point neither loses nor repeats it.
 
-The tables are created on the store's own connection the first time they are needed
-(``sync_inbox``, ``sync_shadow``); nothing in :mod:`forwarder.state` changes for them.
+The tables (``sync_inbox``, ``sync_shadow``) are created the first time they are needed and
+reached through the state-store transaction's SQL methods
+(:meth:`forwarder.state.base.Transaction.execute`); nothing in :mod:`forwarder.state` changes
+for them.
 Rows settled (applied, skipped, dead) are kept ``RETENTION`` seconds so that a repeat of the
 same (origin, reference, version) is still recognised, then purged.
 """
@@ -58,19 +60,13 @@ class InboxItem:
     attempts: int
 
 
-def _conn(tx: Any) -> Any:
-    """The SQLite connection behind a state-store transaction."""
-    return tx.db
-
-
 @contextmanager
 def transaction(store: Any) -> Iterator[Any]:
-    """A state-store transaction with the sync tables present; yields the connection."""
+    """A state-store transaction with the sync tables present (SQL through :meth:`Transaction.execute`)."""
     with store.transaction() as tx:
-        db = _conn(tx)
         if store not in _READY:
             for statement in _SCHEMA:
-                db.execute(statement)
+                tx.execute(statement)
         yield tx
     _READY.add(store)
 
@@ -85,7 +81,7 @@ def enqueue(store: Any, change: StatusChange) -> bool:
 def enqueue_in(tx: Any, change: StatusChange, now: float | None = None) -> bool:
     """:func:`enqueue` inside a caller's transaction (e.g. together with a read cursor)."""
     clean = change.normalized()
-    cursor = _conn(tx).execute(
+    cursor = tx.execute(
         "INSERT OR IGNORE INTO sync_inbox (origin, reference, version, incident, body, created) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (
@@ -113,16 +109,12 @@ def due(
     if origins is not None:
         only = " AND origin IN (" + ", ".join("?" for _ in origins) + ")"
     with transaction(store) as tx:
-        rows = (
-            _conn(tx)
-            .execute(
-                f"""SELECT i.id, i.body, i.attempts, i.next_at FROM sync_inbox i
+        rows = tx.execute(
+            f"""SELECT i.id, i.body, i.attempts, i.next_at FROM sync_inbox i
                JOIN (SELECT min(id) AS id FROM sync_inbox WHERE state = 'pending'{only} GROUP BY incident) f
                ON f.id = i.id ORDER BY i.id""",  # noqa: S608 - only placeholders are formatted in
-                tuple(origins or ()),
-            )
-            .fetchall()
-        )
+            tuple(origins or ()),
+        ).fetchall()
     out = []
     for row_id, body, attempts, next_at in rows:
         if next_at > now:
@@ -144,8 +136,7 @@ def finish(
     """Settle ``item`` (APPLIED, SKIPPED or DEAD) and, in the same transaction, store the
     incident's new ``shadow`` and add ``counts`` to the sync totals."""
     with transaction(store) as tx:
-        db = _conn(tx)
-        db.execute(
+        tx.execute(
             "UPDATE sync_inbox SET state = ?, done = ?, detail = ?, attempts = attempts + 1 WHERE id = ?",
             (state, time.time(), detail[:1000], item.id),
         )
@@ -158,7 +149,7 @@ def finish(
 def defer(store: Any, item: InboxItem, wait: float, reason: str) -> None:
     """Retry ``item`` after ``wait`` seconds (the incident's later changes wait too)."""
     with transaction(store) as tx:
-        _conn(tx).execute(
+        tx.execute(
             "UPDATE sync_inbox SET attempts = attempts + 1, next_at = ?, detail = ? WHERE id = ?",
             (time.time() + wait, reason[:1000], item.id),
         )
@@ -168,44 +159,37 @@ def defer(store: Any, item: InboxItem, wait: float, reason: str) -> None:
 def shadow(store: Any, incident: str) -> dict[str, Any]:
     """The shadow of ``incident`` (empty when it was never synced)."""
     with transaction(store) as tx:
-        row = _conn(tx).execute("SELECT value FROM sync_shadow WHERE incident = ?", (incident,)).fetchone()
+        row = tx.execute("SELECT value FROM sync_shadow WHERE incident = ?", (incident,)).fetchone()
     value: dict[str, Any] = orjson.loads(row[0]) if row else {}
     return value
 
 
 def put_shadow(tx: Any, incident: str, value: dict[str, Any]) -> None:
-    _conn(tx).execute(
-        "INSERT OR REPLACE INTO sync_shadow (incident, value) VALUES (?, ?)", (incident, orjson.dumps(value))
-    )
+    tx.execute("INSERT OR REPLACE INTO sync_shadow (incident, value) VALUES (?, ?)", (incident, orjson.dumps(value)))
 
 
 def kv_with_prefix(tx: Any, namespace: str, prefix: str) -> list[tuple[str, bytes]]:
     """(key, raw value) of the state-store key-values in ``namespace`` whose key starts with
     ``prefix`` (a prefix ending in ``:``, as the sink's ``observed:`` records)."""
-    rows = (
-        _conn(tx)
-        .execute(
-            "SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND key < ?",
-            (namespace, prefix, prefix[:-1] + ";"),
-        )
-        .fetchall()
-    )
+    rows = tx.execute(
+        "SELECT key, value FROM kv WHERE ns = ? AND key >= ? AND key < ?",
+        (namespace, prefix, prefix[:-1] + ";"),
+    ).fetchall()
     return [(key, raw) for key, raw in rows]
 
 
 def kv_delete_unchanged(tx: Any, namespace: str, rows: list[tuple[str, bytes]]) -> None:
     """Delete each (key, raw value) of ``namespace`` that still holds that value (a newer one
     written meanwhile stays)."""
-    db = _conn(tx)
     for key, raw in rows:
-        db.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND value = ?", (namespace, key, raw))
+        tx.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND value = ?", (namespace, key, raw))
 
 
 def purge(store: Any, before: float | None = None) -> int:
     """Forget settled changes older than ``before`` (default: :data:`RETENTION` ago)."""
     before = time.time() - RETENTION if before is None else before
     with transaction(store) as tx:
-        cursor = _conn(tx).execute("DELETE FROM sync_inbox WHERE state != 'pending' AND done < ?", (before,))
+        cursor = tx.execute("DELETE FROM sync_inbox WHERE state != 'pending' AND done < ?", (before,))
         return int(cursor.rowcount)
 
 
@@ -213,11 +197,10 @@ def stats(store: Any) -> dict[str, int]:
     """Rows by state plus the running totals (seen, repeats, applied, skipped_echo, conflicts,
     dead_lettered, deferred...)."""
     with transaction(store) as tx:
-        db = _conn(tx)
         out = {s: 0 for s in (PENDING, APPLIED, SKIPPED, DEAD)}
-        for state, n in db.execute("SELECT state, count(*) FROM sync_inbox GROUP BY state"):
+        for state, n in tx.execute("SELECT state, count(*) FROM sync_inbox GROUP BY state"):
             out[state] = n
-        for name, value in db.execute("SELECT name, value FROM totals WHERE scope = ?", (TOTALS_SCOPE,)):
+        for name, value in tx.execute("SELECT name, value FROM totals WHERE scope = ?", (TOTALS_SCOPE,)):
             out[f"total_{name}"] = value
     return out
 
@@ -225,11 +208,9 @@ def stats(store: Any) -> dict[str, int]:
 def dead(store: Any, limit: int = 100) -> list[tuple[int, StatusChange, str]]:
     """Dead-lettered changes (id, change, reason), newest first."""
     with transaction(store) as tx:
-        rows = (
-            _conn(tx)
-            .execute("SELECT id, body, detail FROM sync_inbox WHERE state = 'dead' ORDER BY id DESC LIMIT ?", (limit,))
-            .fetchall()
-        )
+        rows = tx.execute(
+            "SELECT id, body, detail FROM sync_inbox WHERE state = 'dead' ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
     return [(r[0], StatusChange.from_dict(orjson.loads(r[1])), r[2]) for r in rows]
 
 
@@ -237,7 +218,7 @@ def summary(store: Any) -> dict[str, int] | None:
     """:func:`stats` for ``dlpfwd state``; None when the sync never ran (its tables do not
     exist: nothing is created by this read)."""
     with store.transaction() as tx:
-        found = _conn(tx).execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync_inbox'").fetchone()
+        found = tx.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync_inbox'").fetchone()
     return stats(store) if found else None
 
 

@@ -433,7 +433,7 @@ def test_a_refused_value_is_dead_lettered_and_throttling_is_retried(deployment, 
     assert [i.change.reference for i in items] == ["req-10"]
     # once the retry time has come it is applied: Defender and the ticket both get bob
     with inbox.transaction(store) as tx:
-        inbox._conn(tx).execute("UPDATE sync_inbox SET next_at = 0 WHERE reference = 'req-10'")
+        tx.execute("UPDATE sync_inbox SET next_at = 0 WHERE reference = 'req-10'")
     result = deployment.engine.applier.run()
     assert result.applied == 1
     with _closing(deployment.defender()) as graph:
