@@ -5,28 +5,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
+from emulators.cli import add_listen_arguments, serve_until_interrupted
 from forwarder.hookspecs import hookimpl
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    # --host as in the other emulators (stored as "listen": args.host is the CLI's plugin host).
-    parser.add_argument(
-        "--host",
-        "--listen",
-        dest="listen",
-        default="127.0.0.1",
-        metavar="ADDRESS",
-        help="address to listen on (loopback by default)",
+    add_listen_arguments(
+        parser,
+        port=0,
+        state_dir="./servicenow-emulator",
+        http_help="plain HTTP instead of HTTPS (the sink insists on https URLs)",
+        older_http="--no-tls",
     )
-    parser.add_argument("--port", type=int, default=0, metavar="PORT", help="port (0 picks a free one)")
-    parser.add_argument(
-        "--state-dir", default="./servicenow-emulator", metavar="DIR", help="where the TLS CA and certificate live"
-    )
-    parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP (the sink insists on https URLs)")
+    parser.add_argument("--listen", dest="bind", help=argparse.SUPPRESS)  # the older spelling of --host
     parser.add_argument("--user", default="dlpfwd", metavar="NAME", help="basic-auth user name")
     parser.add_argument(
         "--password-env",
@@ -73,20 +67,13 @@ def run(args: argparse.Namespace) -> int:
         app.tables = set(args.table)
     if args.throttle:
         app.throttle(args.throttle, args.retry_after)
-    server = EmulatorServer(app, host=args.listen, port=args.port, tls=not args.no_tls, cert_dir=args.state_dir)
+    server = EmulatorServer(app, host=args.bind, port=args.port, tls=not args.http, cert_dir=args.state_dir)
     print(
         f"ServiceNow emulator listening on {server.url}"
         + (f" (CA: {os.path.abspath(server.ca_file)})" if server.ca_file else ""),
         flush=True,
     )
-    stop = threading.Event()
-    server.start()
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_interrupted(server)
     return 0
 
 

@@ -215,3 +215,27 @@ def test_closing_an_incident_makes_it_inactive(server, app):
         assert closed["active"] == "false"
         app.lock_inactive = True
         assert c.patch(f"/api/now/table/incident/{rec['sys_id']}", json={"state": "2"}).status_code == 403
+
+
+def test_command_flags_match_the_other_emulators():
+    """--host/--port/--http/--state-dir as every emulator command spells them; the older
+    --listen, --no-tls (and --cert-dir) still parse."""
+    import argparse
+
+    from emulators.servicenow.plugin import configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    for argv in (
+        ["--host", "127.0.0.2", "--port", "0", "--http", "--state-dir", "d"],
+        ["--listen", "127.0.0.2", "--port", "0", "--no-tls", "--cert-dir", "d"],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.bind, args.port, args.http, args.state_dir) == ("127.0.0.2", 0, True, "d")
+    defaults = parser.parse_args([])
+    assert (defaults.bind, defaults.port, defaults.http, defaults.state_dir) == (
+        "127.0.0.1",
+        0,
+        False,
+        "./servicenow-emulator",
+    )
