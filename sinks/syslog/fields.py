@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from typing import Any
 
-from forwarder.schema import parse_time
+from forwarder.schema import SEVERITIES, parse_time
 
 LIST_SEPARATOR = ";"  # between list items in one value (policies, recipients...)
 ACTION_SEPARATOR = ","  # between actions
@@ -164,7 +164,7 @@ def source_id(event_id: str) -> str:
 
 
 _NO_ENRICHMENT = ("", "", "", "", "", "")
-_SEVERITY_RANK = {"unknown": 0, "informational": 1, "low": 2, "medium": 3, "high": 4}
+_SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 
 def enrichment_fields(data: dict[str, Any]) -> tuple[str, str, str, str, str, str]:
