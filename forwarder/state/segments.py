@@ -48,6 +48,14 @@ def decode(lens_blob: bytes, units_blob: bytes, body: bytes) -> tuple[list[int],
     return offsets, lens, units
 
 
+def count(lens_blob: bytes) -> int:
+    """The number of entries of a segment whose ``lens`` is ``lens_blob``, without decoding it."""
+    return len(lens_blob) // _LEN_SIZE
+
+
+_LEN_SIZE = array("I").itemsize
+
+
 def is_done(done: bytes | bytearray | None, index: int) -> bool:
     return bool(done) and bool(done[index >> 3] & (1 << (index & 7)))  # type: ignore[index]
 

@@ -509,8 +509,7 @@ class HotSegments:
         self._idle = True  # no reader yet, or full and none for IDLE_SECONDS: keep nothing
 
     def publish(self, seg: int, lens_blob: bytes, units_blob: bytes, body: bytes) -> None:
-        offsets, lens, units = segments.decode(lens_blob, units_blob, b"")
-        n = len(lens)
+        n = segments.count(lens_blob)  # decoded below only if the segment is kept
         with self._lock:
             tail, self._tail = self._tail, (seg, n)
             if tail is None or tail[0] != seg - 1 or seg <= self._read_upto:
@@ -529,6 +528,7 @@ class HotSegments:
                     self._by_pos.clear()
                     self._bytes = 0
                 return
+            offsets, _, units = segments.decode(lens_blob, units_blob, b"")
             self._segs[seg] = (n, offsets, units, body)
             self._by_pos[segments.entry_id(tail[0], tail[1] - 1)] = (seg, 0)
             self._bytes += len(body)
