@@ -434,12 +434,6 @@ class RecentKeys:
         self.keys: dict[str, float] = {}
         self.version: int | None = None  # data_version when the copy was last known current
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def get(self, key: str) -> float | None:
-        return self.keys.get(key)
-
     def current(self, db: sqlite3.Connection) -> dict[str, float]:
         """The copy, reloaded first if another connection committed meanwhile. Call inside the
         write transaction (nobody else can commit while it is used) before this transaction
