@@ -4,6 +4,8 @@ the tenant emulator."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -12,19 +14,22 @@ from forwarder.cli import main
 from tests.sources.emulated import config_text, delivered, management_activity_source, serve
 
 
+def _config_file(emu: TenantEmulator, server: Any, tmp_path: Path, window_hours: float) -> Path:
+    """``tmp_path/dlpfwd.toml``: the emulator's Management Activity source "o365" in
+    ``window_hours`` backfill windows."""
+    path = tmp_path / "dlpfwd.toml"
+    path.write_text(
+        config_text(emu, server, tmp_path, [management_activity_source(emu, server, window_hours=window_hours)])
+    )
+    return path
+
+
 def test_backfill_command_progress_and_rerun(tmp_path, capsys):
     emu = TenantEmulator(
         EmulatorConfig(seed=51, audit_records=300, days=3, records_per_blob=20), state_dir=tmp_path / "emu"
     )
     with serve(emu) as server:
-        text = config_text(
-            emu,
-            server,
-            tmp_path,
-            [management_activity_source(emu, server, window_hours=12)],
-        )
-        path = tmp_path / "dlpfwd.toml"
-        path.write_text(text)
+        path = _config_file(emu, server, tmp_path, window_hours=12)
         now = dt.datetime.fromtimestamp(emu.clock.time(), dt.UTC).replace(microsecond=0)
         since = (now - dt.timedelta(days=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
         until = now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -78,14 +83,7 @@ def test_backfill_with_relative_times_resumes_when_the_same_command_is_rerun(tmp
 
     monkeypatch.setattr(core, "_forwarder", interrupted_once)
     with serve(emu) as server:
-        text = config_text(
-            emu,
-            server,
-            tmp_path,
-            [management_activity_source(emu, server, window_hours=6)],
-        )
-        path = tmp_path / "dlpfwd.toml"
-        path.write_text(text)
+        path = _config_file(emu, server, tmp_path, window_hours=6)
         command = ["--config", str(path), "backfill", "--source", "o365", "--since", "2d"]
         assert main(command) == 130
         first = {e["id"] for e in delivered(tmp_path)}
