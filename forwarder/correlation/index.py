@@ -72,8 +72,7 @@ CREATE INDEX IF NOT EXISTS links_alert ON links (alert);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
 """
 
-_USER_TYPES = ("upn", "oid")
-_USER_PREFIXES = ("upn:", "oid:")  # keys of those types start with these
+_USER_PREFIXES = ("upn:", "oid:")  # keys of the user types (upn, oid) start with these
 _DELETE_KEY = "DELETE FROM keys WHERE side = ? AND day = ? AND k = ? AND t = ? AND item = ?"
 _DROP = "".join(f"DROP TABLE IF EXISTS {t};" for t in ("items", "keys", "uinc", "links", "meta"))
 
@@ -257,7 +256,7 @@ class CorrelationIndex:
         }  # rule -> seconds (0 = any)
         # key type -> (reason, window seconds) for the enabled rules
         self._probe_spec = {
-            kt: (f"{_RULE_OF[kt]}:{kt}", w) for kt in _RULE_OF for r, w in self.windows.items() if r == _RULE_OF[kt]
+            kt: (f"{rule}:{kt}", self.windows[rule]) for kt, rule in _RULE_OF.items() if rule in self.windows
         }
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -272,21 +271,28 @@ class CorrelationIndex:
             db.executescript(_DROP)  # an index of an older layout: rebuilt (it is derived data)
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
-        self._filters = self._load_filters(db)
-        self._known = self._load_known(db)
-        self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
         # encoded summaries of recent items: bytes, so the garbage collector never scans them
         # (first in, first out: an OrderedDict costs a fraction of an LRUCache per insert)
         self._infos: OrderedDict[str, bytes] = OrderedDict()
         # decoded summaries of the partners linked most recently (alerts linked to many events):
         # read-only dicts shared by the batches' results, so no JSON round trip per event
         self._decoded: LRUCache[str, dict[str, Any]] = LRUCache(maxsize=2_048)
+        self._load_memory(db, db.execute("PRAGMA data_version").fetchone()[0])
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _load_memory(self, db: sqlite3.Connection, data_version: int) -> None:
+        """(Re)load what is kept in memory from the database: at start, and when another
+        connection wrote (``PRAGMA data_version`` moved to ``data_version``)."""
+        self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
+        self._filters = self._load_filters(db)
+        self._known = self._load_known(db)
         self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
         self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
-
-    # ------------------------------------------------------------------ plumbing
+        self._infos.clear()
+        self._decoded.clear()
+        self._data_version = data_version
 
     def _load_filters(self, db: sqlite3.Connection) -> dict[int, KeyFilter]:
         filters = {SIDE_DLP: KeyFilter(), SIDE_ALERT: KeyFilter()}
@@ -373,15 +379,7 @@ class CorrelationIndex:
         with self._tx() as db:
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version:  # another connection wrote: reload what is kept in memory
-                self._filters = self._load_filters(db)
-                self._known = self._load_known(db)
-                self._next_id = (db.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
-                self._meta = {name: value for name, value in db.execute("SELECT name, value FROM meta")}
-                self._items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-                self._links = db.execute("SELECT COUNT(*) FROM links").fetchone()[0]
-                self._infos.clear()
-                self._decoded.clear()
-                self._data_version = version
+                self._load_memory(db, version)
             batch = int(self._meta.get("batch", 0)) + 1
             self._set_meta(db, "batch", batch)
             result.batch = batch
