@@ -309,12 +309,12 @@ class Drainer:
         if self.gate.breaker.probing:
             limit = 1
         # Entries awaiting acknowledgement lie at or before ``pos`` unless a retry moved it back;
-        # only then read past them.
+        # only then read past them (and leave them out).
         extra = len(self.pending) if self.pending and max(self.pending) > self.pos else 0
         rows = self.store.read_spool(self.name, self.pos, limit + extra)
-        if self.pending:
+        if extra:
             rows = [r for r in rows if r.id not in self.pending]
-        rows = rows[:limit]
+            rows = rows[:limit]
         size = 0
         for i, r in enumerate(rows):
             size += r.size
