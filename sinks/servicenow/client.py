@@ -31,12 +31,14 @@ NOT_FOUND = "not_found"
 
 
 class TableError(Exception):
-    """A Table API request failed; ``kind`` is RETRY, REJECT, FATAL or NOT_FOUND."""
+    """A Table API request failed; ``kind`` is RETRY, REJECT, FATAL or NOT_FOUND; ``status`` is
+    the HTTP status where callers tell answers of one kind apart (403), else 0."""
 
-    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, kind: str, message: str, retry_after: float | None = None, status: int = 0) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        self.status = status
 
 
 class TableClient:
@@ -165,6 +167,7 @@ class TableClient:
                 f"{what}: HTTP 403 {detail}: the integration user lacks a role or an ACL, business rule or data "
                 f"policy refused the write (check the user's roles on {self.path}.table = "
                 f"{self.settings.table!r} and mandatory fields in {self.path}.fields)",
+                status=403,
             )
         if status == 404:
             raise TableError(NOT_FOUND, f"{what}: HTTP 404 {detail}")

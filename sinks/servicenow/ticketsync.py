@@ -350,8 +350,8 @@ class ServiceNowPeer:
             row, _ = self._call(
                 "PATCH", f"{self.table}/{view.key}", {"sysparm_fields": "sys_id,sys_mod_count,state"}, body
             )
-        except FatalError as exc:
-            if "HTTP 403" in str(exc) and self._inactive(view.key):
+        except _Forbidden as exc:
+            if self._inactive(view.key):
                 # a closed ticket the instance keeps read-only: this change is refused for good
                 raise SyncRejected(f"ticket {view.label} is closed and read-only: {exc}") from None
             raise
@@ -391,8 +391,12 @@ class ServiceNowPeer:
             if exc.kind == RETRY:
                 raise RetriableError(str(exc), exc.retry_after) from None
             if exc.kind == FATAL:
-                raise FatalError(str(exc)) from None
+                raise (_Forbidden if exc.status == 403 else FatalError)(str(exc)) from None
             raise SyncRejected(str(exc)) from None
+
+
+class _Forbidden(FatalError):
+    """The FatalError of an HTTP 403 answer: a PATCH refused so may be a closed, read-only ticket."""
 
 
 def _value(value: Any) -> str:
