@@ -164,6 +164,7 @@ class _SqliteTransaction:
         self.beats: dict[str, float] = {}  # heartbeats written, remembered once committed
         self.recent: dict[str, float] = {}  # idempotency keys remembered, published once committed
         self.merged = False  # dedup_recent was merged into dedup in this transaction
+        self._committed: dict[str, float] | None = None  # see _committed_keys
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, params)
@@ -171,9 +172,17 @@ class _SqliteTransaction:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
         return self.db.executemany(sql, rows)
 
+    def _committed_keys(self) -> dict[str, float]:
+        """The keys of ``dedup_recent`` committed before this transaction (the store's copy,
+        checked once per transaction, before it writes there); empty once this transaction
+        merged them into ``dedup``, which then has their latest times."""
+        if self._committed is None:
+            self._committed = self.store._recent_keys()
+        return self._committed
+
     def seen_keys(self, keys: Sequence[str], since: float) -> set[str]:
         seen: set[str] = set()
-        recent = self.store._recent_keys()
+        recent = self._committed_keys()
         pending = self.recent
         older: list[str] = []
         for k in keys:
@@ -194,7 +203,7 @@ class _SqliteTransaction:
     def remember_keys(self, keys: Sequence[str], now: float) -> None:
         # Appended to dedup_recent (see RecentKeys). One multi-row statement per chunk, not
         # executemany: one step (one GIL hand-off) per 500 keys instead of one per key.
-        committed = self.store._recent_keys()  # before this transaction's rows are in the table
+        committed = self._committed_keys()  # before this transaction's rows are in the table
         for part in _chunks(keys):
             values = ",".join(["(?, ?)"] * len(part))
             args: list[Any] = []
@@ -206,6 +215,7 @@ class _SqliteTransaction:
         if len(committed) + len(self.recent) >= RecentKeys.MAX_KEYS:
             RecentKeys.merge(self.db, {**committed, **self.recent})
             self.recent = {}  # all in dedup now; keys remembered later in this transaction are recent again
+            self._committed = {}
             self.merged = True
 
     def unit_refs(self, source: str, unit_ids: Sequence[str], now: float) -> dict[str, int]:

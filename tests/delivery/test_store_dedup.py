@@ -123,3 +123,15 @@ def test_purge_forgets_old_keys_in_both_tables(tmp_path: Path) -> None:
     assert table_counts(store) == (0, 1)
     assert seen(store, ["old1", "old-recent", "new"], 0.0) == {"new"}
     store.close()
+
+
+def test_keys_merged_earlier_in_the_same_transaction_keep_their_latest_time(tmp_path: Path) -> None:
+    store = SqliteStateStore(str(tmp_path))
+    remember(store, ["k"], 100.0)  # committed: in the in-memory copy at 100
+    with store.transaction() as tx:
+        tx.remember_keys(["k", *[f"a{i}" for i in range(9)]], 500.0)  # 11 >= 10: merged, k at 500
+        assert tx.seen_keys(["k"], 300.0) == {"k"}  # not the copy's 100 from before the merge
+        tx.remember_keys([f"b{i}" for i in range(10)], 500.0)  # a second merge in this transaction
+    assert store._db.execute("SELECT seen FROM dedup WHERE key = 'k'").fetchone()[0] == 500.0
+    assert seen(store, ["k"], 300.0) == {"k"}
+    store.close()
