@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -144,8 +144,10 @@ def generated_events(draw: st.DrawFn) -> DlpEvent:
     ev.override.false_positive = draw(st.booleans())
     names = draw(st.lists(text, max_size=4))
     counts = draw(st.lists(st.integers(0, 10**6), max_size=4))
-    for sit, name, count in zip(ev.sensitive_types * len(names), names, counts, strict=False):
-        sit.name, sit.count = name, count
+    # one sensitive type per generated (name, count); the event's own one when none
+    template = ev.sensitive_types[0]
+    drawn = [replace(template, name=name, count=count) for name, count in zip(names, counts, strict=False)]
+    ev.sensitive_types = drawn or ev.sensitive_types
     actions = draw(st.lists(st.lists(st.sampled_from(["Block", "Notify", "Audit", ""]), max_size=3), max_size=3))
     ev.policies = [
         PolicyMatch(id=f"p{i}", name=upn, rules=[RuleMatch(id=f"r{i}", name=name, actions=acts)])
