@@ -53,11 +53,10 @@ Enqueue = Callable[[Any, StatusChangeRequest], Any]
 def to_status_change(change: StatusChangeRequest) -> Any:
     """The inbox record of an accepted request: origin ``inbound``, reference = ``changeId``,
     version and observed = the request's ``timestamp``, author = its ``source``."""
+    from forwarder.schema import iso_utc
     from forwarder.sync.change import StatusChange
 
-    when = change.timestamp.strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{change.timestamp.microsecond:06d}Z" if change.timestamp.microsecond else "Z"
-    )
+    when = iso_utc(change.timestamp)
     return StatusChange(
         incident_id=change.incident_id,
         origin="inbound",
