@@ -215,10 +215,10 @@ class SyncEngine:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
             incident = key[len(OBSERVED) :]
-            # the event schema spells four determinations as the update page does (clean...):
-            # compare and store them in the Graph v1.0 spelling, as the live incident shows them
+            # observations recorded before events carried the Graph v1.0 determination spelling
+            # hold the update page's (clean...): compare and store them as the live incident shows them
             values = canonical_values(values)
-            cls, _, det = values["classification"].partition("/")
+            cls, _, det = str(values.get("classification", "")).partition("/")
             change = StatusChange(
                 incident,
                 "defender",

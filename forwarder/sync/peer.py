@@ -94,8 +94,10 @@ def defender_values(incident: dict[str, Any]) -> dict[str, str]:
 
 
 def canonical_values(values: dict[str, str]) -> dict[str, str]:
-    """Group values with the determination in the Graph v1.0 spelling (the event schema uses the
-    update page's older spellings: clean, compromisedUser, insufficientData, confirmedUserActivity)."""
+    """Group values with the determination in the Graph v1.0 spelling. Events now carry it, but
+    observations and ticket baselines recorded by an earlier version (or from events spooled
+    before the upgrade) may hold the update page's older spellings: clean, compromisedUser,
+    insufficientData, confirmedUserActivity."""
     from forwarder.correlation.incidents import DETERMINATION_ALIASES
 
     cls, sep, det = values.get("classification", "").partition("/")
