@@ -15,6 +15,7 @@ No sleeps: every wait polls a condition with a deadline.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -35,7 +36,7 @@ from emulators.tenant import EmulatorConfig, TenantEmulator
 from forwarder.cli import main
 from forwarder.config import load_config
 from forwarder.correlation.index import DB_NAME
-from forwarder.correlation.writeback import MARKER, GraphWriter, writeback_summary
+from forwarder.correlation.writeback import MARKER, GraphWriter, WriteBack, writeback_summary
 from forwarder.plugins import PluginHost
 from forwarder.runtime import Forwarder
 from tests.sources.emulated import config_text, serve
@@ -160,8 +161,16 @@ class Setup:
     def written(self) -> int:
         return len(self.db("SELECT alert FROM writeback WHERE written != ''"))
 
+    def writer(self) -> GraphWriter:
+        """A Graph writer with the app of the configuration's graph source (the caller closes it)."""
+        return GraphWriter(self.config.source("graph").settings, logging.getLogger("test"))
+
+    def queue(self) -> WriteBack:
+        """The write-back queue of this state directory (the caller closes it)."""
+        return WriteBack(self.state, ["graph"], TAG)
+
     def comments(self, alert: str) -> list[str]:
-        writer = GraphWriter(self.config.source("graph").settings, __import__("logging").getLogger("test"))
+        writer = self.writer()
         try:
             return [c["comment"] for c in writer.alert_comments(alert)]
         finally:
@@ -343,7 +352,7 @@ TAG = "dlpfwd:dlp-correlated"
 
 
 def _incidents(setup: Setup) -> list[dict[str, Any]]:
-    writer = GraphWriter(setup.config.source("graph").settings, __import__("logging").getLogger("test"))
+    writer = setup.writer()
     try:
         return writer.incidents.incidents(top=50)
     finally:
@@ -385,17 +394,13 @@ class Crash(BaseException):
 def test_a_crash_between_the_comment_and_the_tag_is_finished_by_the_next_drain(
     tmp_path: Path, emulator: tuple[Any, Any]
 ) -> None:
-    import logging
-
-    from forwarder.correlation.writeback import WriteBack
-
     emu, server = emulator
     setup = Setup(tmp_path, emu, server)
     assert main(["run", "--once", "--config", str(setup.path)]) == 0
     first = setup.linked()[0]
     gate = CommentGate(emu)
-    writer = GraphWriter(setup.config.source("graph").settings, logging.getLogger("test"))
-    queue = WriteBack(setup.state, ["graph"], TAG)
+    writer = setup.writer()
+    queue = setup.queue()
     try:
         tag = writer.tag_incident
 
@@ -441,15 +446,11 @@ def test_a_5xx_after_the_comment_was_stored_does_not_post_it_twice(tmp_path: Pat
 def test_a_joining_dlp_event_adds_one_comment_and_an_evicted_link_none(
     tmp_path: Path, emulator: tuple[Any, Any]
 ) -> None:
-    import logging
-
-    from forwarder.correlation.writeback import WriteBack
-
     emu, server = emulator
     setup = Setup(tmp_path, emu, server)
     assert main(["run", "--once", "--config", str(setup.path)]) == 0
-    writer = GraphWriter(setup.config.source("graph").settings, logging.getLogger("test"))
-    queue = WriteBack(setup.state, ["graph"], TAG)
+    writer = setup.writer()
+    queue = setup.queue()
     db = sqlite3.connect(str(Path(setup.state) / DB_NAME), isolation_level=None)
     try:
         first = queue.drain(writer, limit=1000)
