@@ -61,6 +61,15 @@ def incident(tenant: Tenant, source: Any, ident: str) -> dict[str, Any]:
         graph.close()
 
 
+def _stop(endpoint: Any, worker: ServeWorker, store: Any) -> None:
+    """Stop the endpoint and the worker, close the worker's applier and the store."""
+    endpoint.stop()
+    worker.stop()
+    assert worker.applier is not None
+    worker.applier.close()
+    store.close()
+
+
 def resolve_body(ident: str) -> dict[str, Any]:
     return change(incidentId=ident, status="resolved", classification="falsePositive", determination="notMalicious",
                   comment="Closed by a Splunk alert action", source="splunk:dlp")  # fmt: skip
@@ -131,11 +140,7 @@ def test_the_worker_applies_an_accepted_change_at_once_and_dead_letters_an_unkno
         (dead,) = inbox.dead(store)
         assert dead[1].incident_id == "999999" and "404" in dead[2]
     finally:
-        endpoint.stop()
-        worker.stop()
-        assert worker.applier is not None
-        worker.applier.close()
-        store.close()
+        _stop(endpoint, worker, store)
 
 
 def test_the_applying_source_is_serve_source_or_the_only_graph_security_source(tmp_path, tenant, certs):
@@ -211,8 +216,4 @@ def test_without_the_write_permission_applying_stops_and_health_says_so(tmp_path
             assert inbox.stats(store)["pending"] >= 1
         assert tenant.writes == []
     finally:
-        endpoint.stop()
-        worker.stop()
-        assert worker.applier is not None
-        worker.applier.close()
-        store.close()
+        _stop(endpoint, worker, store)
