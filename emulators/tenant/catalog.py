@@ -184,45 +184,6 @@ ENDPOINT_OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("FileCopiedToRemoteDesktopSession", "RemoteDesktop", "mstsc.exe"),
 )
 
-DEFENDER_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
-    # title, serviceSource, detectionSource, category, MITRE technique
-    (
-        "Suspicious file uploaded to a personal cloud storage",
-        "microsoftDefenderForEndpoint",
-        "microsoftDefenderForEndpoint",
-        "Exfiltration",
-        "T1567.002",
-    ),
-    (
-        "Email messages containing malicious URL removed after delivery",
-        "microsoftDefenderForOffice365",
-        "microsoftDefenderForOffice365",
-        "InitialAccess",
-        "T1566.002",
-    ),
-    (
-        "Mass download by a single user",
-        "microsoftDefenderForCloudApps",
-        "cloudAppSecurity",
-        "Exfiltration",
-        "T1530",
-    ),
-    (
-        "Unusual amount of data extracted from a storage account",
-        "microsoftDefenderForCloud",
-        "microsoftDefenderForStorage",
-        "Exfiltration",
-        "T1537",
-    ),
-    (
-        "Unusual volume of file deletion",
-        "microsoftDefenderForCloudApps",
-        "cloudAppSecurity",
-        "Impact",
-        "T1485",
-    ),
-)
-
 # Non-DLP Defender alerts the generator plants (correlated with a DLP record, or decoys that
 # must link to nothing). (title, serviceSource, detectionSource, category, MITRE technique)
 MDE_ALERTS: tuple[tuple[str, str, str, str, str], ...] = (
