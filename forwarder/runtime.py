@@ -189,7 +189,7 @@ class Forwarder:
         self.errors: list[str] = []
         stopped = self.store.stopped()
         configured = {s.name for s in config.sources} | {s.name for s in config.sinks}
-        corr = getattr(config, "correlation", None)  # a stopped write-back stays flagged until it writes
+        corr = config.correlation  # a stopped write-back stays flagged until it writes
         configured |= {f"writeback:{n}" for n in (corr.writeback_sources if corr is not None else [])}
         for gone in set(stopped) - configured:
             self.store.clear_stopped(gone)  # removed from the configuration: no longer an alarm
