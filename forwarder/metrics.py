@@ -3,7 +3,8 @@
 Metric names (all labelled by instance name):
 
 * ``dlpfwd_source_events_total{source, stage}`` -- stage: ``read``, ``normalized``, ``spooled``,
-  ``duplicates``, ``quarantined``, ``filtered``;
+  ``duplicates``, ``quarantined``, ``correlation_only`` (non-DLP alerts indexed for
+  correlation, not forwarded);
 * ``dlpfwd_sink_events_total{sink, outcome}`` -- outcome: ``delivered``, ``retried``,
   ``rejected``, ``dead_lettered``, ``dropped_oldest``, ``duplicates_possible``;
 * ``dlpfwd_plugin_counter_total{instance, name}`` -- what plugins count through their context;
