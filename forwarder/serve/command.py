@@ -52,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     from forwarder.serve.settings import ServeSettings
     from forwarder.serve.worker import ServeWorker
     from forwarder.state import open_store
+    from forwarder.sync.inbound import applier_problems
 
     config = load_config(args.config, args.host)
     if not getattr(args, "log_level", None):
@@ -66,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.health:
         return _health(settings, args.insecure_plain_http)
     found = problems(settings, insecure=args.insecure_plain_http)
-    found += _applier_problems(config)
+    found += applier_problems(config)
     if found:
         raise ConfigError(found)
     store = open_store(config.forwarder.state_dir)
@@ -132,20 +133,6 @@ def _health(settings: Any, plain: bool) -> int:
         return EXIT_FAILED
     print(f"dlpfwd serve --health: {url}: {'ok' if ok else 'unhealthy'}")
     return EXIT_OK if ok else EXIT_FAILED
-
-
-def _applier_problems(config: Any) -> list[str]:
-    """Why the accepted changes could not be applied (``serve.source``), when serve applies them."""
-    from forwarder.errors import ConfigError
-    from forwarder.sync.inbound import applies_inbound, serve_source
-
-    if not applies_inbound(config):
-        return []
-    try:
-        serve_source(config)
-    except ConfigError as exc:
-        return list(exc.problems)
-    return []
 
 
 def _applier(config: Any, store: Any) -> Any:

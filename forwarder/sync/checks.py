@@ -34,16 +34,12 @@ def serve_problems(config: Any, path: str = "serve") -> list[str]:
     settings = getattr(config, "serve", None)
     if settings is None or not configured(settings):
         return []
-    from forwarder.sync.inbound import applies_inbound, serve_source
+    from forwarder.sync.inbound import applier_problems, applies_inbound
 
     found = problems(settings, insecure=False, path=path)
     found += tls_problems(settings, path)
-    if applies_inbound(config):
-        try:
-            serve_source(config)
-        except ConfigError as exc:
-            found += exc.problems
-    elif settings.source:
+    found += applier_problems(config)
+    if settings.source and not applies_inbound(config):
         graphs = [s.name for s in config.sources if s.type == "graph_security"]
         if settings.source not in graphs:
             found.append(f"{path}.source: no graph_security source named {settings.source!r}")

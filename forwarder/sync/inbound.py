@@ -57,6 +57,18 @@ def serve_source(config: Any) -> Any:
     return graphs[0]
 
 
+def applier_problems(config: Any) -> list[str]:
+    """Why ``dlpfwd serve`` could not apply what it accepts (``serve.source`` unresolvable);
+    ``[]`` when it can, or when a ServiceNow sync applies instead."""
+    if not applies_inbound(config):
+        return []
+    try:
+        serve_source(config)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
+
+
 class NoTickets:
     """The ticket side of a deployment without ServiceNow: no ticket, nothing to map or write."""
 
