@@ -279,14 +279,10 @@ class WriteBack:
         return 0
 
     def _infos(self, eids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(eids), 500):
-            chunk = eids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT eid, info FROM items WHERE eid IN ({marks})"  # noqa: S608 - placeholders only
-            for eid, info in self.db.execute(sql, chunk):
-                found[eid] = orjson.loads(info)
-        return found
+        """The index's summaries of ``eids`` (those still indexed)."""
+        return {
+            eid: orjson.loads(info) for eid, info in self._rows("SELECT eid, info FROM items WHERE eid IN ({})", eids)
+        }
 
     def _record(self, alert: str, **values: Any) -> None:
         self.db.execute("INSERT OR IGNORE INTO writeback (alert) VALUES (?)", (alert,))
