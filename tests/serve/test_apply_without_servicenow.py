@@ -29,7 +29,7 @@ from tests.itsm.test_sync_end_to_end import Tenant, served_tenant
 from tests.sources.emulated import auth_toml
 
 from .conftest import HMAC_KEY, change, post_signed, trust
-from .test_command import serving
+from .test_command import exit_code, serving
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_serve_process_resolves_the_incident_without_servicenow(tmp_path, tenant
             assert time.monotonic() < deadline, "dlpfwd serve did not apply the change"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert exit_code(proc) == 0
     assert tenant.writes.count(("PATCH", f"/v1.0/security/incidents/{ident}")) == 1
 
 

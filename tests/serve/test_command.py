@@ -53,7 +53,29 @@ def write_config(tmp_path: Path, serve: str) -> Path:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "DLPFWD_SERVE_HMAC": HMAC_KEY, "DLPFWD_SERVE_TOKEN": BEARER, "DLPFWD_LOG_LEVEL": "info"}
+    return {
+        **os.environ,
+        "DLPFWD_SERVE_HMAC": HMAC_KEY,
+        "DLPFWD_SERVE_TOKEN": BEARER,
+        "DLPFWD_LOG_LEVEL": "info",
+        "PYTHONFAULTHANDLER": "1",  # a SIGABRT dumps every thread's stack (see exit_code)
+    }
+
+
+def exit_code(proc: subprocess.Popen[str], timeout: float = 60) -> int:
+    """``proc``'s exit code once it ends; if it has not ended within ``timeout`` seconds, the
+    test fails with the stacks of all its threads (faulthandler, on SIGABRT) and its stderr, so
+    that a rare hang at shutdown shows where it waits."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        pytest.fail(f"dlpfwd serve did not exit within {timeout:.0f} s; its stderr and thread stacks:\n{err}")
 
 
 @contextmanager
@@ -96,7 +118,7 @@ def serving(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], 
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        exit_code(proc)
 
 
 def test_serve_process_accepts_a_signed_change_and_stops_on_sigterm(tmp_path, certs):
@@ -117,7 +139,7 @@ def test_serve_process_accepts_a_signed_change_and_stops_on_sigterm(tmp_path, ce
         healthy = subprocess.run(probe, env=env(), capture_output=True, text=True, timeout=60)
         assert healthy.returncode == 0 and "ok" in healthy.stdout, healthy.stderr
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert exit_code(proc) == 0
         assert proc.stderr is not None
         rest = proc.stderr.read()
     assert HMAC_KEY not in rest and BEARER not in rest and "wrong-token" not in rest
@@ -150,7 +172,7 @@ def test_insecure_plain_http_must_be_asked_for_explicitly(tmp_path):
         with httpx.Client(base_url=url) as client:
             assert post_bearer(client, change()).status_code == 202
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert exit_code(proc) == 0
         assert proc.stderr is not None
         assert "local tests only" in proc.stderr.read()
 
