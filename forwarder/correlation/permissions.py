@@ -267,6 +267,7 @@ def print_missing(config: Any, tokens: Any = None) -> bool:
         )
     for e in errors:
         print(redact(f"permissions not checked: {e}"), file=sys.stderr)
-    if not lacking and not errors and needs(config):
-        print(f"permissions: the apps' tokens carry all {len(needs(config))} application permission(s) needed")
+    needed = len(needs(config)) if not lacking and not errors else 0
+    if needed:
+        print(f"permissions: the apps' tokens carry all {needed} application permission(s) needed")
     return not lacking and not errors
