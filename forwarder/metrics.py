@@ -18,8 +18,8 @@ Metric names (all labelled by instance name):
 * ``dlpfwd_writeback_total{source, outcome}`` -- correlation write-back to Defender XDR:
   ``commented``, ``recovered`` (the comment was already there: a crash after the POST),
   ``tagged`` (incidents), ``deferred``, ``dead_lettered``, ``dry_run``;
-  ``dlpfwd_writeback_due{source}`` -- alerts left by the last drain (its limit reached, or
-  deferred after a failure).
+  ``dlpfwd_writeback_due{source}`` -- alerts still waiting after the last drain (its limit
+  reached, or deferred after a failure until their retry time).
 
 Each :class:`Metrics` has its own registry, so several forwarders (tests) never collide.
 """

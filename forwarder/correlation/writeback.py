@@ -214,6 +214,12 @@ class WriteBack:
         self._settle(settled)
         return out
 
+    def waiting(self) -> int:
+        """Alerts of this write-back's sources still waiting for their write-back: due, beyond
+        a drain's limit, or deferred until their retry time (the pending set, not the links)."""
+        rows = self._rows("SELECT DISTINCT alert FROM writeback_pending WHERE source IN ({})", sorted(self.sources))
+        return len({a for (a,) in rows})
+
     def _rows(self, sql: str, ids: list[str]) -> Iterator[tuple[Any, ...]]:
         """``sql`` (one ``IN ({})``) over ``ids`` in chunks of 500 placeholders."""
         for i in range(0, len(ids), 500):

@@ -129,7 +129,7 @@ class WriteBackLoop:
                         limit=1 << 30 if dry_run else self.corr.writeback_limit,  # a dry run records nothing
                         should_stop=stop.is_set if stop is not None else None,
                     )
-                    due_after = result.remaining + len(result.deferred)  # no second scan of the links
+                    due_after = queue.waiting()  # also those deferred by earlier drains
                 finally:
                     queue.close()
         except FatalError as exc:

@@ -133,17 +133,20 @@ def test_nothing_due_is_lost_across_a_crash_a_restart_the_limit_and_deferral(tmp
     try:
         first = queue.drain(graph, limit=10, now=1000.0)
         assert len(first.commented) == 9 and set(first.deferred) == {"a12"} and first.remaining == 20
+        assert queue.waiting() == 21
     finally:
         queue.close()
     queue = WriteBack(str(tmp_path), ["graph"], "tag")  # a restart
     try:
         second = queue.drain(graph, limit=100, now=1001.0)
         assert len(second.commented) == 20 and not second.deferred  # a12 waits for its retry time
+        assert queue.waiting() == 1  # still counted while it waits (the dlpfwd_writeback_due gauge)
         graph.failing.clear()
         later = queue.drain(graph, limit=100, now=1000.0 + 3600)
         assert later.commented == ["a12"]
         assert sorted(graph.commented) == sorted(f"a{i}" for i in range(30))
         assert queue.db.execute("SELECT count(*) FROM writeback_pending").fetchone()[0] == 0
+        assert queue.waiting() == 0
     finally:
         queue.close()
 
